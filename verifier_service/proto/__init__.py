@@ -1,0 +1,1 @@
+"""Generated stubs of protos/verifier/v1/verifier.proto (scripts/gen_protos.py writes them)."""
