@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from verifier_service.client import (
-    AsyncVerifierClient, MathItem, RetryPolicy, VerifierClient, VerifierError, parse_addresses,
+    AsyncVerifierClient, MathItem, RetryPolicy, VerifierClient, VerifierCallError, parse_addresses,
 )
 from verifier_service.proto import verifier_pb2 as pb
 from verifier_service.proto import verifier_pb2_grpc as pbg
@@ -151,7 +151,7 @@ def test_invalid_argument_is_not_retried(scripted):
     servicer, address = scripted
     servicer.fail = [grpc.StatusCode.INVALID_ARGUMENT] * 3
     with VerifierClient(address, max_items_per_request=8, retry=FAST) as client:
-        with pytest.raises(VerifierError) as info:
+        with pytest.raises(VerifierCallError) as info:
             client.check_math(items(2))
     assert info.value.code == "INVALID_ARGUMENT" and info.value.attempts == 1
     assert len(servicer.request_ids) == 1
@@ -161,7 +161,7 @@ def test_retries_are_bounded(scripted):
     servicer, address = scripted
     servicer.fail = [grpc.StatusCode.RESOURCE_EXHAUSTED] * 100
     with VerifierClient(address, max_items_per_request=8, retry=FAST) as client:
-        with pytest.raises(VerifierError) as info:
+        with pytest.raises(VerifierCallError) as info:
             client.check_math(items(2))
     assert info.value.code == "RESOURCE_EXHAUSTED" and info.value.attempts == FAST.max_attempts
 
@@ -172,7 +172,7 @@ def test_deadline_is_enforced():
     try:
         with VerifierClient(f"127.0.0.1:{port}", max_items_per_request=8, retry=FAST) as client:
             start_t = time.monotonic()
-            with pytest.raises(VerifierError) as info:
+            with pytest.raises(VerifierCallError) as info:
                 client.check_math(items(1), timeout=0.2)
             assert info.value.code == "DEADLINE_EXCEEDED"
             assert time.monotonic() - start_t < 0.8

@@ -10,7 +10,7 @@ millions of times, across server restarts and replicas. So the client
   jitter, bounded by attempts and by the deadline; each chunk keeps its
   request_id across retries, so a server that already ran it answers from its
   record (nothing counted twice). Anything else (INVALID_ARGUMENT above all) is
-  raised at once as VerifierError: a caller's mistake does not get better;
+  raised at once as VerifierCallError: a caller's mistake does not get better;
 * spreads calls round robin over several addresses; one that refused a
   connection sits out a cool-down and the retry goes to the next one at once.
 
@@ -40,7 +40,7 @@ from .proto import verifier_pb2 as pb
 from .proto.verifier_pb2_grpc import VerifierStub
 
 __all__ = [
-    "VerifierClient", "AsyncVerifierClient", "RetryPolicy", "VerifierError",
+    "VerifierClient", "AsyncVerifierClient", "RetryPolicy", "VerifierCallError",
     "MathItem", "MathResult", "CodeResult", "StepsResult", "CandidatesResult", "ServerInfo",
 ]
 
@@ -69,7 +69,7 @@ class RetryPolicy:
         return cap / 2 + random.uniform(0, cap / 2)
 
 
-class VerifierError(Exception):
+class VerifierCallError(Exception):
     """A call that failed as a whole; `code` is the gRPC status name (e.g. "INVALID_ARGUMENT")."""
 
     def __init__(self, code: str, details: str, *, address: str = "", attempts: int = 1):
@@ -154,18 +154,18 @@ class _Base:
         return self._endpoints.addresses
 
     def _delay_after(self, exc: grpc.RpcError, index: int, attempt: int, deadline: float) -> float:
-        """Seconds to wait before the next attempt, or raise VerifierError if there is none."""
+        """Seconds to wait before the next attempt, or raise VerifierCallError if there is none."""
         code = exc.code()
         address = self._endpoints.addresses[index]
         if code not in RETRYABLE or attempt >= self._retry.max_attempts:
-            raise VerifierError(code.name, exc.details() or "", address=address, attempts=attempt) from None
+            raise VerifierCallError(code.name, exc.details() or "", address=address, attempts=attempt) from None
         if code is grpc.StatusCode.UNAVAILABLE:
             self._endpoints.mark_dead(index)
             if self._endpoints.any_live():
                 return 0.0  # another replica is up: go there now
         delay = self._retry.backoff(attempt)
         if time.monotonic() + delay >= deadline:
-            raise VerifierError(code.name, f"{exc.details()}; no time left to retry", address=address,
+            raise VerifierCallError(code.name, f"{exc.details()}; no time left to retry", address=address,
                                 attempts=attempt) from None
         return delay
 
@@ -173,7 +173,7 @@ class _Base:
     def _remaining(deadline: float, attempt: int) -> float:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise VerifierError("DEADLINE_EXCEEDED", "the call's deadline passed", attempts=attempt)
+            raise VerifierCallError("DEADLINE_EXCEEDED", "the call's deadline passed", attempts=attempt)
         return left
 
     def _requests(self, kind: Kind, items: Sequence[Any], options: Any, size: int) -> list[Any]:
@@ -188,7 +188,7 @@ class _Base:
         out = []
         for request, response in zip(requests, responses):
             if len(response.results) != len(request.items):
-                raise VerifierError("INTERNAL", f"{len(response.results)} results for {len(request.items)} items "
+                raise VerifierCallError("INTERNAL", f"{len(response.results)} results for {len(request.items)} items "
                                     f"(request {request.request_id})")
             out.extend(from_proto(kind.result, r) for r in response.results)
         return out
@@ -293,7 +293,7 @@ class VerifierClient(_Base):
         except grpc.RpcError as exc:
             if exc.code() is grpc.StatusCode.UNAVAILABLE:
                 self._endpoints.mark_dead(index)
-            raise VerifierError(exc.code().name, f"{exc.details()}; {sent[0] - received} item(s) unanswered",
+            raise VerifierCallError(exc.code().name, f"{exc.details()}; {sent[0] - received} item(s) unanswered",
                                 address=self.addresses[index]) from None
         finally:
             call.cancel()  # a consumer that stopped early must not leave the stream open
@@ -424,7 +424,7 @@ class AsyncVerifierClient(_Base):
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.UNAVAILABLE:
                 self._endpoints.mark_dead(index)
-            raise VerifierError(exc.code().name, f"{exc.details()}; {sent - received} item(s) unanswered",
+            raise VerifierCallError(exc.code().name, f"{exc.details()}; {sent - received} item(s) unanswered",
                                 address=self.addresses[index]) from None
         finally:
             call.cancel()

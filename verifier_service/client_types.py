@@ -209,7 +209,9 @@ def _parse(data: dict[str, Any], message: Message, what: str) -> Message:
     try:
         return json_format.ParseDict(data, message)
     except json_format.ParseError as exc:
-        raise ValueError(f"{what}: {exc}") from None
+        # protobuf's message goes on to list every available field; its first line names the problem
+        first = str(exc).splitlines()[0].rstrip(".")
+        raise ValueError(f"{what}: {first}" if what else first) from None
 
 
 def to_math_options(options: Any) -> pb.MathOptions:
@@ -219,8 +221,9 @@ def to_math_options(options: Any) -> pb.MathOptions:
     return _parse(_plain_dict(options), pb.MathOptions(), "options")
 
 
-def to_item(kind: Kind, item: Any) -> Message:
-    """The item message of `kind` from a dict, a dataclass or the message; ValueError names the field.
+def to_item(kind: Kind, item: Any, *, label: str | None = None) -> Message:
+    """The item message of `kind` from a dict, a dataclass or the message; ValueError names the field,
+    prefixed by `label` (default: the kind and the item's id).
 
     A non-string id is turned into a string (datasets often carry integer ids).
     """
@@ -230,7 +233,7 @@ def to_item(kind: Kind, item: Any) -> Message:
     data.pop("kind", None)
     if "id" in data:
         data["id"] = str(data["id"])
-    return _parse(data, kind.item(), f"{kind.name} item {data.get('id', '?')!r}")
+    return _parse(data, kind.item(), f"{kind.name} item {data.get('id', '?')!r}" if label is None else label)
 
 
 def to_verify_request(item: Any, math_options: pb.MathOptions | None) -> pb.VerifyRequest:

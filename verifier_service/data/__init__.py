@@ -1,0 +1,1 @@
+"""Sample data bundled with the package (read through importlib.resources)."""

@@ -1,0 +1,300 @@
+"""Offline evaluation of a JSONL file through the verifier service: `verirl eval` and `verirl demo`.
+
+Why through the service even offline: the numbers must come from the same code
+path as training rewards (killable worker processes, deadlines, cache). Without
+--server an embedded server runs in this process on a free loopback port.
+
+Input, one JSON object per line (blank lines are skipped):
+  {"id": ..., "kind": "math", "response": "...", "gold": "...", "options": {"precision": 6, ...}}
+"kind" defaults to "math"; "code", "steps" and "candidates" lines carry the
+proto's item fields and go to the server as they are (it answers UNAVAILABLE
+until those checkers exist). Other keys are kept and ignored.
+Output: each input object plus "result" ({"status", "judged", "correct", "score",
+"extracted", "normalized", "reason"} for math), in input order. A bad line (not
+JSON, missing or mistyped field, unknown kind) gets {"status": "INVALID_ARGUMENT",
+"judged": false, "reason": "line 7: 'gold' is missing"} and the run goes on; a
+line that is not a JSON object is written as {"input": <the line>, "result": ...}.
+
+The file is streamed: chunks of --batch-size lines, a few chunks in flight,
+written in order as they finish, so memory does not grow with the file.
+A failure of the service as a whole (unreachable after retries) stops the run
+with exit code 1; the lines before it are already written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from .client import VerifierCallError, VerifierClient
+from .client_types import KINDS, to_item
+
+__all__ = ["EvalSummary", "evaluate_file", "add_eval_arguments", "run_eval", "add_demo_arguments", "run_demo",
+           "SAMPLES"]
+
+SAMPLES = "math_samples.jsonl"  # bundled in verifier_service/data
+DEFAULT_BATCH = 256
+CHUNKS_IN_FLIGHT = 4
+# The keys each kind's result keeps in the output line.
+RESULT_KEYS = {
+    "math": ("status", "judged", "correct", "score", "extracted", "normalized", "reason"),
+    "code": ("status", "judged", "correct", "score", "passed", "total", "reason"),
+    "steps": ("status", "judged", "score", "step_scores", "first_error", "reason"),
+    "candidates": ("status", "judged", "scores", "best", "reason"),
+}
+GRADED = ("math", "code")
+INVALID = "invalid"  # the kind counted for a line that names no known kind (or is not a JSON object)  # kinds with a right/wrong verdict, counted in the accuracy
+_CALLS = {"math": "check_math", "code": "run_code", "steps": "score_steps", "candidates": "score_candidates"}
+
+
+@dataclass
+class EvalSummary:
+    """What a run found. accuracy = correct / judged over math and code items (None if none judged)."""
+
+    items: int = 0
+    judged: int = 0
+    not_judged: int = 0
+    correct: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    by_kind: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    graded_judged: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.graded_judged if self.graded_judged else None
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def add(self, kind: str, result: dict[str, Any]) -> None:
+        self.items += 1
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        self.by_status[result["status"]] = self.by_status.get(result["status"], 0) + 1
+        if not result["judged"]:
+            self.not_judged += 1
+            return
+        self.judged += 1
+        if kind in GRADED:
+            self.graded_judged += 1
+            self.correct += int(result["correct"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "accuracy": self.accuracy, "items_per_s": round(self.items_per_s, 1)}
+
+    def format(self) -> str:
+        accuracy = "n/a" if self.accuracy is None else f"{self.accuracy:.4f} ({self.correct}/{self.graded_judged})"
+        statuses = ", ".join(f"{k}={v}" for k, v in sorted(self.by_status.items()))
+        return (f"items: {self.items} ({', '.join(f'{k}={v}' for k, v in sorted(self.by_kind.items()))})\n"
+                f"accuracy over judged: {accuracy}\n"
+                f"not judged: {self.not_judged}\n"
+                f"by status: {statuses}\n"
+                f"time: {self.elapsed_s:.2f} s, {self.items_per_s:.1f} items/s")
+
+
+@dataclass
+class _Line:
+    number: int
+    obj: dict[str, Any]          # what the output line is built from
+    kind: str
+    item: Any = None             # the proto item; None for a bad line
+    error: str = ""
+
+
+def _parse(number: int, text: str) -> _Line:
+    """One input line -> its item, or a per-line error naming the problem."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return _Line(number, {"input": text.rstrip("\n")}, INVALID, error=f"line {number}: not JSON ({exc.msg})")
+    if not isinstance(obj, dict):
+        return _Line(number, {"input": obj}, INVALID, error=f"line {number}: not a JSON object")
+    kind = obj.get("kind", "math")
+    if not isinstance(kind, str) or kind not in KINDS:
+        return _Line(number, obj, INVALID,
+                     error=f"line {number}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    line = _Line(number, obj, kind)
+    fields = KINDS[kind].item.DESCRIPTOR.fields_by_name
+    problem = _check_math(obj) if kind == "math" else ""
+    if problem:
+        line.error = f"line {number}: {problem}"
+        return line
+    data = {k: v for k, v in obj.items() if k in fields and k != "id"}
+    if kind == "math":
+        data["gold"] = str(data["gold"])  # integer golds are common in GSM8K-style files
+    try:
+        line.item = to_item(KINDS[kind], {"id": str(number), **data}, label="")
+    except ValueError as exc:
+        line.error = f"line {number}: {exc}"
+    return line
+
+
+def _check_math(obj: dict[str, Any]) -> str:
+    """Readable messages for the usual mistakes; the proto parse catches the rest (options)."""
+    for name, types in (("response", (str,)), ("gold", (str, int))):
+        if name not in obj:
+            return f"{name!r} is missing"
+        value = obj[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"{name!r} must be {' or '.join(t.__name__ for t in types)}, got {type(value).__name__}"
+    if "options" in obj and not isinstance(obj["options"], dict):
+        return f"'options' must be an object, got {type(obj['options']).__name__}"
+    return ""
+
+
+def _error_result(reason: str) -> dict[str, Any]:
+    return {"status": "INVALID_ARGUMENT", "judged": False, "reason": reason}
+
+
+def _result_dict(kind: str, result: Any) -> dict[str, Any]:
+    out = {key: getattr(result, key) for key in RESULT_KEYS[kind]}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def _send(client: VerifierClient, kind: str, lines: list[_Line]) -> list[dict[str, Any]]:
+    """One batched call; if the server refuses the batch as malformed (one item over a limit),
+    the lines go one by one so that only the offending line gets the error."""
+    call = getattr(client, _CALLS[kind])
+    try:
+        return [_result_dict(kind, r) for r in call([line.item for line in lines])]
+    except VerifierCallError as exc:
+        if exc.code != "INVALID_ARGUMENT":
+            raise
+    out = []
+    for line in lines:
+        try:
+            out.append(_result_dict(kind, call([line.item])[0]))
+        except VerifierCallError as exc:
+            if exc.code != "INVALID_ARGUMENT":
+                raise
+            out.append(_error_result(f"line {line.number}: {exc.details}"))
+    return out
+
+
+def _evaluate_chunk(client: VerifierClient, lines: list[_Line]) -> list[tuple[_Line, dict[str, Any]]]:
+    results: list[dict[str, Any]] = [_error_result(line.error) for line in lines]
+    by_kind: dict[str, list[int]] = {}
+    for i, line in enumerate(lines):
+        if not line.error:
+            by_kind.setdefault(line.kind, []).append(i)
+    for kind, indices in by_kind.items():
+        for i, result in zip(indices, _send(client, kind, [lines[i] for i in indices])):
+            results[i] = result
+    return list(zip(lines, results))
+
+
+def _chunks(source: TextIO, size: int) -> Iterator[list[_Line]]:
+    numbered = ((n, text) for n, text in enumerate(source, start=1) if text.strip())
+    while chunk := list(itertools.islice(numbered, size)):
+        yield [_parse(n, text) for n, text in chunk]
+
+
+def _count_lines(path: Path) -> int:
+    """Non-blank lines, for the progress bar's total (one fast pass over the bytes)."""
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def evaluate_file(client: VerifierClient, input_path: Path, output_path: Path, *, batch_size: int = DEFAULT_BATCH,
+                  progress: bool = True) -> EvalSummary:
+    """Evaluate `input_path` into `output_path` through `client`; see the module docstring."""
+    summary = EvalSummary()
+    started = time.monotonic()
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=_count_lines(input_path) if progress else None, unit="line", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    pending: deque[Future] = deque()
+    with input_path.open(encoding="utf-8") as source, output_path.open("w", encoding="utf-8") as out, \
+            ThreadPoolExecutor(CHUNKS_IN_FLIGHT, thread_name_prefix="verirl-eval") as pool, bar:
+
+        def drain(keep: int) -> None:
+            while len(pending) > keep:
+                for line, result in pending.popleft().result():
+                    out.write(json.dumps({**line.obj, "result": result}, ensure_ascii=False) + "\n")
+                    summary.add(line.kind, result)
+                    bar.update(1)
+
+        for chunk in _chunks(source, batch_size):
+            pending.append(pool.submit(_evaluate_chunk, client, chunk))
+            drain(CHUNKS_IN_FLIGHT)
+        drain(0)
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+@contextlib.contextmanager
+def _service(server: str | None, workers: int | None) -> Iterator[str]:
+    """The address to use: --server as given, or an embedded server on a free loopback port."""
+    if server:
+        yield server
+        return
+    from .config import ServerConfig
+    from .server import embedded_server
+    config = ServerConfig(address="127.0.0.1:0", **({"math_workers": workers} if workers else {}))
+    with embedded_server(config) as address:
+        yield address
+
+
+def _run(input_path: Path, output_path: Path, args: argparse.Namespace) -> tuple[int, EvalSummary | None]:
+    if not input_path.is_file():
+        print(f"verirl: input file not found: {input_path}", file=sys.stderr)
+        return 2, None
+    try:
+        with _service(args.server, args.workers) as address, VerifierClient(address) as client:
+            summary = evaluate_file(client, input_path, output_path, batch_size=args.batch_size,
+                                    progress=not args.no_progress)
+    except VerifierCallError as exc:
+        print(f"verirl: the verifier service failed, run stopped: {exc}", file=sys.stderr)
+        return 1, None
+    print(summary.format())
+    return 0, summary
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", metavar="HOST:PORT[,HOST:PORT]",
+                        help="use a running service (default: start an embedded one)")
+    parser.add_argument("--workers", type=int, help="math workers of the embedded service (default: CPU count)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="lines per request")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="JSONL file, one item per line")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="JSONL file to write")
+    _add_common(parser)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """`verirl eval`: exit 0 when every line got a result (bad lines included), 1 when the service
+    failed, 2 when the input is missing."""
+    return _run(args.input, args.output, args)[0]
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory")
+    _add_common(parser)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """`verirl demo`: evaluate the bundled math samples through an embedded service; writes
+    OUT/math_samples.results.jsonl and OUT/summary.json. A stand-in until the GRPO demo exists."""
+    with resources.as_file(resources.files("verifier_service.data") / SAMPLES) as samples:
+        code, summary = _run(samples, args.out / "math_samples.results.jsonl", args)
+    if summary is not None:
+        (args.out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+        print(f"wrote {args.out / 'math_samples.results.jsonl'} and {args.out / 'summary.json'}")
+    return code
