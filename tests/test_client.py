@@ -119,6 +119,14 @@ def test_chunks_larger_batch_in_order(scripted):
     assert results[1].status == "CORRECT" and results[0].status == "INCORRECT" and results[0].judged
 
 
+def test_chunks_by_bytes_too(scripted):
+    servicer, address = scripted
+    long = [MathItem(str(i), "x" * 3000, "x" * 3000) for i in range(4)]
+    with VerifierClient(address, max_items_per_request=4, max_message_bytes=30_000) as client:
+        assert all(r.correct for r in client.check_math(long))
+    assert servicer.batch_sizes == [2, 2]  # 4 items of ~6 kB against a 15 kB budget per request
+
+
 def test_items_as_dicts_and_request_options(scripted):
     _, address = scripted
     with VerifierClient(address, max_items_per_request=8, retry=FAST) as client:

@@ -147,6 +147,7 @@ class _Base:
         self._max_items = max_items_per_request
         self._retry = retry
         self._max_concurrency = max_concurrency
+        self._max_bytes = max_message_bytes
         self._options = channel_options(max_message_bytes)
 
     @property
@@ -177,11 +178,21 @@ class _Base:
         return left
 
     def _requests(self, kind: Kind, items: Sequence[Any], options: Any, size: int) -> list[Any]:
-        """Chunks of at most `size` items, each with its own request_id (kept across retries)."""
-        protos = [to_item(kind, item) for item in items]
+        """Chunks of at most `size` items and half the message limit in bytes (a batch of long
+        responses must not hit the limit, which no retry fixes); each chunk has its own
+        request_id, kept across its retries."""
         extra = {} if options is None or kind.name != "math" else {"options": to_math_options(options)}
-        return [kind.request(items=protos[i:i + size], request_id=uuid.uuid4().hex, **extra)
-                for i in range(0, len(protos), size)]
+        chunks: list[list[Any]] = [[]]
+        used = 0
+        for item in items:
+            message = to_item(kind, item)
+            nbytes = message.ByteSize() + 8  # + field tag and length prefix
+            if chunks[-1] and (len(chunks[-1]) >= size or used + nbytes > self._max_bytes // 2):
+                chunks.append([])
+                used = 0
+            chunks[-1].append(message)
+            used += nbytes
+        return [kind.request(items=chunk, request_id=uuid.uuid4().hex, **extra) for chunk in chunks]
 
     @staticmethod
     def _results(kind: Kind, requests: list[Any], responses: list[Any]) -> list[Result]:
