@@ -94,6 +94,7 @@ def rows_to_problems(
             break
         where = f"{origin}: row {i}"
         meta: dict[str, Any] = {"source": source, "index": i}
+        prompt = str(_field(row, question, where))
         gold = None
         if answer is not None:
             raw = _field(row, answer, where)
@@ -108,7 +109,7 @@ def rows_to_problems(
             meta[name] = _field(row, name, where)
         out.append(Problem(
             id=str(_field(row, id_field, where)) if id_field else f"{source}-{i}",
-            prompt=str(_field(row, question, where)),
+            prompt=prompt,
             gold=gold,
             tests=_field(row, tests, where) if tests is not None else None,
             checks=checks,
