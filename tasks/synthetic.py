@@ -35,11 +35,13 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from tasks.stepdata import to_trl
 from tasks.types import CHECK_MATH, CHECK_STEPS, Problem, StepChain
 
 __all__ = ["SyntheticConfig", "Chain", "generate", "split_of", "chain_of", "reference_steps",
            "reference_chain", "parse_step", "check_steps", "first_error", "chain_from_steps",
-           "split_solution", "corrupt", "step_chains", "CORRUPTIONS", "KINDS", "OPS", "SPLITS", "STEP_SEPARATOR"]
+           "split_solution", "corrupt", "step_chains", "prm_records", "CORRUPTIONS", "KINDS", "OPS", "SPLITS",
+           "STEP_SEPARATOR"]
 
 STEP_SEPARATOR = "\n"
 SPLITS = ("train", "heldout")
@@ -222,7 +224,8 @@ def reference_steps(problem: Problem) -> list[str]:
 
 def reference_chain(problem: Problem) -> StepChain:
     return StepChain(problem=problem.prompt, steps=tuple(reference_steps(problem)), first_error=-1,
-                     gold=problem.gold, id=problem.id, metadata={"source": "synthetic", "kind": "correct", "final_answer_correct": True})
+                     gold=problem.gold, id=problem.id,
+                     metadata={"source": "synthetic", "kind": "correct", "final_answer_correct": True})
 
 
 def split_solution(text: str) -> list[str]:
@@ -391,3 +394,8 @@ def step_chains(problems: Iterable[Problem], *, seed: int = 0, error_fraction: f
         else:
             raise ValueError(f"problem {problem.id}: no corruption of kinds {kinds} succeeded")
     return out
+
+
+def prm_records(problems: Iterable[Problem], *, seed: int = 0, error_fraction: float = 0.5) -> list[dict]:
+    """PRM training data in TRL's format ({prompt, completions, labels}) from `step_chains`."""
+    return [to_trl(c) for c in step_chains(problems, seed=seed, error_fraction=error_fraction)]

@@ -8,9 +8,9 @@ import statistics
 
 import pytest
 
-from tasks import (Chain, Problem, SyntheticConfig, chain_from_steps, chain_of, check_steps, corrupt, first_error,
-                   generate, parse_step, reference_chain, reference_steps, split_of, split_solution, step_chains,
-                   to_trl)
+from tasks import (Chain, Problem, SyntheticConfig, chain_from_steps, chain_of, check_steps, corrupt,
+                   first_error, generate, parse_step, prm_records, reference_chain, reference_steps, split_of,
+                   split_solution, step_chains, to_trl)
 from tasks.synthetic import CORRUPTIONS, KINDS
 
 CONFIGS = [
@@ -108,6 +108,7 @@ def test_step_chains_mix_and_prm_records():
         rec = to_trl(c)
         assert rec == {"prompt": p.prompt, "completions": list(c.steps), "labels": c.labels()}
     assert all(c.correct for c in step_chains(problems[:50], error_fraction=0.0))
+    assert prm_records(problems, seed=0) == [to_trl(c) for c in chains]
 
 
 @pytest.mark.parametrize("step, ok", [
