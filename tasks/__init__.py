@@ -14,9 +14,10 @@ from tasks.prompts import (PROMPTS, bare_prompt, build_prompt, chat_messages, co
                            format_prompt, math_prompt, render_chat, steps_prompt, synthetic_prompt)
 from tasks.stepdata import (from_trl, load_prm800k, load_processbench, split_steps, to_eval_line, to_processbench,
                             to_trl, write_processbench)
-from tasks.synthetic import (Chain, SyntheticConfig, chain_from_steps, chain_of, check_steps, corrupt,
-                             first_error, generate, parse_step, prm_records, reference_chain, reference_steps,
-                             split_of, split_solution, step_chains)
+from tasks.corruptions import CORRUPTIONS, KINDS, corrupt, prm_records, step_chains
+from tasks.synthetic import (Chain, SyntheticConfig, chain_from_steps, chain_of, check_steps, first_error,
+                             format_answer, format_step, generate, parse_step, reference_chain, reference_steps,
+                             split_of, split_solution)
 from tasks.types import CHECK_CODE, CHECK_MATH, CHECK_STEPS, CHECKS, Problem, StepChain
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "from_trl", "load_prm800k",
     # the synthetic family
     "SyntheticConfig", "Chain", "generate", "split_of", "chain_of", "reference_steps", "reference_chain",
-    "check_steps", "parse_step", "first_error", "chain_from_steps", "split_solution", "corrupt", "step_chains",
-    "prm_records",
+    "check_steps", "parse_step", "first_error", "chain_from_steps", "split_solution", "format_step",
+    "format_answer",
+    # wrong chains with exact labels
+    "corrupt", "step_chains", "prm_records", "CORRUPTIONS", "KINDS",
 ]

@@ -20,11 +20,7 @@ is lenient about words, spacing, "x"/"×"/"÷" and "$", strict about numbers: a 
 one equation and no other numbers. Verdicts are per step, against the truth: a step that recovers the
 right value after an earlier error is judged right; `StepChain.labels()` is the prefix view.
 
-Corruptions (`corrupt`): the chain is right before step k, step k is wrong in one named way, and the
-later steps are *consistent with the error*: they carry the wrong value forward with correct arithmetic
-(as models do), so the first error is the only place where a step contradicts what precedes it. Every
-operation is injective here, so the final answer is then wrong as well, and `check_steps` of a
-corrupted chain equals its labels: right before k, wrong from k on.
+Wrong chains with exact labels (for PRM training and evaluation) come from `tasks.corruptions`.
 """
 
 from __future__ import annotations
@@ -35,13 +31,11 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from tasks.stepdata import to_trl
 from tasks.types import CHECK_MATH, CHECK_STEPS, Problem, StepChain
 
 __all__ = ["SyntheticConfig", "Chain", "generate", "split_of", "chain_of", "reference_steps",
            "reference_chain", "parse_step", "check_steps", "first_error", "chain_from_steps",
-           "split_solution", "corrupt", "step_chains", "prm_records", "CORRUPTIONS", "KINDS", "OPS", "SPLITS",
-           "STEP_SEPARATOR"]
+           "split_solution", "format_step", "format_answer", "OPS", "SPLITS", "STEP_SEPARATOR"]
 
 STEP_SEPARATOR = "\n"
 SPLITS = ("train", "heldout")
@@ -151,11 +145,13 @@ def _sample_chain(rng: random.Random, cfg: SyntheticConfig) -> Chain:
     return Chain(start, tuple(ops))
 
 
-def _step(a: int, op: str, b: int, c: int) -> str:
+def format_step(a: int, op: str, b: int, c: int) -> str:
+    """"12 + 7 = 19": the one step format of the family."""
     return f"{a} {op} {b} = {c}"
 
 
-def _answer_line(x: int, style: str) -> str:
+def format_answer(x: int, style: str = "hashes") -> str:
+    """The answer line: "#### 14" (style "hashes") or "\\boxed{14}" (style "boxed")."""
     return _ANSWER_STYLES[style].format(x=x)
 
 
@@ -169,8 +165,8 @@ def _render(chain: Chain, rng: random.Random) -> tuple[str, dict]:
 
 def _steps_of(chain: Chain, style: str) -> list[str]:
     vals = chain.values
-    steps = [_step(vals[i], op, b, vals[i + 1]) for i, (op, b) in enumerate(chain.ops)]
-    return steps + [_answer_line(chain.answer, style)]
+    steps = [format_step(vals[i], op, b, vals[i + 1]) for i, (op, b) in enumerate(chain.ops)]
+    return steps + [format_answer(chain.answer, style)]
 
 
 def generate(n: int, *, split: str = "train", seed: int = 0,
@@ -205,7 +201,8 @@ def generate(n: int, *, split: str = "train", seed: int = 0,
             metadata={"source": "synthetic", "split": split, "start": chain.start,
                       "ops": [[op, b] for op, b in chain.ops], "signature": chain.signature,
                       "values": list(chain.values), "steps": steps, "solution": STEP_SEPARATOR.join(steps),
-                      "answer_style": cfg.answer_style, **words}))
+                      "answer_style": cfg.answer_style, "max_value": cfg.max_value,
+                      "max_factor": cfg.max_factor, "op_set": list(cfg.ops), **words}))
     return out
 
 
@@ -296,106 +293,3 @@ def chain_from_steps(problem: Problem, steps: Iterable[str]) -> StepChain:
     steps = tuple(steps)
     return StepChain(problem=problem.prompt, steps=steps, first_error=first_error(check_steps(problem, steps)),
                      gold=problem.gold, id=problem.id, metadata={"source": "synthetic", "kind": "model"})
-
-
-def _near(x: int, rng: random.Random, lowest: int) -> int:
-    """A plausible slip of x: off by 1, 2 or 10, or its two digits swapped; at least `lowest`."""
-    candidates = {x - 10, x - 2, x - 1, x + 1, x + 2, x + 10}
-    if 10 <= x <= 99 and x % 10:
-        candidates.add(int(str(x)[::-1]))
-    return rng.choice(sorted(c for c in candidates if c >= lowest and c != x))
-
-
-# Each corruption writes a wrong step k from the true (a, op, b): returns (a', op', b', c').
-# c' is None when the result is not an exact integer (the caller then draws again).
-def _wrong_result(a: int, op: str, b: int, rng: random.Random) -> tuple[int, str, int, int | None]:
-    return a, op, b, _near(OPS[op](a, b), rng, 0)
-
-
-def _wrong_carry(a: int, op: str, b: int, rng: random.Random) -> tuple[int, str, int, int | None]:
-    a2 = _near(a, rng, 1)
-    return a2, op, b, OPS[op](a2, b)
-
-
-def _wrong_operand(a: int, op: str, b: int, rng: random.Random) -> tuple[int, str, int, int | None]:
-    b2 = _near(b, rng, 1 if op in "+-" else 2)
-    return a, op, b2, OPS[op](a, b2)
-
-
-def _wrong_operation(a: int, op: str, b: int, rng: random.Random) -> tuple[int, str, int, int | None]:
-    op2 = rng.choice([o for o in ("+", "-", "*", "/") if o != op])
-    return a, op2, b, OPS[op2](a, b)
-
-
-CORRUPTIONS: dict[str, Callable[[int, str, int, random.Random], tuple[int, str, int, int | None]]] = {
-    "result": _wrong_result,        # wrong arithmetic: 19 - 5 = 13
-    "carry": _wrong_carry,          # wrong value carried from the step before: 18 - 5 = 13
-    "operand": _wrong_operand,      # a number misread from the problem: 19 - 6 = 13
-    "operation": _wrong_operation,  # the wrong operation: 19 + 5 = 24
-}
-KINDS = (*CORRUPTIONS, "answer")    # "answer": every operation right, the answer line wrong
-
-
-def corrupt(problem: Problem, k: int, kind: str, rng: random.Random, tries: int = 50) -> StepChain:
-    """The reference chain with its first error at step k, of the named kind (see the module doc).
-
-    kind "answer" needs k == number of operations (the answer line); the others need k below it.
-    Raises ValueError when no draw of `tries` gives a wrong value that keeps every later step an
-    exact non-negative integer (rare; e.g. a divisor downstream).
-    """
-    chain = chain_of(problem)
-    style = problem.metadata.get("answer_style", "hashes")
-    vals, n = chain.values, len(chain.ops)
-    ref = _steps_of(chain, style)
-    meta = {"source": "synthetic", "kind": kind, "final_answer_correct": False}
-    if kind == "answer":
-        if k != n:
-            raise ValueError(f"kind 'answer' corrupts the answer line, step {n}, not {k}")
-        steps = ref[:n] + [_answer_line(_near(chain.answer, rng, 0), style)]
-        return StepChain(problem.prompt, tuple(steps), n, problem.gold, f"{problem.id}-e{k}-{kind}", meta)
-    if kind not in CORRUPTIONS or not 0 <= k < n:
-        raise ValueError(f"need kind in {KINDS} and 0 <= k < {n}, got {kind!r}, {k}")
-    op, b = chain.ops[k]
-    for _ in range(tries):
-        a2, op2, b2, c2 = CORRUPTIONS[kind](vals[k], op, b, rng)
-        if c2 is None or c2 < 0 or c2 == vals[k + 1]:
-            continue
-        tail, w = [], c2
-        for op_j, b_j in chain.ops[k + 1:]:
-            w2 = OPS[op_j](w, b_j)
-            if w2 is None or w2 < 0:
-                break
-            tail.append(_step(w, op_j, b_j, w2))
-            w = w2
-        else:
-            steps = ref[:k] + [_step(a2, op2, b2, c2)] + tail + [_answer_line(w, style)]
-            return StepChain(problem.prompt, tuple(steps), k, problem.gold, f"{problem.id}-e{k}-{kind}", meta)
-    raise ValueError(f"problem {problem.id}: no {kind!r} corruption of step {k} keeps later steps exact")
-
-
-def step_chains(problems: Iterable[Problem], *, seed: int = 0, error_fraction: float = 0.5,
-                kinds: tuple[str, ...] = KINDS) -> list[StepChain]:
-    """One chain per problem: its reference chain, or with probability `error_fraction` a corrupted one
-    (kind drawn from `kinds`, then the step: the answer line for "answer", else any operation)."""
-    out = []
-    for problem in problems:
-        rng = random.Random(f"verirl-synthetic-chains:{seed}:{problem.id}")
-        if rng.random() >= error_fraction:
-            out.append(reference_chain(problem))
-            continue
-        n = len(chain_of(problem).ops)
-        for _ in range(20):
-            kind = rng.choice(kinds)
-            try:
-                out.append(corrupt(problem, n if kind == "answer" else rng.randrange(n), kind, rng))
-                break
-            except ValueError:
-                continue
-        else:
-            raise ValueError(f"problem {problem.id}: no corruption of kinds {kinds} succeeded")
-    return out
-
-
-def prm_records(problems: Iterable[Problem], *, seed: int = 0, error_fraction: float = 0.5) -> list[dict]:
-    """PRM training data in TRL's format ({prompt, completions, labels}) from `step_chains`."""
-    return [to_trl(c) for c in step_chains(problems, seed=seed, error_fraction=error_fraction)]

@@ -11,7 +11,7 @@ import pytest
 from tasks import (Chain, Problem, SyntheticConfig, chain_from_steps, chain_of, check_steps, corrupt,
                    first_error, generate, parse_step, prm_records, reference_chain, reference_steps, split_of,
                    split_solution, step_chains, to_trl)
-from tasks.synthetic import CORRUPTIONS, KINDS
+from tasks import CORRUPTIONS, KINDS
 
 CONFIGS = [
     SyntheticConfig(),
@@ -79,21 +79,39 @@ def test_corrupted_chains_fail_exactly_at_the_labelled_step(cfg):
 
 
 def test_corruptions_are_of_the_named_kind():
-    p = generate(1, seed=11, config=SyntheticConfig(min_steps=3, max_steps=3, ops=("+", "-")))[0]
-    start, (op, b) = chain_of(p).start, chain_of(p).ops[0]
     rng = random.Random(0)
-    for kind, check in [
-        ("result", lambda a, o, bb, c: (a, o, bb) == (start, op, b) and c != chain_of(p).values[1]),
-        ("carry", lambda a, o, bb, c: a != start and (o, bb) == (op, b)),
-        ("operand", lambda a, o, bb, c: bb != b and (a, o) == (start, op)),
-        ("operation", lambda a, o, bb, c: o != op and (a, bb) == (start, b)),
-    ]:
-        assert check(*parse_step(corrupt(p, 0, kind, rng).steps[0])), kind
+    cfg = SyntheticConfig(min_steps=3, max_steps=3)
+    made = dict.fromkeys(CORRUPTIONS, 0)
+    for p in generate(30, seed=11, config=cfg):
+        (start, second), (op, b) = chain_of(p).values[:2], chain_of(p).ops[0]
+        for kind, check in [
+            ("result", lambda a, o, bb, c: (a, o, bb) == (start, op, b) and c != second),
+            ("carry", lambda a, o, bb, c: a != start and (o, bb) == (op, b)),
+            ("operand", lambda a, o, bb, c: bb != b and (a, o) == (start, op)),
+            ("operation", lambda a, o, bb, c: o != op and o in cfg.ops and (a, bb) == (start, b)),
+        ]:
+            try:
+                step = corrupt(p, 0, kind, rng).steps[0]
+            except ValueError:  # e.g. 30 - 60: another operation would go below 1
+                continue
+            a, o, bb, c = parse_step(step)
+            assert check(a, o, bb, c) and 1 <= min(a, c) and max(a, c) <= cfg.max_value, (kind, step)
+            made[kind] += 1
+    assert min(made.values()) >= 10, made
+    p = generate(1, seed=11, config=cfg)[0]
     with pytest.raises(ValueError):
         corrupt(p, 3, "result", rng)
     with pytest.raises(ValueError):
         corrupt(p, 1, "answer", rng)
     assert set(CORRUPTIONS) | {"answer"} == set(KINDS)
+
+
+def test_corrupted_values_stay_in_range():
+    cfg = SyntheticConfig(ops=("+", "-"))
+    for c in step_chains(generate(300, seed=4, config=cfg), seed=4, error_fraction=1.0):
+        for step in c.steps[:-1]:
+            a, o, b, r = parse_step(step)
+            assert o in cfg.ops and all(1 <= x <= cfg.max_value for x in (a, b, r)), c.steps
 
 
 def test_step_chains_mix_and_prm_records():
