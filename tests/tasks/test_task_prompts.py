@@ -85,6 +85,7 @@ def test_render_chat_without_a_template_is_plain():
 def test_render_chat_with_a_real_tokenizer():
     transformers = pytest.importorskip("transformers")
     tokenizers = pytest.importorskip("tokenizers")
+    pytest.importorskip("jinja2")  # transformers renders chat templates with it
     tok = transformers.PreTrainedTokenizerFast(
         tokenizer_object=tokenizers.Tokenizer(tokenizers.models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")))
     tok.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}" \
