@@ -1,0 +1,17 @@
+"""Code checking: model-written Python or C++ run against tests in an isolated sandbox.
+
+`CodeRunner(RunnerConfig()).start()` then `.run(CodeRequest) -> CodeVerdict` (thread-safe) and
+`.close()`. The runner never raises for bad input or bad code: every outcome is a verdict with an
+explicit status. Threat model: docs/sandbox.md and the docstrings of isolation.py and runner.py.
+No grpc here: the servicer converts proto <-> these types.
+"""
+
+from .runner import CodeRunner, RunnerConfig, SandboxUnavailable
+from .types import (JUDGED, LANGUAGES, AssertTests, CallCase, CallTests, CodeLimits, CodeRequest, CodeStatus,
+                    CodeTests, CodeVerdict, Extraction, StdioCase, StdioTests, TestOutcome, Whitespace)
+
+__all__ = [
+    "CodeRunner", "RunnerConfig", "SandboxUnavailable", "CodeRequest", "CodeVerdict", "CodeStatus",
+    "CodeLimits", "CodeTests", "StdioCase", "StdioTests", "AssertTests", "CallCase", "CallTests",
+    "TestOutcome", "Whitespace", "Extraction", "JUDGED", "LANGUAGES",
+]

@@ -1,0 +1,568 @@
+"""The code checker's public API: `CodeRunner(config).start()`, then `.run(request) -> CodeVerdict`
+from any number of threads, then `.close()`.
+
+The runner lives in the server process and never forks: it starts one fork-server per slot with
+subprocess (fork+exec), talks to it over a Unix socket, and hands each run its data through
+memfds and pipes that the fork-server only passes on. It validates and extracts (INVALID_ARGUMENT,
+NO_CODE, UNAVAILABLE are decided here), waits for a free slot (at most `slots` runs at once, one
+core each, so contention cannot fail honest programs), and turns the facts reported by the run's
+init into a verdict. All comparisons against expected values happen here, outside the sandbox:
+expected outputs and values never enter it (assert-style test code does, into the test process
+only).
+
+Threat model (docs/sandbox.md has it in full): the code is hostile. Each layer in isolation.py
+says what it stops. Not stopped: CPU side channels and timing between slots, kernel exploits
+through the allowed syscalls, reading the (public) stdlib and /usr, denial of service on the
+runner's own queue (bounded by the server's back-pressure), an assert-style test code that is
+itself hostile (it is trusted input, run in the sandbox as a separate uid).
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import math
+import os
+import platform
+import queue
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tasks.code_blocks import extract_code
+
+from . import plain, wire
+from .compare import describe_mismatch, output_matches, value_matches
+from .harness import EXIT_MEMORY
+from .isolation import IsolationError, SlotCgroup, cgroup_parents
+from .types import (LANGUAGES, AssertTests, CallTests, CodeLimits, CodeRequest, CodeStatus, CodeVerdict,
+                    StdioTests, TestOutcome)
+
+__all__ = ["CodeRunner", "RunnerConfig", "SandboxUnavailable"]
+
+_MAX_RECORD = 64 << 20
+_HARNESS_OVERHEAD = 96 << 20  # the init, the test process and the interpreter's copied pages
+
+
+class SandboxUnavailable(RuntimeError):
+    """The machine cannot provide the requested isolation (the message says what is missing)."""
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    slots: int = 0                     # 0: one per CPU core
+    mode: str = "full"                 # "full": refuse to start without every layer; "weak": run with what exists
+    python: str = sys.executable       # interpreter of the fork-servers (its stdlib is bound into the sandbox)
+    code_uid_base: int = 61000         # solution processes of slot i run as code_uid_base + i
+    test_uid_base: int = 62000         # test processes (assert style) of slot i run as test_uid_base + i
+    default_limits: CodeLimits = CodeLimits(cpu_time_s=2.0, memory_bytes=256 << 20, output_bytes=1 << 20,
+                                            wall_time_s=10.0)
+    max_limits: CodeLimits = CodeLimits(cpu_time_s=60.0, memory_bytes=4 << 30, output_bytes=64 << 20,
+                                        wall_time_s=300.0)
+    max_tests: int = 10_000
+    tmp_bytes: int = 64 << 20          # the run's /tmp (tmpfs; also the file-size rlimit)
+    shm_bytes: int = 16 << 20          # the run's /dev/shm
+    nofile: int = 256
+    nproc: int = 64                    # processes of the code uid (the cgroup allows a few more for ours)
+    cpp_argv: tuple[str, ...] = ("/usr/bin/g++", "-O2", "-std=gnu++17", "-pipe")
+    compile_cpu_s: float = 20.0
+    compile_wall_s: float = 60.0
+    compile_memory_bytes: int = 1 << 30
+    start_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("full", "weak"):
+            raise ValueError(f"mode must be 'full' or 'weak', not {self.mode!r}")
+
+
+@dataclass
+class _Slot:
+    index: int
+    cgroup: SlotCgroup | None
+    process: subprocess.Popen | None = None
+    sock: socket.socket | None = None
+
+
+@dataclass
+class _Job:
+    """A validated request: what the sandbox gets (public), what only the test process gets
+    (secret), and what stays here for the comparison."""
+
+    request: CodeRequest
+    code: str
+    limits: CodeLimits
+    public: dict[str, Any]
+    secret: str | None
+    total: int
+    expected: list[Any] = field(default_factory=list)
+    backstop_s: float = 0.0
+    cgroup_memory: int = 0
+
+
+class _SandboxFault(Exception):
+    """The sandbox failed (not the code): SANDBOX_ERROR, and the slot is restarted."""
+
+
+class CodeRunner:
+    def __init__(self, config: RunnerConfig = RunnerConfig()) -> None:
+        self.config = config
+        self._slots: list[_Slot] = []
+        self._free: queue.Queue[_Slot] = queue.Queue()
+        self._missing: list[str] = []
+        self._languages: tuple[str, ...] = ()
+        self._root_dir = ""
+        self._prefix = ""
+        self._started = False
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def mode(self) -> str:
+        """"full", "weak" (see missing_protections) or "off" (not started)."""
+        if not self._started:
+            return "off"
+        return "weak" if self._missing else "full"
+
+    @property
+    def missing_protections(self) -> tuple[str, ...]:
+        return tuple(self._missing)
+
+    @property
+    def slots(self) -> int:
+        return len(self._slots)
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return self._languages
+
+    def start(self) -> "CodeRunner":
+        """Detect what the machine provides, start the fork-servers. Raises SandboxUnavailable."""
+        if os.geteuid() != 0:
+            raise SandboxUnavailable("the sandbox needs root (namespaces, cgroups, uid switch); "
+                                     "no weaker mode exists without it")
+        if platform.machine() != "x86_64":
+            raise SandboxUnavailable(f"the seccomp filter and syscall numbers are for x86_64, not {platform.machine()}")
+        count = self.config.slots or os.cpu_count() or 1
+        missing: list[str] = []
+        parents: dict[str, str] | None
+        try:
+            parents = cgroup_parents()
+            _remove_stale_groups(parents)
+        except (IsolationError, OSError) as err:
+            parents = None
+            missing.append(f"cgroups ({err})")
+        self._prefix = subprocess.run([self.config.python, "-I", "-c", "import sys; print(sys.base_prefix)"],
+                                      capture_output=True, text=True, check=True).stdout.strip()
+        self._root_dir = tempfile.mkdtemp(prefix="verirl-sandbox-root-")
+        self._languages = ("python", "cpp") if os.access(self.config.cpp_argv[0], os.X_OK) else ("python",)
+        try:
+            for index in range(count):
+                cgroup = SlotCgroup.create(parents, os.getpid(), index, self.config.nproc + 16) if parents else None
+                slot = _Slot(index, cgroup)
+                self._slots.append(slot)
+                missing.extend(m for m in self._start_server(slot) if m not in missing)
+            if missing and self.config.mode == "full":
+                raise SandboxUnavailable("missing protections: " + "; ".join(missing))
+        except BaseException:
+            self.close()
+            raise
+        self._missing = missing
+        for slot in self._slots:
+            self._free.put(slot)
+        self._started = True
+        return self
+
+    def _start_server(self, slot: _Slot) -> list[str]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        config = {
+            "sock_fd": theirs.fileno(), "root_dir": self._root_dir, "extra_ro": [self._prefix],
+            "cgroup_paths": slot.cgroup.paths if slot.cgroup else None,
+            "code_uid": self.config.code_uid_base + slot.index, "test_uid": self.config.test_uid_base + slot.index,
+            "users": {"root": 0, "sandbox": self.config.code_uid_base + slot.index,
+                      "tests": self.config.test_uid_base + slot.index},
+            "tmp_bytes": self.config.tmp_bytes, "shm_bytes": self.config.shm_bytes,
+            "nofile": self.config.nofile, "nproc": self.config.nproc,
+        }
+        boot = (f"import sys; sys.path.insert(0, {package_root!r}); "
+                "from verifier_service.code.forkserver import main; main()")
+        slot.process = subprocess.Popen(
+            [self.config.python, "-I", "-c", boot, json.dumps(config)], pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"},
+            cwd="/")
+        theirs.close()
+        slot.sock = ours
+        if not select.select([ours], [], [], self.config.start_timeout_s)[0]:
+            raise SandboxUnavailable(f"fork-server {slot.index} did not start in {self.config.start_timeout_s} s")
+        message = ours.recv(1 << 16)
+        hello = json.loads(message) if message else {"op": "error", "message": "it exited"}
+        if hello["op"] != "ready":
+            raise SandboxUnavailable(f"fork-server {slot.index} failed: {hello['message']}")
+        return list(hello["missing"])
+
+    def _stop_server(self, slot: _Slot) -> None:
+        if slot.sock is not None:
+            slot.sock.close()
+            slot.sock = None
+        if slot.process is not None:
+            try:
+                slot.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                slot.process.kill()
+                slot.process.wait()
+            slot.process = None
+
+    def _restart(self, slot: _Slot) -> None:
+        if slot.process is not None:
+            slot.process.kill()
+        self._stop_server(slot)
+        self._start_server(slot)
+
+    def close(self) -> None:
+        """Stop the fork-servers, kill what is left, remove the cgroups. Idempotent."""
+        with self._lock:
+            self._started = False
+            for slot in self._slots:
+                self._stop_server(slot)
+                if slot.cgroup is not None:
+                    slot.cgroup.remove()
+            self._slots = []
+            self._free = queue.Queue()
+            if self._root_dir:
+                os.rmdir(self._root_dir)
+                self._root_dir = ""
+
+    def __enter__(self) -> "CodeRunner":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ running
+
+    def run(self, request: CodeRequest) -> CodeVerdict:
+        """Run one request; thread-safe. Waits for a free slot, then at most the run's backstop."""
+        start = time.monotonic()
+        try:
+            job = self._prepare(request)
+            if isinstance(job, CodeVerdict):
+                verdict = job
+            elif not self._started:
+                verdict = CodeVerdict(CodeStatus.UNAVAILABLE, reason="the code runner is not started")
+            else:
+                slot = self._free.get()
+                try:
+                    verdict = self._execute(slot, job)
+                except _InvalidTests as err:
+                    verdict = CodeVerdict(CodeStatus.INVALID_ARGUMENT, reason=str(err), extracted=job.code)
+                except (_SandboxFault, OSError, wire.FrameError) as err:
+                    self._restart(slot)
+                    verdict = CodeVerdict(CodeStatus.SANDBOX_ERROR, reason=f"{type(err).__name__}: {err}",
+                                          extracted=job.code)
+                finally:
+                    self._free.put(slot)
+        except Exception as err:  # the boundary: a bug of ours becomes INTERNAL_ERROR, never an exception
+            verdict = CodeVerdict(CodeStatus.INTERNAL_ERROR, reason=f"{type(err).__name__}: {err}")
+        return replace(verdict, id=request.id, elapsed_ms=(time.monotonic() - start) * 1000)
+
+    def _limits(self, given: CodeLimits) -> CodeLimits | str:
+        d, m = self.config.default_limits, self.config.max_limits
+        resolved = {}
+        for name in ("cpu_time_s", "memory_bytes", "output_bytes", "wall_time_s"):
+            value = getattr(given, name)
+            if value < 0 or (isinstance(value, float) and not math.isfinite(value)):
+                return f"limits.{name} must be a finite number >= 0"
+            if value > getattr(m, name):
+                return f"limits.{name} is over the server's maximum of {getattr(m, name)}"
+            resolved[name] = value or getattr(d, name)
+        resolved["wall_time_s"] = max(resolved["wall_time_s"], 2 * resolved["cpu_time_s"] + 1)
+        return CodeLimits(**resolved)
+
+    def _prepare(self, request: CodeRequest) -> _Job | CodeVerdict:
+        def invalid(reason: str) -> CodeVerdict:
+            return CodeVerdict(CodeStatus.INVALID_ARGUMENT, reason=reason)
+
+        if request.language not in LANGUAGES:
+            return CodeVerdict(CodeStatus.UNAVAILABLE, reason=f"language {request.language!r} is not supported")
+        if request.language not in self._languages and self._started:
+            return CodeVerdict(CodeStatus.UNAVAILABLE, reason=f"no compiler for {request.language} on this server")
+        limits = self._limits(request.limits)
+        if isinstance(limits, str):
+            return invalid(limits)
+        tests = request.tests
+        if request.language != "python" and not isinstance(tests, StdioTests):
+            return invalid(f"tests: only stdio tests can run {request.language} code")
+        code = extract_code(request.response, request.language, request.extraction.value)
+        if code is None:
+            return CodeVerdict(CodeStatus.NO_CODE, reason=f"no {request.language} code block in the response")
+        public: dict[str, Any] = {
+            "language": request.language, "code": code, "stop_first": request.stop_at_first_failure,
+            "cpu_s": limits.cpu_time_s, "wall_s": limits.wall_time_s, "output_bytes": limits.output_bytes,
+            "memory_bytes": limits.memory_bytes,
+        }
+        secret = None
+        expected: list[Any] = []
+        if isinstance(tests, StdioTests):
+            if not tests.cases or len(tests.cases) > self.config.max_tests:
+                return invalid(f"tests.stdio.cases: between 1 and {self.config.max_tests} cases")
+            public.update(style="stdio", inputs=[case.input for case in tests.cases])
+            expected = [case.output for case in tests.cases]
+            executions, total = len(tests.cases), len(tests.cases)
+        elif isinstance(tests, CallTests):
+            if not tests.fn.isidentifier():
+                return invalid("tests.call.fn must be a Python identifier")
+            if not tests.cases or len(tests.cases) > self.config.max_tests:
+                return invalid(f"tests.call.cases: between 1 and {self.config.max_tests} cases")
+            calls = []
+            for i, case in enumerate(tests.cases):
+                try:
+                    args = json.loads(case.args_json or "[]")
+                    kwargs = json.loads(case.kwargs_json or "{}")
+                    expected.append(json.loads(case.expected_json or "null"))
+                except ValueError as err:
+                    return invalid(f"tests.call.cases[{i}]: invalid JSON ({err})")
+                if type(args) is not list or type(kwargs) is not dict:
+                    return invalid(f"tests.call.cases[{i}]: args must be a JSON array and kwargs an object")
+                calls.append({"args": plain.encode(args), "kwargs": plain.encode(kwargs)})
+            public.update(style="call", fn=tests.fn, calls=calls)
+            executions, total = len(tests.cases), len(tests.cases)
+        elif isinstance(tests, AssertTests):
+            if tests.entry_point and not tests.entry_point.isidentifier():
+                return invalid("tests.assert_code.entry_point must be a Python identifier")
+            if not tests.code.strip() and not tests.entry_point:
+                return invalid("tests.assert_code.code is empty")
+            public.update(style="assert", entry_point=tests.entry_point)
+            secret = tests.code
+            executions, total = 1, 0
+        else:
+            return invalid("tests: no test kind given")
+        backstop = executions * (limits.wall_time_s + 0.5) + 5.0
+        memory = limits.memory_bytes
+        if request.language == "cpp":
+            public["compile"] = {"argv": list(self.config.cpp_argv), "cpu_s": self.config.compile_cpu_s,
+                                 "wall_s": self.config.compile_wall_s,
+                                 "memory_bytes": self.config.compile_memory_bytes}
+            backstop += self.config.compile_wall_s
+            memory = max(memory, self.config.compile_memory_bytes)
+        return _Job(request, code, limits, public, secret, total, expected, backstop, memory + _HARNESS_OVERHEAD)
+
+    def _execute(self, slot: _Slot, job: _Job) -> CodeVerdict:
+        to_close: list[int] = []
+        fds: dict[str, int] = {"job": _memfd("job", json.dumps(job.public).encode())}
+        if job.secret is not None:
+            fds["secret"] = _memfd("tests", job.secret.encode())
+        result_r, fds["result"] = os.pipe()
+        control_w = -1
+        if job.request.stop_at_first_failure and job.public["style"] != "assert":
+            fds["control"], control_w = os.pipe()
+        try:
+            slot.sock.sendmsg([json.dumps({"fds": list(fds), "backstop_s": job.backstop_s,
+                                           "cgroup_memory": job.cgroup_memory}).encode()],
+                              [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _fd_array(fds.values()))])
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        to_close = [result_r] + ([control_w] if control_w >= 0 else [])
+        try:
+            records, end = self._collect(slot, job, result_r, control_w)
+        finally:
+            for fd in to_close:
+                os.close(fd)
+        return _assemble(job, records, end)
+
+    def _collect(self, slot: _Slot, job: _Job, result_r: int,
+                 control_w: int) -> tuple[list[tuple[dict, list[bytes]]], dict[str, Any]]:
+        deadline = time.monotonic() + job.backstop_s + 10.0
+        reader = wire.FrameReader(_MAX_RECORD)
+        records: list[tuple[dict, list[bytes]]] = []
+        end: dict[str, Any] | None = None
+        while not (reader.closed and end is not None):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _SandboxFault("the fork-server did not finish the run in time")
+            watched = ([] if reader.closed else [result_r]) + ([] if end is not None else [slot.sock])
+            for fd in select.select(watched, [], [], left)[0]:
+                if fd is slot.sock:
+                    message = slot.sock.recv(1 << 16)
+                    if not message:
+                        raise _SandboxFault("the fork-server exited")
+                    end = json.loads(message)
+                    continue
+                for header, blobs in reader.feed(result_r):
+                    records.append((header, blobs))
+                    if control_w >= 0 and header.get("t") == "exec":
+                        ok = _case_outcome(job, header, blobs).status is CodeStatus.PASSED
+                        try:
+                            os.write(control_w, b"G" if ok else b"S")
+                        except BrokenPipeError:
+                            pass
+        if end.get("error"):
+            raise _SandboxFault(end["error"])
+        return records, end
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    return fd
+
+
+def _fd_array(fds: Any) -> bytes:
+    return array.array("i", list(fds)).tobytes()
+
+
+def _remove_stale_groups(parents: dict[str, str]) -> None:
+    """Cgroups left by a runner process that no longer exists (a crash): kill and remove them."""
+    for name, parent in parents.items():
+        for entry in os.listdir(parent):
+            if not entry.startswith("verirl-") or not entry[7:].isdigit():
+                continue
+            owner = int(entry[7:])
+            if owner == os.getpid() or os.path.exists(f"/proc/{owner}"):
+                continue
+            slots = [s for s in os.listdir(f"{parent}/{entry}") if s.startswith("slot")]
+            for slot in slots:
+                SlotCgroup({name: f"{parent}/{entry}/{slot}" for name, parent in parents.items()}).remove()
+
+
+# ---------------------------------------------------------------- from facts to a verdict
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def _ended(fact: dict[str, Any], language: str, stderr: bytes) -> tuple[CodeStatus, str]:
+    """Status and detail of an execution that did not end normally (or exited non-zero)."""
+    end = fact.get("end")
+    if end == "cpu":
+        return CodeStatus.TIMEOUT, f"CPU time over the limit ({fact.get('cpu_s', 0):.2f} s)"
+    if end == "wall":
+        return CodeStatus.TIMEOUT, "wall-clock backstop reached (sleeping or blocked)"
+    if end == "output":
+        return CodeStatus.OUTPUT_LIMIT, "output over the limit"
+    if end == "oom":
+        return CodeStatus.MEMORY_LIMIT, "killed by the memory limit"
+    if end in ("garbage", "closed"):
+        return CodeStatus.RUNTIME_ERROR, "the solution process stopped answering"
+    code = int(fact.get("code", 1))
+    if language == "python" and code == EXIT_MEMORY:
+        return CodeStatus.MEMORY_LIMIT, "MemoryError"
+    if code == -signal.SIGXCPU:
+        return CodeStatus.TIMEOUT, "CPU time limit (SIGXCPU)"
+    if code == -signal.SIGXFSZ:
+        return CodeStatus.OUTPUT_LIMIT, "file size limit (SIGXFSZ)"
+    if language == "cpp" and code == -signal.SIGABRT and b"bad_alloc" in stderr:
+        return CodeStatus.MEMORY_LIMIT, "std::bad_alloc"
+    tail = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+    how = f"killed by {_signal_name(code)}" if code < 0 else f"exit code {code}"
+    return CodeStatus.RUNTIME_ERROR, f"{how}: {tail[0][:300]}" if tail[0] else how
+
+
+def _case_outcome(job: _Job, header: dict[str, Any], blobs: list[bytes]) -> TestOutcome:
+    index = int(header["i"])
+    cpu = float(header.get("cpu_s", 0.0))
+    stdout, stderr = (blobs + [b"", b""])[:2]
+    tests = job.request.tests
+    if header.get("end") == "reply":
+        reply = header["reply"]
+        if "ok" not in reply:
+            name, message = str(reply.get("exc", "Exception")), str(reply.get("msg", ""))
+            status = CodeStatus.MEMORY_LIMIT if name == "MemoryError" else CodeStatus.RUNTIME_ERROR
+            return TestOutcome(index, status, f"{name}: {message}"[:1000], cpu)
+        try:
+            got = plain.decode(reply["ok"])
+        except (plain.NotPlain, ValueError, RecursionError, TypeError, KeyError) as err:
+            return TestOutcome(index, CodeStatus.FAILED, f"unreadable return value ({err})", cpu)
+        if value_matches(got, job.expected[index], tests.float_rel_tol):
+            return TestOutcome(index, CodeStatus.PASSED, "", cpu)
+        return TestOutcome(index, CodeStatus.FAILED, describe_mismatch(got, job.expected[index]), cpu)
+    if header.get("end") == "exit" and header.get("code") == 0 and isinstance(tests, StdioTests):
+        if output_matches(stdout, job.expected[index], tests.whitespace):
+            return TestOutcome(index, CodeStatus.PASSED, "", cpu)
+        got = stdout.decode("utf-8", "replace")
+        return TestOutcome(index, CodeStatus.FAILED, describe_mismatch(got, job.expected[index]), cpu)
+    load = header.get("load") or {}
+    if load.get("load_error"):
+        status = CodeStatus.MEMORY_LIMIT if load.get("exc") == "MemoryError" else CodeStatus.RUNTIME_ERROR
+        return TestOutcome(index, status, "the solution failed to load: " + str(load["load_error"])[-1000:], cpu)
+    status, detail = _ended(header, job.request.language, stderr)
+    return TestOutcome(index, status, detail, cpu)
+
+
+def _assemble(job: _Job, records: list[tuple[dict, list[bytes]]], end: dict[str, Any]) -> CodeVerdict:
+    cap = job.limits.output_bytes
+    common = {"extracted": job.code, "peak_memory_bytes": int(end.get("peak_memory", 0)),
+              "cpu_time_s": sum(float(h.get("cpu_s", 0.0)) for h, _ in records)}
+    faults = [h for h, _ in records if h.get("t") == "fault"]
+    if faults:
+        raise _SandboxFault(faults[0].get("message", "fault"))
+    outputs: list[tuple[bytes, bytes]] = []
+    outcomes: list[TestOutcome] = []
+    total = job.total
+    for header, blobs in records:
+        kind = header.get("t")
+        if kind == "compile" and not header.get("ok"):
+            status, detail = (CodeStatus.COMPILE_ERROR, "compiler failed") if header.get("end") == "exit" else \
+                (CodeStatus.COMPILE_ERROR, "compilation over its limits: " + _ended(header, "cpp", b"")[1])
+            out, err = (blobs + [b"", b""])[:2]
+            return _with_output(CodeVerdict(CodeStatus.COMPILE_ERROR, total=total, reason=detail, **common),
+                                out, err, cap)
+        if kind == "exec":
+            outcomes.append(_case_outcome(job, header, blobs))
+            outputs.append(tuple((blobs + [b"", b""])[:2]))
+        if kind == "assert":
+            outcomes, total = _assert_outcomes(job, header, blobs)
+            outputs.append(tuple((blobs + [b"", b""])[:2]))
+    done = any(h.get("t") == "done" for h, _ in records)
+    if not done:
+        if not end.get("backstop"):
+            raise _SandboxFault("the run ended without a result")
+        outcomes.append(TestOutcome(len(outcomes), CodeStatus.TIMEOUT, "wall-clock backstop of the run"))
+    passed = sum(o.status is CodeStatus.PASSED for o in outcomes)
+    failing = next((o for o in outcomes if o.status is not CodeStatus.PASSED), None)
+    if failing is None and passed < total:
+        failing = TestOutcome(passed, CodeStatus.FAILED, "not run")
+    status = CodeStatus.PASSED if failing is None else failing.status
+    shown = outputs[failing.index] if failing is not None and failing.index < len(outputs) and \
+        job.public["style"] != "assert" else (outputs[-1] if outputs else (b"", b""))
+    verdict = CodeVerdict(status, passed=passed, total=total, tests=tuple(outcomes),
+                          reason=failing.detail if failing else "", **common)
+    return _with_output(verdict, shown[0], shown[1], cap)
+
+
+def _assert_outcomes(job: _Job, header: dict[str, Any], blobs: list[bytes]) -> tuple[list[TestOutcome], int]:
+    report = header.get("tests")
+    if report and report.get("error"):
+        raise _InvalidTests(report["error"])
+    outcomes = [TestOutcome(int(t["i"]), CodeStatus[t["status"]], str(t.get("detail", ""))) for t in
+                (report or {}).get("tests", [])]
+    total = int((report or {}).get("total", max(len(outcomes), 1)))
+    if report is None or report.get("gone"):
+        status, detail = _ended(header, "python", (blobs + [b"", b""])[1])
+        if header.get("end") == "exit" and status is CodeStatus.RUNTIME_ERROR:
+            detail = "the solution process ended before the tests finished (" + detail + ")"
+        outcomes.append(TestOutcome(len(outcomes), status, detail))
+    return outcomes, total
+
+
+class _InvalidTests(ValueError):
+    pass
+
+
+def _with_output(verdict: CodeVerdict, stdout: bytes, stderr: bytes, cap: int) -> CodeVerdict:
+    return replace(verdict, stdout=stdout[:cap].decode("utf-8", "replace"),
+                   stderr=stderr[:max(cap - min(len(stdout), cap), 0)].decode("utf-8", "replace"),
+                   stdout_truncated=len(stdout) > cap, stderr_truncated=len(stdout) + len(stderr) > cap)

@@ -1,0 +1,428 @@
+"""The run's init: pid 1 of a fresh pid namespace, root inside the run's namespaces, running only
+our code. It mounts the run's /tmp, /dev/shm and /proc, starts each solution process (and the
+test process) with the isolation layers applied, watches them, and reports facts to the runner.
+
+Why an init of our own: it alone decides how each execution ended (exit status, killed for CPU,
+wall clock, output size, OOM) from what the kernel tells it, so nothing the solution prints or
+writes can change those facts. Solution processes run as the slot's code uid; the init is root
+and not dumpable, so they can neither signal it nor read it. Between executions it kills every
+other process of the namespace (kill(-1) from pid 1), so a setsid child or a double-forked daemon
+does not outlive its execution; when the init exits the kernel kills the namespace, and the
+fork-server's cgroup.kill backs that up.
+
+CPU time is read from the slot cgroup (the whole tree, threads and children included) and polled
+only as often as the remaining budget requires; RLIMIT_CPU is a whole-second backstop.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import harness, wire
+from .isolation import (CgroupFds, SeccompProgram, drop_privileges, mount_run_filesystems,
+                        prctl_dumpable, set_oom_score_adj, set_rlimits)
+
+__all__ = ["InitSettings", "RunFds", "init_main"]
+
+_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+_MAX_FD = 4096
+_CPP_SOURCE, _CPP_BINARY = "/tmp/.verirl/main.cpp", "/tmp/.verirl/main"
+
+
+@dataclass
+class InitSettings:
+    """Fixed per slot; from the fork-server's configuration, never from a request."""
+
+    code_uid: int
+    test_uid: int
+    tmp_bytes: int
+    shm_bytes: int
+    nofile: int
+    nproc: int
+    base_vm: int            # address space of the preloaded interpreter (added to the memory limit)
+    seccomp: SeccompProgram | None
+    cgroup: CgroupFds | None
+
+
+@dataclass
+class RunFds:
+    job: int        # memfd: the public part of the job (code, inputs, limits)
+    secret: int     # memfd with the test code (assert style) or -1; read only by the test process
+    result: int     # pipe to the runner
+    control: int    # pipe from the runner (go/stop after each case) or -1
+
+
+class _Proc:
+    """A started process: its pid, pidfd, and (for solution processes) captured stdout/stderr."""
+
+    def __init__(self, pid: int, out: int = -1, err: int = -1, cap: int = 0) -> None:
+        self.pid, self.pidfd = pid, os.pidfd_open(pid)
+        self.status: int | None = None
+        self.out, self.err, self.cap = out, err, cap
+        self.buffers = {out: bytearray(), err: bytearray()} if out >= 0 else {}
+        self.open = set(self.buffers)  # pipes not yet at end of file
+        self.over = False
+
+    def drain(self, fd: int) -> None:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.open.discard(fd)
+            os.close(fd)
+            return
+        room = self.cap + 1 - len(self.buffers[self.out]) - len(self.buffers[self.err])
+        self.buffers[fd] += chunk[:max(room, 0)]
+        if len(chunk) > room:
+            self.over = True
+
+    def output(self) -> tuple[bytes, bytes]:
+        return bytes(self.buffers.get(self.out, b"")), bytes(self.buffers.get(self.err, b""))
+
+    def clear(self) -> None:
+        for buffer in self.buffers.values():
+            buffer.clear()
+
+
+class _Init:
+    def __init__(self, settings: InitSettings, fds: RunFds, job: dict[str, Any]) -> None:
+        self.s, self.fds, self.job = settings, fds, job
+        self.kept_out: dict[int, bytes] = {}
+
+    # ------------------------------------------------------------ starting processes
+
+    def spawn(self, role: Callable[[], int], uid: int, fd_plan: dict[int, int], cpu_s: float,
+              memory: int, stack: int, dumpable: bool, oom_adj: int) -> tuple[int, bool]:
+        """Fork a process with every layer applied; `fd_plan` maps its fds to ours. Returns the pid
+        and whether it reported ready (the layers are in place) before running `role`."""
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            status = 120
+            try:
+                # Copies above every target first, so that no dup2 overwrites a source still needed.
+                plan = {target: fcntl.fcntl(source, fcntl.F_DUPFD, 64)
+                        for target, source in {**fd_plan, 9: ready_w}.items()}
+                for target in range(10):
+                    if target in plan:
+                        os.dup2(plan[target], target)
+                    else:
+                        _close_quietly(target)
+                os.closerange(10, _MAX_FD)
+                os.chdir("/tmp")
+                set_oom_score_adj(oom_adj)
+                set_rlimits(cpu_s, memory, self.s.tmp_bytes, self.s.nofile, self.s.nproc, stack)
+                drop_privileges(uid, uid)
+                prctl_dumpable(dumpable)
+                os.environ.clear()
+                os.environ.update(_ENV)
+                if self.s.seccomp is not None:
+                    self.s.seccomp.load()
+                os.write(9, b"1")
+                os.close(9)
+                status = role()
+            finally:
+                os._exit(status)
+        os.close(ready_w)
+        ready = os.read(ready_r, 1) == b"1" if _wait_readable(ready_r, 10.0) else False
+        os.close(ready_r)
+        return pid, ready
+
+    def solution(self, role: Callable[[], int], cpu_s: float, memory: int, stack: int,
+                 extra: dict[int, int] | None = None, stdin: int = -1) -> tuple[_Proc, bool]:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        plan = {0: stdin if stdin >= 0 else os.open("/dev/null", os.O_RDONLY), 1: out_w, 2: err_w, **(extra or {})}
+        pid, ready = self.spawn(role, self.s.code_uid, plan, cpu_s, memory, stack, True, 1000)
+        for fd in (out_w, err_w, plan[0]):
+            os.close(fd)
+        os.set_blocking(out_r, False)
+        os.set_blocking(err_r, False)
+        return _Proc(pid, out_r, err_r, int(self.job["output_bytes"])), ready
+
+    # ------------------------------------------------------------ watching
+
+    def watch(self, procs: list[_Proc], readers: dict[int, Callable[[], None]], done: Callable[[], bool],
+              cpu_limit: float, wall_s: float) -> tuple[str, float]:
+        """Pump output and channels until `done()`, a limit, or the first process exits.
+        Returns (why, cpu seconds used): why is done/exit/cpu/wall/output."""
+        cg = self.s.cgroup
+        cpu0 = cg.cpu_usec() if cg else 0
+        start = time.monotonic()
+        while True:
+            used = (cg.cpu_usec() - cpu0) / 1e6 if cg else 0.0
+            if any(p.over for p in procs):
+                return "output", used
+            if done():
+                return "done", used
+            if used > cpu_limit:
+                return "cpu", used
+            left = wall_s - (time.monotonic() - start)
+            if left <= 0:
+                return "wall", used
+            fds = [*readers, *(fd for p in procs for fd in p.open), *(p.pidfd for p in procs if p.status is None)]
+            if not fds:
+                time.sleep(min(left, 0.01))
+                continue
+            timeout = min(left, max(0.002, cpu_limit - used)) if cg else left
+            for fd in select.select(fds, [], [], timeout)[0]:
+                if fd in readers:
+                    readers[fd]()
+                    continue
+                proc = next(p for p in procs if fd == p.pidfd or fd in p.open)
+                if fd == proc.pidfd:
+                    proc.status = os.waitpid(proc.pid, 0)[1]
+                    os.close(proc.pidfd)
+                    for out_fd in list(proc.open):
+                        while out_fd in proc.open and _readable(out_fd):
+                            proc.drain(out_fd)
+                    for reader_fd, read in readers.items():
+                        if _readable(reader_fd):
+                            read()
+                    if proc.over:
+                        return "output", used
+                    return ("done" if done() else "exit"), used
+                else:
+                    proc.drain(fd)
+
+    def end_of(self, why: str, proc: _Proc, oom_before: int) -> dict[str, Any]:
+        """Facts about how a solution process ended, for the runner."""
+        oom = self.s.cgroup is not None and self.s.cgroup.oom_kills() > oom_before
+        fact: dict[str, Any] = {"end": why}
+        if why == "exit" and proc.status is not None:
+            fact["end"] = "oom" if oom and os.WIFSIGNALED(proc.status) else "exit"
+            fact["code"] = os.waitstatus_to_exitcode(proc.status)
+        elif oom:
+            fact["end"] = "oom"
+        return fact
+
+    def reset(self) -> None:
+        """Kill every process of the namespace but this one, and reap them."""
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                return
+
+    def report(self, header: dict[str, Any], *blobs: bytes) -> None:
+        wire.write_frame(self.fds.result, header, *blobs)
+
+    def go_on(self) -> bool:
+        """After a failed case with stop_at_first_failure, the runner says whether to continue."""
+        if not self.job["stop_first"] or self.fds.control < 0:
+            return True
+        return os.read(self.fds.control, 1) == b"G"
+
+    # ------------------------------------------------------------ styles
+
+    def memory_for(self, language: str) -> int:
+        return int(self.job["memory_bytes"]) + (self.s.base_vm if language == "python" else 0)
+
+    def compile_cpp(self) -> bool:
+        spec = self.job["compile"]
+        os.makedirs(os.path.dirname(_CPP_SOURCE), mode=0o755)
+        with open(_CPP_SOURCE, "w") as f:
+            f.write(self.job["code"])
+        os.chown(os.path.dirname(_CPP_SOURCE), self.s.code_uid, self.s.code_uid)
+        argv = [*spec["argv"], "-o", _CPP_BINARY, _CPP_SOURCE]
+        oom0 = self.s.cgroup.oom_kills() if self.s.cgroup else 0
+        proc, ready = self.solution(lambda: os.execve(argv[0], argv, _ENV), spec["cpu_s"],
+                                    spec["memory_bytes"], 256 << 20)
+        if not ready:
+            self.report({"t": "fault", "message": "the compiler process failed to start"})
+            return False
+        why, used = self.watch([proc], {}, lambda: False, spec["cpu_s"], spec["wall_s"])
+        fact = self.end_of(why, proc, oom0)
+        self.reset()
+        ok = fact["end"] == "exit" and fact.get("code") == 0
+        self.report({"t": "compile", "ok": ok, "cpu_s": used, **fact}, *proc.output())
+        return ok
+
+    def run_stdio(self) -> None:
+        language = self.job["language"]
+        if language == "cpp" and not self.compile_cpp():
+            return
+        code = self.job["code"]
+        role = (lambda: harness.run_program(code)) if language == "python" else \
+            (lambda: os.execve(_CPP_BINARY, ["main"], _ENV))
+        stack = 8 << 20 if language == "python" else int(self.job["memory_bytes"])
+        for index, text in enumerate(self.job["inputs"]):
+            stdin = os.memfd_create("stdin")
+            data = text.encode()
+            written = 0
+            while written < len(data):
+                written += os.pwrite(stdin, data[written:], written)
+            oom0 = self.s.cgroup.oom_kills() if self.s.cgroup else 0
+            proc, ready = self.solution(role, self.job["cpu_s"], self.memory_for(language), stack, stdin=stdin)
+            if not ready:
+                self.reset()
+                self.report({"t": "fault", "message": "a solution process failed to start"})
+                return
+            why, used = self.watch([proc], {}, lambda: False, self.job["cpu_s"], self.job["wall_s"])
+            fact = self.end_of(why, proc, oom0)
+            self.reset()
+            self.report({"t": "exec", "i": index, "cpu_s": used, **fact}, *proc.output())
+            if not self.go_on():
+                return
+
+    def run_call(self) -> None:
+        calls, fn = self.job["calls"], self.job["fn"]
+        code = self.job["code"]
+        index = 0
+        while index < len(calls):
+            mine, theirs = socket.socketpair()
+            proc, ready = self.solution(lambda: harness.serve(code, 3, False), self.job["cpu_s"] * (len(calls) - index),
+                                        self.memory_for("python"), 8 << 20, extra={3: theirs.fileno()})
+            theirs.close()
+            if not ready:
+                self.reset()
+                self.report({"t": "fault", "message": "a solution process failed to start"})
+                return
+            channel = mine.fileno()
+            os.set_blocking(channel, False)
+            reader = wire.FrameReader(harness.MAX_MESSAGE)
+            while index < len(calls):
+                replies: list[dict[str, Any]] = []
+                bad: list[str] = []
+
+                def pump() -> None:
+                    try:
+                        replies.extend(header for header, _ in reader.feed(channel))
+                    except wire.FrameError as err:
+                        bad.append(str(err))
+
+                oom0 = self.s.cgroup.oom_kills() if self.s.cgroup else 0
+                try:
+                    wire.write_frame(channel, {"call": fn, **calls[index]})
+                except OSError:  # the solution process closed its end: it is gone
+                    pass
+                why, used = self.watch([proc], {channel: pump},
+                                       lambda: bool(replies or bad or reader.closed or proc.status is not None),
+                                       self.job["cpu_s"], self.job["wall_s"])
+                out, err = proc.output()
+                proc.clear()
+                reply = replies[0] if replies else None
+                answered = why in ("done", "exit") and reply is not None and "load_error" not in reply
+                if answered:
+                    self.report({"t": "exec", "i": index, "cpu_s": used, "end": "reply", "reply": reply}, out, err)
+                else:
+                    if why not in ("done", "exit"):
+                        fact = self.end_of(why, proc, oom0)
+                    elif proc.status is not None:
+                        fact = self.end_of("exit", proc, oom0)
+                    else:
+                        fact = {"end": "garbage" if bad else "closed"}
+                    self.report({"t": "exec", "i": index, "cpu_s": used, **fact, "load": reply or {}}, out, err)
+                index += 1
+                if not self.go_on():
+                    index = len(calls)
+                if not answered or proc.status is not None:
+                    break
+            mine.close()
+            self.reset()
+
+    def run_assert(self) -> None:
+        code, entry, stop_first = self.job["code"], self.job["entry_point"], bool(self.job["stop_first"])
+        mine, theirs = socket.socketpair()
+        result_r, result_w = os.pipe()
+        secret = self.fds.secret
+        null = os.open("/dev/null", os.O_RDWR)
+        tester, ready = self.spawn(
+            lambda: harness.run_tests(_read_all(5), entry, 3, 4, stop_first), self.s.test_uid,
+            {0: null, 1: null, 2: null, 3: mine.fileno(), 4: result_w, 5: secret},
+            self.job["cpu_s"] + 1, 4 << 30, 8 << 20, False, 500)
+        os.close(result_w)
+        os.close(null)
+        mine.close()
+        os.close(secret)
+        if not ready:
+            self.reset()
+            self.report({"t": "fault", "message": "the test process failed to start"})
+            return
+        oom0 = self.s.cgroup.oom_kills() if self.s.cgroup else 0
+        proc, ready = self.solution(lambda: harness.serve(code, 3, True), self.job["cpu_s"],
+                                    self.memory_for("python"), 8 << 20, extra={3: theirs.fileno()})
+        theirs.close()
+        if not ready:
+            self.reset()
+            self.report({"t": "fault", "message": "a solution process failed to start"})
+            return
+        reader = wire.FrameReader(1 << 24)
+        frames: list[dict[str, Any]] = []
+
+        def pump() -> None:
+            frames.extend(header for header, _ in reader.feed(result_r))
+
+        os.set_blocking(result_r, False)
+        why, used = self.watch([proc], {result_r: pump}, lambda: bool(frames) or reader.closed,
+                               self.job["cpu_s"], self.job["wall_s"])
+        if why == "exit":  # the solution process ended first: give the test process a moment to report
+            why2, used2 = self.watch([], {result_r: pump}, lambda: bool(frames) or reader.closed, 1.0, 2.0)
+            used += used2
+        fact = self.end_of("exit" if proc.status is not None else why, proc, oom0)
+        self.reset()
+        self.report({"t": "assert", "cpu_s": used, "tests": frames[0] if frames else None, "why": why, **fact},
+                    *proc.output())
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def _wait_readable(fd: int, timeout: float) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode()
+
+
+_STYLES = {"stdio": _Init.run_stdio, "call": _Init.run_call, "assert": _Init.run_assert}
+
+
+def init_main(settings: InitSettings, fds: RunFds) -> int:
+    """Entry of the run's init process (pid 1). Returns its exit status."""
+    null = os.open("/dev/null", os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(null, target)
+    os.close(null)
+    init = _Init(settings, fds, {})
+    try:
+        prctl_dumpable(False)
+        # Our oom_score_adj stays 0 (lowering it needs CAP_SYS_RESOURCE, which root lacks here);
+        # solution processes get 1000 and the test process 500, so the OOM killer takes them first.
+        mount_run_filesystems(settings.tmp_bytes, settings.shm_bytes)
+        init.job = json.loads(_read_all(fds.job))
+        _STYLES[init.job["style"]](init)
+    except Exception as err:  # a fault of ours: reported as such (SANDBOX_ERROR), never as a verdict
+        init.reset()
+        init.report({"t": "fault", "message": f"{type(err).__name__}: {err}"})
+        return 1
+    init.report({"t": "done"})
+    return 0
