@@ -1,0 +1,89 @@
+"""The one typed, frozen configuration of the verifier server.
+
+Every default lives here (not in `cfg.get(key, default)` calls scattered through the code),
+and building it from a dict refuses unknown keys, so a misspelled setting fails loudly
+instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = ["ServerConfig", "DEFAULT_ADDRESS", "MiB"]
+
+MiB = 1 << 20
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    # Transport
+    address: str = DEFAULT_ADDRESS        # tests bind "127.0.0.1:0"; port 0 picks a free port
+    rpc_threads: int = 32                 # grpc handler threads (a Verify stream holds one while open)
+    max_message_bytes: int = 64 * MiB     # grpc send/receive limit; over it grpc answers RESOURCE_EXHAUSTED
+    grace_s: float = 10.0                 # how long stop() lets in-flight work finish
+    # Request limits (violations are INVALID_ARGUMENT naming the field)
+    max_items_per_request: int = 4096
+    max_string_bytes: int = 1 * MiB       # any single string field of an item
+    max_tests_per_item: int = 256         # code items (enforced once the sandbox lands)
+    # Math workers
+    math_workers: int = field(default_factory=_cpu_count)
+    math_timeout_s: float = 5.0           # per-check deadline when a request says 0
+    max_math_timeout_s: float = 30.0      # requests asking for more are capped here
+    queue_capacity: int = 16384           # items waiting for a worker; over it: RESOURCE_EXHAUSTED
+    stream_backpressure_s: float = 10.0   # a Verify stream waits this long for queue room before failing
+    worker_recycle_after: int = 10000     # replace a worker after this many checks (bounds memory growth); 0: never
+    cache_size: int = 100_000             # results kept by content (LRU); 0: no cache
+    replay_size: int = 256                # responses kept by request_id for safe retries; 0: off
+    # Observability
+    metrics_port: int | None = None       # Prometheus text over HTTP; None: off, 0: a free port
+    metrics_address: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        positive = ("rpc_threads", "max_message_bytes", "max_items_per_request", "max_string_bytes",
+                    "max_tests_per_item", "math_workers", "queue_capacity")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"ServerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("worker_recycle_after", "cache_size", "replay_size", "grace_s", "stream_backpressure_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ServerConfig.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("math_timeout_s", "max_math_timeout_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"ServerConfig.{name} must be a positive number of seconds, got {value}")
+        if self.math_timeout_s > self.max_math_timeout_s:
+            raise ValueError(f"ServerConfig.math_timeout_s ({self.math_timeout_s}) exceeds "
+                             f"max_math_timeout_s ({self.max_math_timeout_s})")
+        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
+            raise ValueError(f"ServerConfig.metrics_port must be in [0, 65535], got {self.metrics_port}")
+        host, sep, port = self.address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"ServerConfig.address must be HOST:PORT, got {self.address!r}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ServerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown ServerConfig keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0].strip("[]")
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
