@@ -1,13 +1,122 @@
-"""Placeholder grader (exact string match) until the sympy grader lands."""
+"""The math checker: extract, normalise, parse, compare; always a verdict with a status.
+
+Order of work, cheapest first: the gold is read (a full solution gives its boxed
+answer), the response's answer is extracted, identical normalised strings are
+accepted at once, plain numbers are compared as exact fractions without sympy,
+and only then are both sides parsed into structured answers and compared.
+A gold that cannot be read gives PARSE_ERROR (not judged), never a silent 0.
+
+This function has no deadline of its own; the worker pool runs it in a process
+that is killed when the deadline passes.
+"""
 
 from __future__ import annotations
 
+import re
+import sys
+from fractions import Fraction
+
+from tasks.extract import extract_answers, gold_from_solution
+
+from .answer import Text, describe, parse_answer
+from .compare import Tolerance, equivalent
+from .latex_expr import MAX_LENGTH
+from .normalize import normalize
 from .types import MathOptions, MathStatus, MathVerdict
+
+__all__ = ["check"]
+
+# Exact integers of up to ~60k digits may be printed in a normalised form.
+sys.set_int_max_str_digits(100_000)
+
+_PLAIN_NUMBER = re.compile(r"^(-?)(\d+(?:\.\d*)?|\.\d+)$")
+_PLAIN_FRACTION = re.compile(r"^(-?)\\frac\{(\d+)\}\{(\d+)\}$|^(-?)(\d+)/(\d+)$")
+_CHOICE = re.compile(r"^\(?([A-E])\)?$")
+_RESPONSE_CHOICE = re.compile(r"^\s*(?:\\text\{|\\textbf\{|\\mathrm\{)?\s*\(?([A-Ea-e])\)?(?:[.:)}\s]|$)")
+_GOLD_SOLUTION = re.compile(r"\\boxed|\\fbox|####")
 
 
 def check(gold: str, response: str, options: MathOptions = MathOptions()) -> MathVerdict:
-    answer = response.strip()
-    if not answer:
-        return MathVerdict(MathStatus.NO_ANSWER, reason="empty response")
-    status = MathStatus.CORRECT if answer == gold.strip() else MathStatus.INCORRECT
-    return MathVerdict(status, extracted=answer, normalized=answer, gold_normalized=gold.strip())
+    if not isinstance(gold, str) or not isinstance(response, str):
+        return MathVerdict(MathStatus.INVALID_ARGUMENT, reason="gold and response must be strings")
+    is_solution = options.gold_is_solution
+    if is_solution is None:
+        is_solution = bool(_GOLD_SOLUTION.search(gold))
+    gold_answer = gold_from_solution(gold) if is_solution else gold.strip()
+    gold_text, gold_marks = normalize(gold_answer)
+    if not gold_text:
+        return MathVerdict(MathStatus.PARSE_ERROR, reason="the gold answer is empty")
+
+    found = extract_answers(response, [extractor.value for extractor in options.extractors])
+    if found is None:
+        return MathVerdict(MathStatus.NO_ANSWER, gold_normalized=gold_text, reason="no answer found in the response")
+    extractor, extracted = found
+    answer_text, answer_marks = normalize(extracted)
+    if not answer_text:
+        return MathVerdict(MathStatus.NO_ANSWER, extracted=extracted, gold_normalized=gold_text,
+                           reason=f"{extractor} found an empty answer")
+
+    def verdict(correct: bool, how: str, normalized: str = answer_text, gold_norm: str = gold_text) -> MathVerdict:
+        status = MathStatus.CORRECT if correct else MathStatus.INCORRECT
+        return MathVerdict(status, extracted=extracted, normalized=normalized, gold_normalized=gold_norm,
+                           reason=f"{extractor}: {how}")
+
+    if answer_text == gold_text and answer_marks == gold_marks:
+        return verdict(True, "identical after normalisation")
+    choice = _CHOICE.match(gold_text)
+    if choice:
+        picked = _RESPONSE_CHOICE.match(answer_text)
+        return verdict(bool(picked) and picked.group(1).upper() == choice.group(1), "multiple-choice letter")
+    fast = _fast_numbers(gold_text, answer_text, options)
+    if fast is not None and not (gold_marks.percent or answer_marks.percent):
+        return verdict(fast, "exact numeric comparison")
+    if len(gold_text) > MAX_LENGTH or len(answer_text) > MAX_LENGTH:
+        return verdict(False, f"longer than {MAX_LENGTH} characters and not identical")
+
+    gold_parsed = parse_answer(gold_answer)
+    answer_parsed = parse_answer(extracted)
+    gold_norm, answer_norm = describe(gold_parsed), describe(answer_parsed)
+    if isinstance(gold_parsed, Text) and _looks_mathematical(gold_text):
+        return MathVerdict(MathStatus.PARSE_ERROR, extracted=extracted, normalized=answer_norm,
+                           gold_normalized=gold_norm, reason="the gold answer could not be parsed")
+    tolerance = Tolerance(rel_tol=options.rel_tol, precision=options.precision)
+    correct = equivalent(gold_parsed, answer_parsed, tolerance)
+    how = f"{type(gold_parsed).__name__.lower()} vs {type(answer_parsed).__name__.lower()}"
+    return verdict(correct, how, answer_norm, gold_norm)
+
+
+def _fast_numbers(gold: str, answer: str, options: MathOptions) -> bool | None:
+    """Two plain rationals compared exactly, no sympy; None when either is not plain."""
+    if options.precision is not None:
+        return None
+    left, right = _plain_rational(gold), _plain_rational(answer)
+    if left is None or right is None:
+        return None
+    left_value, left_decimal = left
+    right_value, right_decimal = right
+    if left_value == right_value:
+        return True
+    if left_decimal or right_decimal:
+        return None  # a decimal may approximate a non-terminating fraction: the full comparator decides
+    return False
+
+
+def _plain_rational(text: str) -> tuple[Fraction, bool] | None:
+    number = _PLAIN_NUMBER.match(text)
+    if number:
+        value = Fraction(number.group(2))
+        return (-value if number.group(1) else value), "." in text
+    fraction = _PLAIN_FRACTION.match(text)
+    if fraction:
+        sign, top, bottom = (fraction.group(1), fraction.group(2), fraction.group(3)) if fraction.group(2) else \
+            (fraction.group(4), fraction.group(5), fraction.group(6))
+        if int(bottom) == 0:
+            return None
+        value = Fraction(int(top), int(bottom))
+        return (-value if sign else value), False
+    return None
+
+
+def _looks_mathematical(text: str) -> bool:
+    """A gold with LaTeX commands or operators that still parsed only as text was misread."""
+    return bool(re.search(r"\\(?!text)[a-zA-Z]+|[\^_=<>]|\d", text))

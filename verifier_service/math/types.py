@@ -36,7 +36,7 @@ class MathStatus(str, enum.Enum):
 
 JUDGED = frozenset({MathStatus.CORRECT, MathStatus.INCORRECT, MathStatus.NO_ANSWER})
 
-DEFAULT_REL_TOL = 1e-9
+DEFAULT_REL_TOL = 1e-6
 
 
 @dataclass(frozen=True)

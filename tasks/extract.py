@@ -1,0 +1,167 @@
+"""Find the final answer in a model response.
+
+Shared by the verifier (what gets graded) and by the tasks (gold answers from
+reference solutions), so both read answers the same way. Each extractor is a
+named function; callers pick an ordered list and the first that finds
+something wins.
+
+- boxed_last / boxed_all: `\\boxed{...}` and `\\fbox{...}` with nested braces,
+  also `\\boxed 5` (no braces). boxed_all returns every box: several answers.
+- answer_is: "the (final) answer is X", "Answer: X", "**Answer:** X".
+- gsm8k_hashes: "#### 42" (GSM8K's reference format).
+- last_number: the last number in the text (a fallback; sign, decimals,
+  thousands separators and a fraction a/b kept).
+- whole_response: the text itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+__all__ = [
+    "EXTRACTORS",
+    "DEFAULT_ORDER",
+    "extract_answers",
+    "boxed_contents",
+    "last_boxed",
+    "gold_from_solution",
+]
+
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+
+
+def boxed_contents(text: str) -> list[str]:
+    """Every `\\boxed{...}` / `\\fbox{...}` content, in order of appearance."""
+    found: list[tuple[int, str]] = []
+    for command in _BOX_COMMANDS:
+        start = 0
+        while (at := text.find(command, start)) != -1:
+            start = at + len(command)
+            content = _argument_after(text, start)
+            if content is not None:
+                found.append((at, content.strip()))
+    return [content for _, content in sorted(found)]
+
+
+def _argument_after(text: str, pos: int) -> str | None:
+    """The braced argument starting at `pos` (after optional spaces), or `\\boxed 5` style."""
+    while pos < len(text) and text[pos] == " ":
+        pos += 1
+    if pos >= len(text):
+        return None
+    if text[pos] != "{":
+        if text[pos - 1] != " ":  # \boxedfoo is another command, not a box
+            return None
+        match = re.match(r"[^\s$]+", text[pos:])
+        return match.group(0) if match else None
+    depth = 0
+    for i in range(pos, len(text)):
+        char = text[i]
+        if char == "\\":
+            continue
+        if char == "{" and text[i - 1] != "\\":
+            depth += 1
+        elif char == "}" and text[i - 1] != "\\":
+            depth -= 1
+            if depth == 0:
+                return text[pos + 1 : i]
+    return None  # unbalanced: the box never closes
+
+
+def last_boxed(text: str) -> str | None:
+    boxes = boxed_contents(text)
+    return boxes[-1] if boxes else None
+
+
+def _boxed_last(text: str) -> list[str]:
+    box = last_boxed(text)
+    return [box] if box else []
+
+
+def _boxed_all(text: str) -> list[str]:
+    boxes = [box for box in boxed_contents(text) if box]
+    if len(boxes) <= 1:
+        return boxes
+    return [", ".join(dict.fromkeys(boxes))]  # several boxes = one answer with several parts
+
+
+_ANSWER_IS = re.compile(
+    r"answer\s*\**\s*(?:is\b|:|=)\s*:?\s*\**\s*(.+)",
+    re.IGNORECASE,
+)
+
+
+def _answer_is(text: str) -> list[str]:
+    matches = list(_ANSWER_IS.finditer(text))
+    for match in reversed(matches):
+        answer = _clip_sentence(match.group(1))
+        if answer:
+            return [answer]
+    return []
+
+
+def _clip_sentence(text: str) -> str:
+    """The answer phrase: up to the end of the line, minus a closing period and markup."""
+    line = text.split("\n", 1)[0].strip()
+    if line.startswith("$") and line.count("$") >= 2:
+        line = line[: line.index("$", 1) + 1]
+    line = re.sub(r"\.\s.*$", "", line)  # a second sentence on the same line
+    line = line.rstrip(" .").strip("*").strip()
+    if line.startswith("$") and line.endswith("$"):
+        line = line.strip("$").strip()
+    return line
+
+
+_HASHES = re.compile(r"####\s*(.+)")
+
+
+def _gsm8k_hashes(text: str) -> list[str]:
+    matches = _HASHES.findall(text)
+    if not matches:
+        return []
+    answer = matches[-1].strip().rstrip(".").strip()
+    return [answer] if answer else []
+
+
+_NUMBER = re.compile(
+    r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?(?!\w)"
+    r"|(?<![\w.])-?\.\d+(?!\w)"
+)
+
+
+def _last_number(text: str) -> list[str]:
+    numbers = _NUMBER.findall(text)
+    return [numbers[-1].replace(" ", "")] if numbers else []
+
+
+def _whole_response(text: str) -> list[str]:
+    stripped = text.strip()
+    return [stripped] if stripped else []
+
+
+EXTRACTORS: dict[str, Callable[[str], list[str]]] = {
+    "BOXED_LAST": _boxed_last,
+    "BOXED_ALL": _boxed_all,
+    "ANSWER_IS": _answer_is,
+    "GSM8K_HASHES": _gsm8k_hashes,
+    "LAST_NUMBER": _last_number,
+    "WHOLE_RESPONSE": _whole_response,
+}
+
+DEFAULT_ORDER = ("BOXED_LAST", "ANSWER_IS", "GSM8K_HASHES", "LAST_NUMBER")
+
+
+def extract_answers(text: str, order: Sequence[str] = DEFAULT_ORDER) -> tuple[str, str] | None:
+    """(extractor name, answer) from the first extractor in `order` that finds one."""
+    for name in order:
+        found = EXTRACTORS[name](text)
+        if found:
+            return name, found[0]
+    return None
+
+
+def gold_from_solution(solution: str) -> str:
+    """The answer of a reference solution: its last box, else its "####" line, else itself."""
+    found = extract_answers(solution, ("BOXED_LAST", "GSM8K_HASHES"))
+    return found[1] if found else solution.strip()

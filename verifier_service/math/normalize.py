@@ -1,0 +1,114 @@
+"""String-level clean-up of an answer before it is parsed.
+
+Every rewrite here keeps the value: spacing commands, `\\left`/`\\right`,
+`\\dfrac`, dollar signs, thousands separators, units written as text after a
+number. What changes the meaning of a number (a percent sign, a degree mark) is
+not dropped silently: it is recorded in `Marks` so the comparator can decide.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["Marks", "normalize", "strip_text_commands"]
+
+_SPACING = re.compile(r"(?<!\\)\\[,;:> ]|\\quad|\\qquad|\\displaystyle|\\textstyle|\\limits|~")
+_NEGATIVE_SPACE = re.compile(r"(?<!\\)\\!\s*")
+_SIZING = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![a-zA-Z])\s*")
+_ALIASES = [
+    (re.compile(r"\\[dt]frac(?![a-zA-Z])"), r"\\frac"),
+    (re.compile(r"\\[dt]binom(?![a-zA-Z])"), r"\\binom"),
+    (re.compile(r"\\(?:leqslant|leq|le)(?![a-zA-Z])"), "<="),
+    (re.compile(r"\\(?:geqslant|geq|ge)(?![a-zA-Z])"), ">="),
+    (re.compile(r"\\(?:neq|ne)(?![a-zA-Z])"), "!="),
+    (re.compile(r"\\lt(?![a-zA-Z])"), "<"),
+    (re.compile(r"\\gt(?![a-zA-Z])"), ">"),
+    (re.compile(r"≤"), "<="),
+    (re.compile(r"≥"), ">="),
+    (re.compile(r"≠"), "!="),
+    (re.compile(r"−"), "-"),
+    (re.compile(r"π"), r"\\pi "),
+    (re.compile(r"∞"), r"\\infty "),
+    (re.compile(r"√"), r"\\sqrt"),
+    (re.compile(r"×|\\times(?![a-zA-Z])|\\cdot(?![a-zA-Z])|\\ast(?![a-zA-Z])"), "*"),
+    (re.compile(r"÷|\\div(?![a-zA-Z])"), "/"),
+    (re.compile(r"\\(?:varnothing|emptyset)(?![a-zA-Z])"), r"\\emptyset "),
+    (re.compile(r"\\(?:mathbf|mathrm|mathit|boldsymbol|bm|mathnormal)\s*\{"), "{"),
+    (re.compile(r"\\(?:dots|ldots|cdots)(?![a-zA-Z])"), r"\\dots "),
+]
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree(?![a-zA-Z])|\^\{\\text\{o\}\}")
+_PERCENT = re.compile(r"\\?%|\\text\{\s*percent\s*\}|\s+percent\b")
+_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|operatorname)\s*\{([^{}]*)\}")
+_UNIT_WORDS = (
+    "units?|square|sq|cubic|cm|mm|km|m|meters?|metres?|centimeters?|kilometers?|inch(?:es)?|in|feet|foot|ft|"
+    "yards?|yd|miles?|mi|mph|kg|g|grams?|kilograms?|pounds?|lbs?|lb|ounces?|oz|tons?|liters?|litres?|l|ml|"
+    "gallons?|seconds?|secs?|s|minutes?|mins?|hours?|hrs?|h|days?|weeks?|months?|years?|dollars?|cents?|"
+    "euros?|degrees?|deg|radians?|rad|people|persons?|students?|times|ways|points?|percent"
+)
+_TRAILING_UNITS = re.compile(rf"(?<=[\d}}.])\s*(?:(?:{_UNIT_WORDS})(?:\^?\{{?[23]\}}?)?\s*)+$", re.IGNORECASE)
+_LEADING_CURRENCY = re.compile(r"^(-?)\s*(?:\\\$|\$|USD|€|£)\s*")
+_THOUSANDS = re.compile(r"^-?\d{1,3}(?:(?:,|\{,\}|\\,| )\d{3})+(?:\.\d+)?$")
+
+
+@dataclass(frozen=True)
+class Marks:
+    """Meaning-bearing marks removed from the text: the comparator interprets them."""
+
+    percent: bool = False
+    degrees: bool = False
+
+
+def strip_text_commands(text: str) -> str:
+    r"""Replace `\text{...}` (and friends) by their content, innermost first."""
+    previous = None
+    while previous != text:
+        previous = text
+        text = _TEXT_CMD.sub(lambda m: m.group(1), text)
+    return text
+
+
+def _strip_outer(text: str) -> str:
+    text = text.strip()
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\[", "\\]"), ("\\(", "\\)")):
+        if text.startswith(left) and text.endswith(right) and len(text) >= len(left) + len(right):
+            text = text[len(left) : len(text) - len(right)].strip()
+    return text
+
+
+def normalize(answer: str) -> tuple[str, Marks]:
+    """A cleaned LaTeX string and the marks that were taken out of it."""
+    text = _strip_outer(answer)
+    text = text.replace("\n", " ").strip()
+    text = _NEGATIVE_SPACE.sub("", _SPACING.sub(" ", text))
+    text = _SIZING.sub("", text)
+    for pattern, replacement in _ALIASES:
+        text = pattern.sub(replacement, text)
+    degrees = bool(_DEGREES.search(text))
+    text = _DEGREES.sub("", text)
+    percent = bool(_PERCENT.search(text))
+    text = _PERCENT.sub("", text)
+    text = _strip_unit_words(_unit_text_after_number(text))
+    text = _LEADING_CURRENCY.sub(r"\1", text)
+    text = re.sub(r"\\\$", "", text)
+    text = text.rstrip(".").strip()
+    if _THOUSANDS.match(text):
+        text = re.sub(r"\{,\}|\\,|,| ", "", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    return text, Marks(percent=percent, degrees=degrees)
+
+
+_UNIT_TEXT = re.compile(r"(?<=[\d}])\s*\\(?:text|mbox|textnormal|mathrm)\s*\{\s*[a-zA-Z][a-zA-Z .]*\}(\^\{?[23]\}?)?\s*$")
+
+
+def _unit_text_after_number(text: str) -> str:
+    r"""`5.4 \text{ cents}` -> `5.4`: a word in \text after a number is a unit."""
+    return _UNIT_TEXT.sub("", text)
+
+
+def _strip_unit_words(text: str) -> str:
+    """`12 cm` -> `12`, but only where what is left is a plain number (`2 h` in `x + 2 h` is a variable)."""
+    stripped = _TRAILING_UNITS.sub("", text).strip()
+    if stripped != text.strip() and re.search(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", stripped)):
+        return text.strip()
+    return stripped
