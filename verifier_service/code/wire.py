@@ -72,6 +72,8 @@ class FrameReader:
             chunk = os.read(fd, 1 << 20)
         except BlockingIOError:
             chunk = None
+        except ConnectionResetError:  # a socket peer that exited with our data unread
+            chunk = b""
         if chunk == b"":
             self.closed = True
         elif chunk:
