@@ -11,13 +11,15 @@ passed back to that process as an argument.
 Wire form: JSON, where None/bool/float/str/list and small ints are themselves and everything
 else is a one-key object: {"t": [...]} tuple, {"s": [...]} set, {"fs": [...]} frozenset,
 {"d": [[k, v], ...]} dict, {"b": hex} bytes, {"c": [re, im]} complex, {"i": hex} a big int,
-{"it": [...]} an iterator (decoded as an iterator, so it is not equal to a list), {"h": n, "type":
-name} a handle, {"fn": name} a function of the solution named by its global name.
+{"it": [...]} an iterator (decoded as an iterator, so it is not equal to a list), {"ty": name} a
+built-in type (int, str, ...: tests pass them as arguments), {"h": n, "type": name} a handle,
+{"fn": name} a function of the solution named by its global name.
 Stdlib only: this module is preloaded into the sandbox.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import types
 from typing import Any, Callable
@@ -30,6 +32,10 @@ _BIG_INT_BITS = 12_000  # beyond ~3600 decimal digits ints travel as hex (no int
 _ITERATORS = (types.GeneratorType, map, filter, zip, reversed, enumerate, range,
               type(iter([])), type(iter(())), type(iter("")), type({}.keys()), type({}.values()),
               type({}.items()))
+
+
+_TYPES = {t.__name__: t for t in (int, float, str, bool, bytes, complex, list, tuple, dict, set, frozenset,
+                                  bytearray, type(None), object)}
 
 
 class NotPlain(TypeError):
@@ -104,6 +110,8 @@ def encode(value: Any, keep: Callable[[Any], int] | None = None) -> Any:
             return {"h": x.id, "type": x.type_name}
         if issubclass(t, Function):
             return {"fn": x.name}
+        if t is type and x in _TYPES.values():
+            return {"ty": x.__name__}
         if issubclass(t, _ITERATORS):
             return {"it": [enc(v, depth + 1) for v in x]}
         if keep is None:
@@ -140,6 +148,10 @@ def decode(data: Any, resolve: Callable[[dict], Any] | None = None) -> Any:
             return complex(float(x["c"][0]), float(x["c"][1]))
         if "i" in x:
             return int(x["i"], 16)
+        if "ty" in x:
+            if x["ty"] not in _TYPES:
+                raise NotPlain("unknown type")
+            return _TYPES[x["ty"]]
         if "it" in x:
             return iter([dec(v, depth + 1) for v in x["it"]])
         if "h" in x or "fn" in x:
