@@ -19,8 +19,10 @@ import pytest
 from verifier_service.client import (
     AsyncVerifierClient, MathItem, RetryPolicy, VerifierClient, VerifierCallError, parse_addresses,
 )
+from verifier_service.config import ServerConfig
 from verifier_service.proto import verifier_pb2 as pb
 from verifier_service.proto import verifier_pb2_grpc as pbg
+from verifier_service.server import create_server
 
 FAST = RetryPolicy(max_attempts=6, initial_backoff_s=0.02, max_backoff_s=0.2, dead_cooldown_s=0.5)
 
@@ -213,25 +215,6 @@ def test_round_robin_spreads_over_live_addresses():
         sb.stop(None)
 
 
-def test_survives_server_restart_on_same_port():
-    first = Scripted()
-    server, port = start(first)
-    address = f"127.0.0.1:{port}"
-    retry = RetryPolicy(max_attempts=30, initial_backoff_s=0.05, max_backoff_s=0.3, dead_cooldown_s=0.1)
-    with VerifierClient(address, max_items_per_request=8, retry=retry) as client:
-        assert len(client.check_math(items(2))) == 2
-        server.stop(None).wait()
-        second = Scripted()
-        restarted = []
-        timer = threading.Timer(0.5, lambda: restarted.append(start(second, port)[0]))
-        timer.start()
-        results = client.check_math(items(3), timeout=10)
-        timer.join()
-        assert [r.id for r in results] == ["0", "1", "2"]
-        assert len(second.request_ids) == 1
-        restarted[0].stop(None)
-
-
 def test_unavailable_checker_is_mapped_per_item(scripted):
     _, address = scripted
     with VerifierClient(address, max_items_per_request=8) as client:
@@ -272,3 +255,44 @@ def test_async_client_chunks_retries_and_streams(scripted):
     results, streamed = asyncio.run(main())
     assert [r.id for r in results] == [str(i) for i in range(9)]
     assert sorted(streamed) == ["0", "1", "2"]
+
+
+def test_real_server_batches_kinds_and_stream():
+    server, port = create_server(ServerConfig(address="127.0.0.1:0", math_workers=1, max_items_per_request=4))
+    try:
+        with VerifierClient(f"127.0.0.1:{port}") as client:
+            results = client.check_math([MathItem(str(i), f"#### {i}", str(i % 5)) for i in range(10)])
+            assert [r.id for r in results] == [str(i) for i in range(10)]
+            assert [r.correct for r in results] == [i < 5 for i in range(10)]
+            assert all(r.judged and r.status in ("CORRECT", "INCORRECT") for r in results)
+            info = client.server_info()
+            assert info.limits.max_items_per_request == 4 and "math" in info.capabilities
+            [code] = client.run_code([{"id": "c", "language": "python", "response": "print(1)"}])
+            [steps] = client.score_steps([{"id": "s", "problem": "p", "steps": ["a"]}])
+            assert (code.status, code.judged, steps.status, steps.judged) == ("UNAVAILABLE", False, "UNAVAILABLE", False)
+            streamed = {r.id: r for r in client.verify_stream(
+                [MathItem("m", "\\boxed{2}", "2"), {"kind": "code", "id": "c", "response": "x"}])}
+            assert streamed["m"].correct and streamed["c"].status == "UNAVAILABLE"
+            with pytest.raises(VerifierCallError) as info:
+                client.check_math([MathItem("x", "1", "1", options={"timeout_s": -1})])
+            assert info.value.code == "INVALID_ARGUMENT" and info.value.attempts == 1
+    finally:
+        server.stop(0)
+
+
+def test_real_server_restart_on_same_port():
+    config = ServerConfig(address="127.0.0.1:0", math_workers=1)
+    server, port = create_server(config)
+    retry = RetryPolicy(max_attempts=40, initial_backoff_s=0.05, max_backoff_s=0.3, dead_cooldown_s=0.1)
+    restarted = []
+    with VerifierClient(f"127.0.0.1:{port}", retry=retry) as client:
+        assert client.check_math([MathItem("a", "1", "1")])[0].correct
+        server.stop(0)
+        timer = threading.Timer(0.3, lambda: restarted.append(create_server(config.replace(address=f"127.0.0.1:{port}"))))
+        timer.start()
+        try:
+            assert [r.correct for r in client.check_math([MathItem("b", "2", "2"), MathItem("c", "2", "3")],
+                                                         timeout=20)] == [True, False]
+        finally:
+            timer.join()
+            restarted[0][0].stop(0)
