@@ -214,8 +214,8 @@ def _relation(text: str, marks: Marks, depth: int) -> Relation | None:
 
 def _value_or_text(text: str, marks: Marks) -> Answer:
     plain = strip_text_commands(text).strip()
-    if _WORDS.match(plain):
-        return Text(_plain(plain))
+    if _WORDS.match(plain) and (plain != text or re.search(r"[aeiouAEIOU]", plain)):
+        return Text(_plain(plain))  # a word; `xy` (no vowel, no \text) stays a product of variables
     try:
         parsed: Parsed = parse_latex_expr(plain)
     except LatexError:

@@ -292,7 +292,8 @@ def _symbolic_equal(a: sympy.Expr, b: sympy.Expr) -> bool:
     rng = random.Random(0)
     checked = 0
     for _ in range(_SYMBOLIC_POINTS * 3):
-        point = {s: sympy.Rational(rng.randint(7, 97), rng.randint(3, 19)) for s in symbols}
+        # Signed points: log(xy) = log x + log y holds for positive x, y only, and is not an identity.
+        point = {s: sympy.Rational(rng.choice((-1, 1)) * rng.randint(7, 97), rng.randint(3, 19)) for s in symbols}
         value = _numeric(difference.subs(point), 30)
         scale = _numeric(a.subs(point), 30)
         if value is None or scale is None:

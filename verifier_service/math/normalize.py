@@ -48,6 +48,10 @@ _UNIT_WORDS = (
 )
 _TRAILING_UNITS = re.compile(rf"(?<=[\d}}.])\s*(?:(?:{_UNIT_WORDS})(?:\^?\{{?[23]\}}?)?\s*)+$", re.IGNORECASE)
 _LEADING_CURRENCY = re.compile(r"^(-?)\s*(?:\\\$|\$|USD|€|£)\s*")
+# `3\frac{1}{2}` and `3 1/2` as a whole answer are mixed numbers (3 + 1/2), not products.
+_MIXED_NUMBER = re.compile(r"^(-?)(\d+)(?:\s*\\frac\{(\d+)\}\{(\d+)\}|\s+(\d+)/(\d+))$")
+# `2 apples`: a plain number followed by words only (any unit the list above lacks).
+_NUMBER_THEN_WORDS = re.compile(r"^(-?[\d.,]*\d)\s+[a-zA-Z]{3,}(?:\s+[a-zA-Z]+)*$")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:(?:,|\{,\}|\\,| )\d{3})+(?:\.\d+)?$")
 
 
@@ -92,6 +96,8 @@ def normalize(answer: str) -> tuple[str, Marks]:
     text = _LEADING_CURRENCY.sub(r"\1", text)
     text = re.sub(r"\\\$", "", text)
     text = text.rstrip(".").strip()
+    text = _MIXED_NUMBER.sub(_mixed_to_sum, text)
+    text = _NUMBER_THEN_WORDS.sub(r"\1", text)
     if _THOUSANDS.match(text):
         text = re.sub(r"\{,\}|\\,|,| ", "", text)
     text = re.sub(r"\s+", " ", text).strip()
@@ -112,3 +118,9 @@ def _strip_unit_words(text: str) -> str:
     if stripped != text.strip() and re.search(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", stripped)):
         return text.strip()
     return stripped
+
+
+def _mixed_to_sum(match: re.Match) -> str:
+    sign, whole = match.group(1), match.group(2)
+    top, bottom = (match.group(3), match.group(4)) if match.group(3) else (match.group(5), match.group(6))
+    return f"{sign}({whole}+{top}/{bottom})"
