@@ -81,12 +81,15 @@ class VerifierCallError(Exception):
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Message limits like the server's; keepalive to notice a dead peer on long streams;
-    short reconnect backoff so a restarted server is found again within a retry budget."""
+    """Message limits like the server's; short reconnect backoff so a restarted server is found
+    again within a retry budget; keepalive pings (only while a call is open) to notice a dead
+    peer under a long Verify stream. Their interval stays above a gRPC server's default
+    minimum (5 min without data): more often, and the server answers GOAWAY too_many_pings,
+    killing a stream that idles while the trainer generates."""
     return [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_time_ms", 330_000),
         ("grpc.keepalive_timeout_ms", 20_000),
         ("grpc.keepalive_permit_without_calls", 0),
         ("grpc.http2.max_pings_without_data", 0),
