@@ -55,8 +55,8 @@ RESULT_KEYS = {
     "steps": ("status", "judged", "score", "step_scores", "first_error", "reason"),
     "candidates": ("status", "judged", "scores", "best", "reason"),
 }
-GRADED = ("math", "code")
-INVALID = "invalid"  # the kind counted for a line that names no known kind (or is not a JSON object)  # kinds with a right/wrong verdict, counted in the accuracy
+GRADED = ("math", "code")  # kinds with a right/wrong verdict, counted in the accuracy
+INVALID = "invalid"  # the kind counted for a line that names no known kind (or is not a JSON object)
 _CALLS = {"math": "check_math", "code": "run_code", "steps": "score_steps", "candidates": "score_candidates"}
 
 
@@ -210,8 +210,9 @@ def _count_lines(path: Path) -> int:
 
 
 def evaluate_file(client: VerifierClient, input_path: Path, output_path: Path, *, batch_size: int = DEFAULT_BATCH,
-                  progress: bool = True) -> EvalSummary:
-    """Evaluate `input_path` into `output_path` through `client`; see the module docstring."""
+                  in_flight: int = CHUNKS_IN_FLIGHT, progress: bool = True) -> EvalSummary:
+    """Evaluate `input_path` into `output_path` through `client`, with up to `in_flight` chunks
+    of `batch_size` lines sent at once; see the module docstring."""
     summary = EvalSummary()
     started = time.monotonic()
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,7 +220,7 @@ def evaluate_file(client: VerifierClient, input_path: Path, output_path: Path, *
                disable=not progress, dynamic_ncols=True)
     pending: deque[Future] = deque()
     with input_path.open(encoding="utf-8") as source, output_path.open("w", encoding="utf-8") as out, \
-            ThreadPoolExecutor(CHUNKS_IN_FLIGHT, thread_name_prefix="verirl-eval") as pool, bar:
+            ThreadPoolExecutor(in_flight, thread_name_prefix="verirl-eval") as pool, bar:
 
         def drain(keep: int) -> None:
             while len(pending) > keep:
@@ -230,7 +231,7 @@ def evaluate_file(client: VerifierClient, input_path: Path, output_path: Path, *
 
         for chunk in _chunks(source, batch_size):
             pending.append(pool.submit(_evaluate_chunk, client, chunk))
-            drain(CHUNKS_IN_FLIGHT)
+            drain(in_flight)
         drain(0)
     summary.elapsed_s = time.monotonic() - started
     return summary
@@ -242,10 +243,10 @@ def _service(server: str | None, workers: int | None) -> Iterator[str]:
     if server:
         yield server
         return
+    # Imported here: `verirl eval --server` needs no worker pool machinery.
     from .config import ServerConfig
     from .server import embedded_server
-    config = ServerConfig(address="127.0.0.1:0", **({"math_workers": workers} if workers else {}))
-    with embedded_server(config) as address:
+    with embedded_server(ServerConfig(**({"math_workers": workers} if workers else {}))) as address:
         yield address
 
 
@@ -255,8 +256,12 @@ def _run(input_path: Path, output_path: Path, args: argparse.Namespace) -> tuple
         return 2, None
     try:
         with _service(args.server, args.workers) as address, VerifierClient(address) as client:
+            # No more items in flight than the server's queue holds: beyond it, chunks would only
+            # bounce off RESOURCE_EXHAUSTED and burn their retries.
+            limits = client.server_info().limits
+            room = limits.queue_capacity // args.batch_size if limits and limits.queue_capacity else CHUNKS_IN_FLIGHT
             summary = evaluate_file(client, input_path, output_path, batch_size=args.batch_size,
-                                    progress=not args.no_progress)
+                                    in_flight=max(1, min(CHUNKS_IN_FLIGHT, room)), progress=not args.no_progress)
     except VerifierCallError as exc:
         print(f"verirl: the verifier service failed, run stopped: {exc}", file=sys.stderr)
         return 1, None
@@ -267,9 +272,16 @@ def _run(input_path: Path, output_path: Path, args: argparse.Namespace) -> tuple
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", metavar="HOST:PORT[,HOST:PORT]",
                         help="use a running service (default: start an embedded one)")
-    parser.add_argument("--workers", type=int, help="math workers of the embedded service (default: CPU count)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="lines per request")
+    parser.add_argument("--workers", type=_positive, help="math workers of the embedded service (default: CPU count)")
+    parser.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH, help="lines per request")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
