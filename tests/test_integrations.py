@@ -8,6 +8,7 @@ no input makes a real grader time out deterministically.
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent import futures
 
 import grpc
@@ -76,6 +77,17 @@ def test_trl_reward_strings_and_chat(address):
     assert scores == [1.0, 1.0, 0.0]
     with pytest.raises(ValueError, match="'answer'"):
         reward(prompts=["p"], completions=["1"], solution=["1"])
+    reward.client.close()
+
+
+def test_trl_reward_code_kind(address):
+    reward = trl_reward(address, kind="code")
+    tests = {"stdio": {"cases": [{"input": "", "output": "1"}]}}
+    scores = reward(["p", "p"], ["```python\nprint(1)\n```", "```python\nprint(2)\n```"],
+                    tests=[tests, json.dumps(tests)], language=["python", "python"])
+    # A server without the sandbox answers UNAVAILABLE (not judged): None, never a silent 0.
+    sandboxed = "code:python" in reward.client.server_info().capabilities
+    assert scores == ([1.0, 0.0] if sandboxed else [None, None])
     reward.client.close()
 
 
