@@ -173,6 +173,13 @@ class _Base:
                                 attempts=attempt) from None
         return delay
 
+    def _stream_error(self, exc: grpc.RpcError, index: int, unanswered: int) -> VerifierCallError:
+        """A broken Verify stream is not resumed: say how many items lost their answer."""
+        if exc.code() is grpc.StatusCode.UNAVAILABLE:
+            self._endpoints.mark_dead(index)
+        return VerifierCallError(exc.code().name, f"{exc.details()}; {unanswered} item(s) unanswered",
+                                 address=self.addresses[index])
+
     @staticmethod
     def _remaining(deadline: float, attempt: int) -> float:
         left = deadline - time.monotonic()
@@ -305,10 +312,7 @@ class VerifierClient(_Base):
             if bad:
                 raise bad[0]
         except grpc.RpcError as exc:
-            if exc.code() is grpc.StatusCode.UNAVAILABLE:
-                self._endpoints.mark_dead(index)
-            raise VerifierCallError(exc.code().name, f"{exc.details()}; {sent[0] - received} item(s) unanswered",
-                                address=self.addresses[index]) from None
+            raise self._stream_error(exc, index, sent[0] - received) from None
         finally:
             call.cancel()  # a consumer that stopped early must not leave the stream open
 
@@ -336,17 +340,12 @@ class AsyncVerifierClient(_Base):
                          max_concurrency=max_concurrency, max_message_bytes=max_message_bytes)
         self._channels: list[grpc.aio.Channel] = []
         self._stubs: list[VerifierStub] = []
-        self._semaphore: asyncio.Semaphore | None = None
 
     def _stub(self, index: int) -> VerifierStub:
-        self._open()
-        return self._stubs[index]
-
-    def _open(self) -> None:
-        if not self._stubs:
+        if not self._stubs:  # first use, inside the running loop
             self._channels = [grpc.aio.insecure_channel(a, options=self._options) for a in self.addresses]
             self._stubs = [VerifierStub(c) for c in self._channels]
-            self._semaphore = asyncio.Semaphore(self._max_concurrency)
+        return self._stubs[index]
 
     async def _call(self, method: str, request: Any, deadline: float) -> Any:
         attempt = 0
@@ -359,11 +358,6 @@ class AsyncVerifierClient(_Base):
             except grpc.aio.AioRpcError as exc:
                 await asyncio.sleep(self._delay_after(exc, index, attempt, deadline))
 
-    async def _limited(self, method: str, request: Any, deadline: float) -> Any:
-        assert self._semaphore is not None  # made by _open()
-        async with self._semaphore:
-            return await self._call(method, request, deadline)
-
     async def server_info(self, *, timeout: float | None = None) -> ServerInfo:
         deadline = time.monotonic() + (timeout or self._timeout)
         return from_proto(ServerInfo, await self._call("GetServerInfo", pb.GetServerInfoRequest(), deadline))
@@ -372,12 +366,17 @@ class AsyncVerifierClient(_Base):
         if not items:
             return []
         deadline = time.monotonic() + (timeout or self._timeout)
-        self._open()
         size = self._max_items
         if size is None:
             size = self._size_from(await self._call("GetServerInfo", pb.GetServerInfoRequest(), deadline))
         requests = self._requests(kind, items, options, size)
-        tasks = [asyncio.ensure_future(self._limited(kind.method, r, deadline)) for r in requests]
+        semaphore = asyncio.Semaphore(self._max_concurrency)
+
+        async def limited(request: Any) -> Any:
+            async with semaphore:
+                return await self._call(kind.method, request, deadline)
+
+        tasks = [asyncio.ensure_future(limited(r)) for r in requests]
         try:
             responses = await asyncio.gather(*tasks)
         except BaseException:
@@ -436,10 +435,7 @@ class AsyncVerifierClient(_Base):
             if bad:
                 raise bad[0]
         except grpc.aio.AioRpcError as exc:
-            if exc.code() is grpc.StatusCode.UNAVAILABLE:
-                self._endpoints.mark_dead(index)
-            raise VerifierCallError(exc.code().name, f"{exc.details()}; {sent - received} item(s) unanswered",
-                                address=self.addresses[index]) from None
+            raise self._stream_error(exc, index, sent - received) from None
         finally:
             call.cancel()
 
