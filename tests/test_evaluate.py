@@ -53,6 +53,7 @@ def test_good_lines_parse():
     assert not line.error and line.item.gold == "12" and line.item.options.precision == 2
     assert line.item.id == "5"  # ids on the wire are line numbers; the user's id stays in the output object
     assert _parse(6, '{"kind": "steps", "problem": "p", "steps": ["a", "b"]}').item.steps == ["a", "b"]
+    assert not _parse(7, '{"response": "x", "gold": "y", "options": null}').item.HasField("options")
 
 
 def test_summary_counts():

@@ -151,7 +151,7 @@ def _check_math(obj: dict[str, Any]) -> str:
         value = obj[name]
         if isinstance(value, bool) or not isinstance(value, types):
             return f"{name!r} must be {' or '.join(t.__name__ for t in types)}, got {type(value).__name__}"
-    if "options" in obj and not isinstance(obj["options"], dict):
+    if obj.get("options") is not None and not isinstance(obj["options"], dict):  # null: no options
         return f"'options' must be an object, got {type(obj['options']).__name__}"
     return ""
 
