@@ -26,7 +26,7 @@ from .normalize import Marks, normalize, strip_text_commands
 
 __all__ = [
     "Answer", "Value", "Bracketed", "Unordered", "Union", "Matrix", "Relation", "BaseNumber", "Text",
-    "parse_answer", "describe",
+    "parse_answer", "parse_normalized", "describe",
 ]
 
 
@@ -133,10 +133,14 @@ def _wraps_whole(text: str) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=4096)
 def parse_answer(raw: str) -> Answer:
     """Parse one extracted answer. Never raises: unreadable input becomes Text."""
-    text, marks = normalize(raw)
+    return parse_normalized(*normalize(raw))
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_normalized(text: str, marks: Marks) -> Answer:
+    """Parse the output of normalize(). Cached: a group of G responses shares one gold."""
     return _parse(text, marks, depth=0)
 
 
@@ -155,6 +159,10 @@ def _parse(text: str, marks: Marks, depth: int) -> Answer:
         rows = [row for row in re.split(r"\\\\", matrix.group(2)) if row.strip()]
         cells = tuple(tuple(_parse(cell, marks, depth + 1) for cell in row.split("&")) for row in rows)
         return Matrix(cells)
+    for sign, first, second in (("\\pm", "+", "-"), ("\\mp", "-", "+")):
+        if sign in text:  # a ± b is the pair of answers a + b and a - b
+            pair = (_parse(text.replace(sign, op, 1), marks, depth + 1) for op in (first, second))
+            return Unordered(tuple(pair), is_set=False)
     unions = split_top_level(text, ("\\cup",))
     if len(unions) > 1:
         return Union(tuple(_parse(part, marks, depth + 1) for part in unions))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
 
+import mpmath
 import sympy
 
 from .answer import Answer, BaseNumber, Bracketed, Matrix, Relation, Text, Union, Unordered, Value
@@ -31,7 +32,6 @@ from .answer import Answer, BaseNumber, Bracketed, Matrix, Relation, Text, Union
 __all__ = ["Tolerance", "equivalent"]
 
 _HIGH_PRECISION_DIGITS = 60
-_HIGH_PRECISION_TOL = sympy.Float("1e-40", 60)
 _SYMBOLIC_POINTS = 4
 _FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "=": "=", "!=": "!="}
 
@@ -127,10 +127,20 @@ def _same_equation(a: Relation, b: Relation, tol: Tolerance) -> bool:
         return False
     left = sides[0].expr - sides[1].expr
     right = sides[2].expr - sides[3].expr
-    if not left.free_symbols or right == 0:
+    symbols = sorted(left.free_symbols | right.free_symbols, key=lambda s: s.name)
+    if not symbols:
         return False
-    ratio = sympy.simplify(left / right)
-    return ratio.is_number and ratio != 0 and ratio.is_finite
+    ratios = []
+    for point in _random_points(symbols):
+        top, bottom = _numeric(left.subs(point), 30), _numeric(right.subs(point), 30)
+        if top is None or bottom is None or bottom == 0:
+            continue
+        ratios.append(top / bottom)
+        if len(ratios) == _SYMBOLIC_POINTS:
+            break
+    if len(ratios) < 2 or ratios[0] == 0:
+        return False
+    return all(abs(r - ratios[0]) <= sympy.Float("1e-20") * abs(ratios[0]) for r in ratios[1:])
 
 
 def _base_number(a: BaseNumber, b: BaseNumber, tol: Tolerance) -> bool:
@@ -236,11 +246,19 @@ def _no_finite_decimal(value: sympy.Rational) -> bool:
     return q != 1
 
 
-def _numeric(value: sympy.Expr, digits: int) -> complex | None:
+def _numeric(value: sympy.Expr, digits: int) -> sympy.Expr | None:
     evaluated = value.evalf(digits)
     if not evaluated.is_number or evaluated.has(sympy.nan, sympy.zoo):
         return None
     return evaluated
+
+
+def _to_mp(value: sympy.Expr, digits: int):
+    """An mpmath number (sympy's own arithmetic on Floats is far slower)."""
+    try:
+        return value._to_mpmath(int(digits * 3.33) + 8)
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def _close(a: sympy.Expr, b: sympy.Expr, rel_tol: float | None) -> bool:
@@ -250,11 +268,15 @@ def _close(a: sympy.Expr, b: sympy.Expr, rel_tol: float | None) -> bool:
     x, y = _numeric(a, _HIGH_PRECISION_DIGITS), _numeric(b, _HIGH_PRECISION_DIGITS)
     if x is None or y is None:
         return False
-    scale = max(abs(x), abs(y))
-    if scale == 0:
-        return True
-    limit = _HIGH_PRECISION_TOL if rel_tol is None else sympy.Float(rel_tol, 30)
-    return bool(abs(x - y) <= limit * scale)
+    with mpmath.workdps(_HIGH_PRECISION_DIGITS):
+        x, y = _to_mp(x, _HIGH_PRECISION_DIGITS), _to_mp(y, _HIGH_PRECISION_DIGITS)
+        if x is None or y is None:
+            return False
+        scale = max(abs(x), abs(y))
+        if scale == 0:
+            return True
+        limit = mpmath.mpf("1e-40") if rel_tol is None else mpmath.mpf(rel_tol)
+        return bool(abs(x - y) <= limit * scale)
 
 
 def _rounded(value: sympy.Expr, places: int) -> tuple[Decimal, Decimal] | None:
@@ -283,17 +305,21 @@ def _round_fraction(value: Fraction, places: int) -> Decimal:
     return Decimal(sign * whole).scaleb(-places)
 
 
+def _random_points(symbols: list[sympy.Symbol]):
+    """Deterministic signed rational points (log(xy) = log x + log y only for positive x, y)."""
+    rng = random.Random(0)
+    for _ in range(_SYMBOLIC_POINTS * 3):
+        yield {s: sympy.Rational(rng.choice((-1, 1)) * rng.randint(7, 97), rng.randint(3, 19)) for s in symbols}
+
+
 def _symbolic_equal(a: sympy.Expr, b: sympy.Expr) -> bool:
     """Equal as functions: the difference vanishes at random rational points."""
     difference = a - b
     if difference == 0:
         return True
     symbols = sorted(difference.free_symbols, key=lambda s: s.name)
-    rng = random.Random(0)
     checked = 0
-    for _ in range(_SYMBOLIC_POINTS * 3):
-        # Signed points: log(xy) = log x + log y holds for positive x, y only, and is not an identity.
-        point = {s: sympy.Rational(rng.choice((-1, 1)) * rng.randint(7, 97), rng.randint(3, 19)) for s in symbols}
+    for point in _random_points(symbols):
         value = _numeric(difference.subs(point), 30)
         scale = _numeric(a.subs(point), 30)
         if value is None or scale is None:

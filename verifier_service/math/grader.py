@@ -18,7 +18,7 @@ from fractions import Fraction
 
 from tasks.extract import extract_answers, gold_from_solution
 
-from .answer import Text, describe, parse_answer
+from .answer import Text, describe, parse_normalized
 from .compare import Tolerance, equivalent
 from .latex_expr import MAX_LENGTH
 from .normalize import normalize
@@ -73,8 +73,8 @@ def check(gold: str, response: str, options: MathOptions = MathOptions()) -> Mat
     if len(gold_text) > MAX_LENGTH or len(answer_text) > MAX_LENGTH:
         return verdict(False, f"longer than {MAX_LENGTH} characters and not identical")
 
-    gold_parsed = parse_answer(gold_answer)
-    answer_parsed = parse_answer(extracted)
+    gold_parsed = parse_normalized(gold_text, gold_marks)
+    answer_parsed = parse_normalized(answer_text, answer_marks)
     gold_norm, answer_norm = describe(gold_parsed), describe(answer_parsed)
     if isinstance(gold_parsed, Text) and _looks_mathematical(gold_text):
         return MathVerdict(MathStatus.PARSE_ERROR, extracted=extracted, normalized=answer_norm,
