@@ -7,6 +7,10 @@ the response is a command ("sleep:S", "spin", "die"): that is how items are made
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -241,3 +245,46 @@ def test_embedded_server_yields_a_loopback_address():
         with grpc.insecure_channel(address) as channel:
             result = pb_grpc.VerifierStub(channel).CheckMath(pb.CheckMathRequest(items=_items(("2", "2"))), timeout=10)
     assert result.results[0].status == S.CORRECT
+
+
+def test_work_of_a_caller_that_went_away_is_cancelled():
+    server, port = create_server(CONFIG.replace(math_workers=1, metrics_port=None))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.VerifierStub(channel)
+            items = _items(*[(str(n), "sleep:0.3") for n in range(6)])
+            with pytest.raises(grpc.RpcError) as error:
+                stub.CheckMath(pb.CheckMathRequest(items=items), timeout=0.15)
+            assert error.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            time.sleep(0.6)
+            stats = server.pool.stats()
+            assert stats.queued == 0 and stats.completed == 1  # the running item finished, the rest never ran
+    finally:
+        server.stop(0)
+
+
+def test_config_refuses_unknown_keys():
+    assert ServerConfig.from_dict({"math_workers": 3}).math_workers == 3
+    with pytest.raises(ValueError, match="unknown ServerConfig keys: math_wrokers"):
+        ServerConfig.from_dict({"math_wrokers": 3})
+    with pytest.raises(ValueError, match="math_timeout_s"):
+        ServerConfig(math_timeout_s=60)
+
+
+@pytest.mark.slow
+def test_cli_serve_warns_off_loopback_and_drains_on_sigterm():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verifier_service.cli", "serve", "--address", "0.0.0.0:0", "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        port = int(re.search(r"listening on \S+:(\d+)", line).group(1))
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            result = pb_grpc.VerifierStub(channel).CheckMath(pb.CheckMathRequest(items=_items(("5", "5"))), timeout=10)
+        assert result.results[0].status == S.CORRECT
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        assert "WARNING" in process.stderr.read()
+    finally:
+        process.kill()
+        process.wait()

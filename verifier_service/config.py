@@ -27,7 +27,8 @@ def _cpu_count() -> int:
 class ServerConfig:
     # Transport
     address: str = DEFAULT_ADDRESS        # tests bind "127.0.0.1:0"; port 0 picks a free port
-    rpc_threads: int = 32                 # grpc handler threads (a Verify stream holds one while open)
+    rpc_threads: int = 64                 # grpc handler threads (a Verify stream holds one while open)
+    max_concurrent_rpcs: int = 1024       # calls beyond it are refused with RESOURCE_EXHAUSTED, not queued
     max_message_bytes: int = 64 * MiB     # grpc send/receive limit; over it grpc answers RESOURCE_EXHAUSTED
     grace_s: float = 10.0                 # how long stop() lets in-flight work finish
     # Request limits (violations are INVALID_ARGUMENT naming the field)
@@ -48,7 +49,7 @@ class ServerConfig:
     metrics_address: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
-        positive = ("rpc_threads", "max_message_bytes", "max_items_per_request", "max_string_bytes",
+        positive = ("rpc_threads", "max_concurrent_rpcs", "max_message_bytes", "max_items_per_request", "max_string_bytes",
                     "max_tests_per_item", "math_workers", "queue_capacity")
         for name in positive:
             if getattr(self, name) < 1:

@@ -51,7 +51,8 @@ class VerifierServer:
                 ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="verirl-rpc"),
                 options=[("grpc.max_receive_message_length", config.max_message_bytes),
                          ("grpc.max_send_message_length", config.max_message_bytes),
-                         ("grpc.so_reuseport", 0)])
+                         ("grpc.so_reuseport", 0)],
+                maximum_concurrent_rpcs=config.max_concurrent_rpcs)
             pb_grpc.add_VerifierServicer_to_server(self.servicer, self._grpc)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
             reflection.enable_server_reflection(
