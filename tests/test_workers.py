@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -142,3 +144,35 @@ def test_close_drains_then_leaves_no_processes(slow_fn):
     assert not any(_alive(pid) for pid in pids + small.worker_pids())
     with pytest.raises(ServiceClosed):
         small.submit(Job(slow_fn("echo"), (1,)))
+
+
+ORPHAN_SCRIPT = """
+import os, signal, sys, time
+from verifier_service.workers import Job, WorkerPool
+if __name__ == "__main__":
+    pool = WorkerPool(1)
+    pool.submit(Job(sys.argv[1], (), timeout_s=60))
+    time.sleep(0.3)
+    print(pool.worker_pids()[0], flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux only")
+def test_busy_worker_dies_with_a_killed_server(slow_fn, tmp_path: Path):
+    script = tmp_path / "server.py"
+    script.write_text(ORPHAN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(script), slow_fn("spin")], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    worker = int(done.stdout.split()[0])
+    _wait_for(lambda: not _running(worker), timeout=5)

@@ -33,6 +33,7 @@ import enum
 import importlib
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import pickle
 import signal
@@ -119,8 +120,17 @@ def _resolve(name: str, table: dict[str, Callable[..., Any]]) -> Callable[..., A
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this worker when its parent (the forkserver) exits, which it does
-    when the server process exits: no orphan keeps running a 40 s sympy call."""
+    """Ask Linux to SIGKILL this worker when its parent (the forkserver) exits, so no orphan
+    keeps running a 40 s sympy call after the server process died, even by SIGKILL.
+
+    The forkserver exits once every holder of its "alive" pipe has closed it; each forked
+    child inherits a copy (a private attribute of multiprocessing.forkserver, stable since
+    3.4), so the worker closes its own, or a busy worker would keep the forkserver alive."""
+    state = multiprocessing.forkserver._forkserver
+    alive_fd = getattr(state, "_forkserver_alive_fd", None)  # private: tolerate its absence
+    if alive_fd is not None:
+        os.close(alive_fd)
+        state._forkserver_alive_fd = None
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
