@@ -11,6 +11,9 @@ something wins.
 - gsm8k_hashes: "#### 42" (GSM8K's reference format).
 - last_number: the last number in the text (a fallback; sign, decimals,
   thousands separators and a fraction a/b kept).
+- bare_answer: the text itself when it is a short answer, not prose
+  (`\\frac{1}{2}`, `x^2+1`, `$(1,2)$`, `Monday`): without it the last-number
+  fallback would read `\\frac{1}{2}` as 2.
 - whole_response: the text itself.
 """
 
@@ -140,6 +143,21 @@ def _whole_response(text: str) -> list[str]:
     return [stripped] if stripped else []
 
 
+_MATH_DELIMITED = re.compile(r"^(\$\$?|\\\(|\\\[).*(\$\$?|\\\)|\\\])$", re.S)
+_PROSE_WORD = re.compile(r"[A-Za-z]{3,}")
+_FEW_WORDS = re.compile(r"^[A-Za-z][A-Za-z'\-]*(?: [A-Za-z][A-Za-z'\-]*)?$")
+
+
+def _bare_answer(text: str) -> list[str]:
+    stripped = text.strip()
+    if not stripped or len(stripped) > 200 or "\n" in stripped:
+        return []
+    if _MATH_DELIMITED.match(stripped) or _FEW_WORDS.match(stripped):
+        return [stripped]
+    without_latex = re.sub(r"\\(?:text|mbox|textbf|mathrm|operatorname)\s*\{[^{}]*\}|\\[a-zA-Z]+", "", stripped)
+    return [] if _PROSE_WORD.search(without_latex) else [stripped]
+
+
 EXTRACTORS: dict[str, Callable[[str], list[str]]] = {
     "BOXED_LAST": _boxed_last,
     "BOXED_ALL": _boxed_all,
@@ -147,9 +165,10 @@ EXTRACTORS: dict[str, Callable[[str], list[str]]] = {
     "GSM8K_HASHES": _gsm8k_hashes,
     "LAST_NUMBER": _last_number,
     "WHOLE_RESPONSE": _whole_response,
+    "BARE_ANSWER": _bare_answer,
 }
 
-DEFAULT_ORDER = ("BOXED_LAST", "ANSWER_IS", "GSM8K_HASHES", "LAST_NUMBER")
+DEFAULT_ORDER = ("BOXED_LAST", "ANSWER_IS", "GSM8K_HASHES", "BARE_ANSWER", "LAST_NUMBER")
 
 
 def extract_answers(text: str, order: Sequence[str] = DEFAULT_ORDER) -> tuple[str, str] | None:

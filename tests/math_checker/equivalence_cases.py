@@ -13,6 +13,8 @@ INTEGERS = [
 ]
 
 DECIMALS = [
+    ("\\frac{1}{3}", "0.\\overline{3}", True), ("\\frac{1}{6}", "0.1\\overline{6}", True), ("\\frac{1}{3}", "0.\\overline{33}", True),
+    ("\\frac{1}{3}", "0.\\overline{6}", False), ("x_1+x_2", "x_2+x_1", True), ("x_1+x_2", "x_1+x_3", False),
     ("0.5", "0.5", True), ("0.5", ".5", True), ("0.5", "0.50", True), ("0.5", "0.51", False), ("3.75", "3.750", True),
     ("1.25", "1.250000", True), ("2.5", "2.4999", False), ("326.5", "326.5", True), ("326.5", "326.6", False),
     ("0.1", "0.10000000000000001", False), ("3.14159265358979", "3.14159265358978", False),
@@ -49,7 +51,7 @@ PERCENT = [
 SCIENTIFIC = [
     ("1.5 \\times 10^{3}", "1500", True), ("1500", "1.5\\times10^3", True), ("6.02 \\times 10^{23}", "6.02\\cdot10^{23}", True),
     ("6.02 \\times 10^{23}", "6.03 \\times 10^{23}", False), ("10^{-20}", "10^{-21}", False), ("2 \\times 10^{-3}", "0.002", True),
-    ("3 \\times 10^{8}", "300000000", True), ("3 \\times 10^{8}", "30000000", False), ("1.2e3", "1200", False),
+    ("3 \\times 10^{8}", "300000000", True), ("3 \\times 10^{8}", "30000000", False), ("1.2e3", "1200", True), ("2.5e-3", "0.0025", True), ("2.5e-3", "0.025", False),
 ]
 
 ROOTS = [
@@ -106,7 +108,8 @@ EQUATIONS = [
     ("x=3", "3", True), ("3", "x=3", True), ("x=3", "x = 3", True), ("x=3", "3=x", True), ("x=3", "4", False),
     ("y=2x+1", "2x+1", True), ("y=2x+1", "y=1+2x", True), ("y=2x+1", "y=2x-1", False), ("k=5", "5", True),
     ("y = -\\frac{1}{2}x + 3", "y=-0.5x+3", True), ("2x+2y=4", "x+y=2", True), ("x+y=2", "x-y=2", False),
-    ("a=2", "a=3", False), ("x = 7", "x=7.0", True), ("y=x^2", "x^2", True), ("f(x)=x^2", "x^2", False),
+    ("a=2", "a=3", False), ("x = 7", "x=7.0", True), ("y=x^2", "x^2", True), ("f(x)=x^2", "x^2", True), ("f(x)=x^2", "x^3", False),
+    ("x_1 = 2", "2", True), ("a_{n} = 2^n", "2^n", True), ("x \\approx 3.14", "x = 3.14", True), ("2x+2y=4", "2", False),
 ]
 
 INEQUALITIES = [
@@ -117,6 +120,7 @@ INEQUALITIES = [
 ]
 
 INTERVALS = [
+    ("x \\neq 1", "(-\\infty,1)\\cup(1,\\infty)", True), ("x \\ne 1", "(-\\infty,1]\\cup(1,\\infty)", False),
     ("[1,2]", "[1,2]", True), ("[1,2]", "(1,2)", False), ("(1,2)", "[1,2]", False), ("[1,2)", "[1,2)", True),
     ("[1,2)", "(1,2]", False), ("(-\\infty, 0)", "(-\\infty,0)", True), ("(-\\infty, 0)", "(-\\infty,0]", False),
     ("\\left[ \\frac{1}{2}, 3 \\right)", "[0.5, 3)", True), ("[2/7, 3/2)", "[\\frac{2}{7}, \\frac{3}{2})", True),
@@ -162,6 +166,7 @@ COMPLEX = [
 ]
 
 CHOICES = [
+    ("B", "\\mathbf{(B)}", True), ("B", "{B}", True),
     ("A", "A", True), ("A", "(A)", True), ("A", "B", False), ("(C)", "C", True), ("C", "\\text{(C)}", True),
     ("C", "c", True), ("D", "(D) 12", True), ("D", "(B) 12", False), ("E", "\\textbf{(E)}", True), ("B", "A", False),
 ]
@@ -189,7 +194,8 @@ EXTRACTION = [  # (gold, full response, expected): the response is not wrapped
     ("42", "\\boxed{42} was a guess; in fact \\boxed{43}.", False),
     ("42", "The answer is 42.", True), ("42", "The answer is: $42$", True), ("42", "**Answer:** 42", True),
     ("42", "Thus we get 40 + 2\n#### 42", True), ("42", "So 6 times 7 gives 42", True),
-    ("42", "I am not sure.", None), ("18", "Janet sells 16 - 3 - 4 = 9 eggs, so 9 * 2 = $18 a day.\n#### 18", True),
+    ("42", "I am not sure.", None), ("\\frac{1}{2}", "\\frac{1}{2}", True), ("\\frac{1}{2}", "$\\frac{2}{4}$", True),
+    ("x^2+1", "x^2+1", True), ("\\text{Monday}", "Monday", True), ("5", "5 apples", True), ("(1,2)", "\\left(1,2\\right)", True), ("18", "Janet sells 16 - 3 - 4 = 9 eggs, so 9 * 2 = $18 a day.\n#### 18", True),
     ("\\frac{1}{2}", "So p = \\boxed{\\frac{1}{2}}", True), ("\\frac{1}{2}", "\\fbox{1/2}", True),
     ("5", "The result is \\boxed 5.", True), ("(1,2)", "The point is $\\boxed{(1,2)}$.", True),
     ("1,234", "The total is 1,234 dollars.", True), ("-3", "The value drops to -3", True),

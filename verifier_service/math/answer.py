@@ -66,6 +66,7 @@ class Matrix:
 class Relation:
     ops: tuple      # e.g. ("<", "<=")
     sides: tuple    # len(ops) + 1 answers
+    assigns: bool = False  # `x = ...`, `f(x) = ...`, `a_1 = ...`: the left side only names the answer
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ Answer = Value | Bracketed | Unordered | Union | Matrix | Relation | BaseNumber 
 _RELATION = re.compile(r"<=|>=|!=|=|<|>")
 _MATRIX = re.compile(r"^\\begin\{([pbvBV]?matrix|array)\}(?:\{[^}]*\})?(.*)\\end\{\1\}$", re.S)
 _BASE = re.compile(r"^([0-9A-Za-z]+)_\{?(\d+)\}?$")
+_NAME = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?(?:\^\{?-1\}?)?(?:\([a-zA-Z, ]*\))?$|^\\[a-zA-Z]+$")
 _WORDS = re.compile(r"^[A-Za-z][A-Za-z '\-]*[A-Za-z]$")
 _SPLIT_WORDS = re.compile(r"\s+(?:and|or)\s+|\\(?:text\{\s*(?:and|or)\s*\})|\\(?:lor|land)(?![a-zA-Z])")
 
@@ -182,7 +184,7 @@ def _parse(text: str, marks: Marks, depth: int) -> Answer:
     if relation is not None:
         return relation
     base = _BASE.match(text)
-    if base and int(base.group(2)) >= 2:
+    if base and 2 <= int(base.group(2)) <= 36 and all(int(d, 36) < int(base.group(2)) for d in base.group(1)):
         return BaseNumber(base.group(1).lower(), int(base.group(2)))
     return _value_or_text(text, marks)
 
@@ -217,7 +219,8 @@ def _relation(text: str, marks: Marks, depth: int) -> Relation | None:
             ops.append(match.group(0))
     if len(ops) != len(pieces) - 1 or any(not piece for piece in pieces):
         return None
-    return Relation(tuple(ops), tuple(_parse(piece, marks, depth + 1) for piece in pieces))
+    assigns = ops == ["="] and bool(_NAME.match(pieces[0]))
+    return Relation(tuple(ops), tuple(_parse(piece, marks, depth + 1) for piece in pieces), assigns)
 
 
 def _value_or_text(text: str, marks: Marks) -> Answer:

@@ -168,6 +168,9 @@ def _cross_kind(gold: Answer, response: Answer, tol: Tolerance) -> bool:
             interval = _as_interval(a)
             if interval is not None and isinstance(b, Bracketed | Union) and equivalent(interval, b, tol):
                 return True
+            excluded = _as_union(a)
+            if excluded is not None and isinstance(b, Union) and equivalent(excluded, b, tol):
+                return True
         if isinstance(a, BaseNumber) and isinstance(b, Value):
             return b.expr.is_Integer and str(b.expr) == a.digits
         if isinstance(a, Unordered) and len(a.items) == 1:
@@ -185,14 +188,19 @@ def _symbol_text(value: Value) -> str:
 
 def _assigned_value(relation: Relation) -> Answer | None:
     """`x = 3` (or `y = 2x + 1`) reads as its right-hand side: the variable is a name."""
-    if relation.ops != ("=",):
+    return relation.sides[1] if relation.assigns else None
+
+
+def _as_union(relation: Relation) -> Union | None:
+    """`x != 1` -> (-oo, 1) U (1, oo)."""
+    if relation.ops != ("!=",) or not all(isinstance(side, Value) for side in relation.sides):
         return None
-    left, right = relation.sides
-    if isinstance(left, Value) and isinstance(left.expr, sympy.Symbol):
-        return right
-    if isinstance(left, Text):
-        return right
-    return None
+    variable, point = relation.sides
+    if not isinstance(variable.expr, sympy.Symbol):
+        variable, point = point, variable
+        if not isinstance(variable.expr, sympy.Symbol):
+            return None
+    return Union((Bracketed("(", ")", (Value(-sympy.oo), point)), Bracketed("(", ")", (point, Value(sympy.oo)))))
 
 
 def _as_interval(relation: Relation) -> Bracketed | None:

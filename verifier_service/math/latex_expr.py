@@ -185,6 +185,20 @@ class _Parser:
 
     def postfix(self) -> sympy.Expr:
         value = self.primary()
+        if isinstance(value, sympy.Symbol) and self.accept("_"):  # x_1, a_{n+1}: a name, not an operation
+            token = self.take()
+            if token[1] == "{":
+                depth, parts = 1, []
+                while depth:
+                    token = self.take()
+                    depth += {"{": 1, "}": -1}.get(token[1], 0)
+                    parts.append(token[1])
+                subscript = "".join(parts[:-1])
+            else:
+                subscript = token[1][0] if token[0] == "num" else token[1]
+                if token[0] == "num" and len(token[1]) > 1:
+                    self.tokens.insert(self.pos, ("num", token[1][1:]))
+            value = sympy.Symbol(f"{value.name}_{subscript}")
         while (token := self.peek()) is not None and token[1] in ("!", "'"):
             self.pos += 1
             if token[1] == "'":

@@ -22,6 +22,7 @@ _ALIASES = [
     (re.compile(r"\\(?:leqslant|leq|le)(?![a-zA-Z])"), "<="),
     (re.compile(r"\\(?:geqslant|geq|ge)(?![a-zA-Z])"), ">="),
     (re.compile(r"\\(?:neq|ne)(?![a-zA-Z])"), "!="),
+    (re.compile(r"\\(?:approx|simeq|doteq)(?![a-zA-Z])"), "="),
     (re.compile(r"\\lt(?![a-zA-Z])"), "<"),
     (re.compile(r"\\gt(?![a-zA-Z])"), ">"),
     (re.compile(r"≤"), "<="),
@@ -48,6 +49,10 @@ _UNIT_WORDS = (
 )
 _TRAILING_UNITS = re.compile(rf"(?<=[\d}}.])\s*(?:(?:{_UNIT_WORDS})(?:\^?\{{?[23]\}}?)?\s*)+$", re.IGNORECASE)
 _LEADING_CURRENCY = re.compile(r"^(-?)\s*(?:\\\$|\$|USD|€|£)\s*")
+# `0.\overline{3}` and `0.1\overline{6}`: repeating decimals, exact fractions.
+_REPEATING = re.compile(r"(\d*)\.(\d*)\\overline\{(\d+)\}")
+# `2.5e-3` as a whole answer (not `2e` inside an expression).
+_E_NOTATION = re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([-+]?\d+)$")
 # `3\frac{1}{2}` and `3 1/2` as a whole answer are mixed numbers (3 + 1/2), not products.
 _MIXED_NUMBER = re.compile(r"^(-?)(\d+)(?:\s*\\frac\{(\d+)\}\{(\d+)\}|\s+(\d+)/(\d+))$")
 # `2 apples`: a plain number followed by words only (any unit the list above lacks).
@@ -96,6 +101,10 @@ def normalize(answer: str) -> tuple[str, Marks]:
     text = _LEADING_CURRENCY.sub(r"\1", text)
     text = re.sub(r"\\\$", "", text)
     text = text.rstrip(".").strip()
+    while len(text) > 1 and text[0] == "{" and text[-1] == "}" and _braces_wrap(text):
+        text = text[1:-1].strip()
+    text = _REPEATING.sub(_repeating_to_fraction, text)
+    text = _E_NOTATION.sub(r"\1*10^{\2}", text)
     text = _MIXED_NUMBER.sub(_mixed_to_sum, text)
     text = _NUMBER_THEN_WORDS.sub(r"\1", text)
     if _THOUSANDS.match(text):
@@ -124,3 +133,19 @@ def _mixed_to_sum(match: re.Match) -> str:
     sign, whole = match.group(1), match.group(2)
     top, bottom = (match.group(3), match.group(4)) if match.group(3) else (match.group(5), match.group(6))
     return f"{sign}({whole}+{top}/{bottom})"
+
+
+def _braces_wrap(text: str) -> bool:
+    depth = 0
+    for i, char in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth == 0:
+            return i == len(text) - 1
+    return False
+
+
+def _repeating_to_fraction(match: re.Match) -> str:
+    whole, fixed, repeat = match.group(1) or "0", match.group(2), match.group(3)
+    numerator = int(whole + fixed + repeat) - int(whole + fixed)
+    denominator = (10 ** len(repeat) - 1) * 10 ** len(fixed)
+    return f"\\frac{{{numerator}}}{{{denominator}}}"

@@ -17,9 +17,12 @@ class Extractor(str, enum.Enum):
     GSM8K_HASHES = "GSM8K_HASHES"
     LAST_NUMBER = "LAST_NUMBER"
     WHOLE_RESPONSE = "WHOLE_RESPONSE"
+    BARE_ANSWER = "BARE_ANSWER"
 
 
-DEFAULT_EXTRACTORS = (Extractor.BOXED_LAST, Extractor.ANSWER_IS, Extractor.GSM8K_HASHES, Extractor.LAST_NUMBER)
+DEFAULT_EXTRACTORS = (
+    Extractor.BOXED_LAST, Extractor.ANSWER_IS, Extractor.GSM8K_HASHES, Extractor.BARE_ANSWER, Extractor.LAST_NUMBER,
+)
 
 
 class MathStatus(str, enum.Enum):

@@ -16,6 +16,7 @@ class Extractor(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GSM8K_HASHES: _ClassVar[Extractor]
     LAST_NUMBER: _ClassVar[Extractor]
     WHOLE_RESPONSE: _ClassVar[Extractor]
+    BARE_ANSWER: _ClassVar[Extractor]
 
 class Whitespace(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +47,7 @@ ANSWER_IS: Extractor
 GSM8K_HASHES: Extractor
 LAST_NUMBER: Extractor
 WHOLE_RESPONSE: Extractor
+BARE_ANSWER: Extractor
 WHITESPACE_UNSPECIFIED: Whitespace
 TRAILING: Whitespace
 TOKENS: Whitespace
