@@ -334,7 +334,7 @@ class WorkerPool:
         while not self._stopping:
             try:
                 self._await_ready(slot, self._start_worker(slot))
-            except WorkerStartError as exc:
+            except (WorkerStartError, OSError) as exc:
                 if self._stopping:
                     break
                 log.error("worker slot %d could not restart: %s; retrying in 1 s", slot.index, exc)
@@ -377,7 +377,12 @@ class WorkerPool:
                     if not entry.future.set_running_or_notify_cancel():
                         continue
                     self._in_flight += 1
-                outcome, healthy = self._execute(slot, entry)
+                try:
+                    outcome, healthy = self._execute(slot, entry)
+                except Exception as exc:  # the boundary: a fault here must not leave a caller waiting
+                    log.exception("worker slot %d failed on %s", slot.index, entry.job.fn)
+                    outcome, healthy = Outcome(OutcomeStatus.FAILED, reason=f"worker pool fault: {exc}"[:_REASON_MAX],
+                                               elapsed_ms=(time.monotonic() - entry.submitted) * 1e3), False
                 self._finish(entry, outcome)
                 if not healthy or (self._recycle_after and slot.jobs >= self._recycle_after):
                     self._replace(slot)
@@ -396,8 +401,8 @@ class WorkerPool:
             self._idle.notify_all()
 
     def _execute(self, slot: _Slot, entry: _Entry) -> tuple[Outcome, bool]:
-        """Run one job on the slot's worker. Returns the outcome and whether the worker is
-        still usable. The one place where any error becomes a status."""
+        """Run one job on the slot's worker; returns the outcome and whether the worker is
+        still usable."""
         job = entry.job
 
         def done(status: OutcomeStatus, value: Any = None, reason: str = "") -> Outcome:
@@ -432,9 +437,6 @@ class WorkerPool:
             log.warning("worker %s died during %s (exit code %s)", proc.pid, job.fn, proc.exitcode)
             return done(OutcomeStatus.WORKER_DIED, reason=f"worker process {proc.pid} died during the check "
                         f"(exit code {proc.exitcode}); it was replaced"), False
-        except Exception as exc:  # an unreadable reply: the worker's state is unknown, replace it
-            log.exception("bad reply from worker %s for %s", proc.pid, job.fn)
-            return done(OutcomeStatus.FAILED, reason=f"unreadable reply from the worker: {exc}"[:_REASON_MAX]), False
         if ok:
             return done(OutcomeStatus.OK, payload), True
         return done(OutcomeStatus.FAILED, reason=payload), True
