@@ -173,6 +173,9 @@ def _cross_kind(gold: Answer, response: Answer, tol: Tolerance) -> bool:
                 return True
         if isinstance(a, BaseNumber) and isinstance(b, Value):
             return b.expr.is_Integer and str(b.expr) == a.digits
+        if isinstance(a, Bracketed) and (a.open, a.close) == ("(", ")") and isinstance(b, Unordered) \
+                and not b.is_set and _ordered(a.items, b.items, tol):
+            return True  # a tuple written without its parentheses: `1, 2` for `(1, 2)`
         if isinstance(a, Unordered) and len(a.items) == 1:
             return equivalent(a.items[0], b, tol)
         if isinstance(a, Unordered) and not a.is_set and isinstance(b, Unordered):
