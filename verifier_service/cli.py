@@ -61,7 +61,11 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
-    server, port = create_server(config)
+    try:
+        server, port = create_server(config)
+    except OSError as exc:
+        print(f"verirl serve: {exc}", file=sys.stderr)
+        return 1
     print(f"verirl serve: listening on {config.host}:{port} ({config.math_workers} math workers"
           + (f", metrics on :{server.metrics.port}" if server.metrics.port else "") + ")", flush=True)
     while not stop.wait(3600):  # a bare wait() would not wake for signals

@@ -57,9 +57,10 @@ class VerifierServer:
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
             reflection.enable_server_reflection(
                 (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
-            self.port = self._grpc.add_insecure_port(config.address)
-            if self.port == 0:
-                raise OSError(f"could not bind {config.address}")
+            try:
+                self.port = self._grpc.add_insecure_port(config.address)
+            except RuntimeError as exc:  # grpc's way of saying the address is taken or invalid
+                raise OSError(f"cannot bind {config.address}: {exc}") from exc
         except BaseException:
             self.pool.close(grace_s=0)
             raise
