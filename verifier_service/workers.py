@@ -28,15 +28,10 @@ from __future__ import annotations
 
 import atexit
 import collections
-import ctypes
 import enum
-import importlib
 import logging
 import multiprocessing
-import multiprocessing.forkserver
-import os
 import pickle
-import signal
 import sys
 import threading
 import time
@@ -47,14 +42,14 @@ from typing import Any, Callable, Hashable, Sequence
 
 from .cache import MISS, ResultCache
 from .errors import QueueFull, ServiceClosed, WorkerStartError
+from .worker_process import REASON_MAX, worker_main
 
 __all__ = ["Job", "Outcome", "OutcomeStatus", "PoolStats", "WorkerPool", "MATH_PRELOAD", "MATH_WARMUP"]
 
 log = logging.getLogger(__name__)
 
-MATH_PRELOAD = ("__main__", "sympy", "verifier_service.math", "verifier_service.workers")
+MATH_PRELOAD = ("__main__", "sympy", "verifier_service.math", "verifier_service.worker_process")
 MATH_WARMUP = (("verifier_service.math:check", ("1/2", "\\boxed{0.5}")),)
-_REASON_MAX = 500  # characters of an exception message kept in a reason
 
 
 class OutcomeStatus(str, enum.Enum):
@@ -109,58 +104,6 @@ class _Slot:
         self.proc: multiprocessing.process.BaseProcess | None = None
         self.conn: Connection | None = None
         self.jobs = 0             # jobs run by the current worker (for recycling)
-
-
-def _resolve(name: str, table: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
-    fn = table.get(name)
-    if fn is None:
-        module, _, attr = name.partition(":")
-        fn = table[name] = getattr(importlib.import_module(module), attr)
-    return fn
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this worker when its parent (the forkserver) exits, so no orphan
-    keeps running a 40 s sympy call after the server process died, even by SIGKILL.
-
-    The forkserver exits once every holder of its "alive" pipe has closed it; each forked
-    child inherits a copy (a private attribute of multiprocessing.forkserver, stable since
-    3.4), so the worker closes its own, or a busy worker would keep the forkserver alive."""
-    state = multiprocessing.forkserver._forkserver
-    alive_fd = getattr(state, "_forkserver_alive_fd", None)  # private: tolerate its absence
-    if alive_fd is not None:
-        os.close(alive_fd)
-        state._forkserver_alive_fd = None
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-
-
-def _worker_main(conn: Connection, warmup: Sequence[tuple[str, tuple]], sys_path: list[str]) -> None:
-    # Ctrl-C reaches the whole process group; the server drains its workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
-    sys.path[:] = sys_path    # like spawn: the job modules the parent can import, the worker can
-    table: dict[str, Callable[..., Any]] = {}
-    for name, args in warmup:
-        try:
-            _resolve(name, table)(*args)
-        except Exception as exc:  # reported to the parent, which refuses to start
-            conn.send((False, f"warm-up {name} failed: {type(exc).__name__}: {exc}"[:_REASON_MAX]))
-            return
-    conn.send((True, os.getpid()))
-    while True:
-        try:
-            name, args = conn.recv()
-        except EOFError:      # the pool closed its end: exit quietly
-            return
-        try:
-            reply = (True, _resolve(name, table)(*args))
-        except Exception as exc:  # the boundary: a raising job becomes a FAILED outcome
-            reply = (False, f"{type(exc).__name__}: {exc}"[:_REASON_MAX])
-        try:
-            conn.send(reply)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            conn.send((False, f"result of {name} cannot be pickled: {exc}"[:_REASON_MAX]))
 
 
 class WorkerPool:
@@ -309,7 +252,7 @@ class WorkerPool:
 
     def _start_worker(self, slot: _Slot) -> Connection:
         parent_end, child_end = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker_main, args=(child_end, self._warmup, list(sys.path)),
+        proc = self._ctx.Process(target=worker_main, args=(child_end, self._warmup, list(sys.path)),
                                  name=f"verirl-worker-{slot.index}", daemon=True)
         proc.start()
         slot.proc, slot.conn, slot.jobs = proc, parent_end, 0
@@ -381,7 +324,7 @@ class WorkerPool:
                     outcome, healthy = self._execute(slot, entry)
                 except Exception as exc:  # the boundary: a fault here must not leave a caller waiting
                     log.exception("worker slot %d failed on %s", slot.index, entry.job.fn)
-                    outcome, healthy = Outcome(OutcomeStatus.FAILED, reason=f"worker pool fault: {exc}"[:_REASON_MAX],
+                    outcome, healthy = Outcome(OutcomeStatus.FAILED, reason=f"worker pool fault: {exc}"[:REASON_MAX],
                                                elapsed_ms=(time.monotonic() - entry.submitted) * 1e3), False
                 self._finish(entry, outcome)
                 if not healthy or (self._recycle_after and slot.jobs >= self._recycle_after):
