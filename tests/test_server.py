@@ -171,6 +171,18 @@ def test_request_id_replays_the_recorded_response(stub, server):
     assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "request_id" in error.value.details()
 
 
+def test_retry_while_the_first_call_runs_waits_for_it(stub, server):
+    request = pb.CheckMathRequest(items=_items(("9", "sleep:0.3")), request_id="batch-2")
+    completed = server.pool.stats().completed
+    first = stub.CheckMath.future(request, timeout=10)
+    time.sleep(0.05)
+    with pytest.raises(grpc.RpcError):  # a retry that gives up early does not disturb the first call
+        stub.CheckMath(request, timeout=0.05)
+    again = stub.CheckMath(request, timeout=10)
+    assert again == first.result() and again.results[0].status == S.CORRECT
+    assert server.pool.stats().completed == completed + 1
+
+
 def test_health_and_reflection(channel):
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", "verifier.v1.Verifier"):

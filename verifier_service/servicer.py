@@ -118,6 +118,7 @@ class _ReplayRecord:
                     raise InvalidArgument("request_id", f"{key[1]!r} was already used for a different request")
                 return entry[1], False
             future: Future = Future()
+            future.set_running_or_notify_cancel()  # a retry that goes away cannot cancel the first call
             self._entries[key] = (digest, future)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
