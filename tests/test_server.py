@@ -56,6 +56,16 @@ def stub(channel):
     return pb_grpc.VerifierStub(channel)
 
 
+def _settled(server) -> int:
+    """Wait until earlier tests' leftover work (e.g. a running item of an aborted stream) is done;
+    returns the pool's completed count."""
+    deadline = time.monotonic() + 5
+    while (stats := server.pool.stats()).in_flight or stats.queued:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return stats.completed
+
+
 def _items(*pairs: tuple[str, str]) -> list[pb.MathItem]:
     return [pb.MathItem(id=f"i{n}", gold=gold, response=response) for n, (gold, response) in enumerate(pairs)]
 
@@ -159,7 +169,7 @@ def test_other_kinds_answer_unavailable(stub):
 def test_request_id_replays_the_recorded_response(stub, server):
     request = pb.CheckMathRequest(items=_items(("8", "sleep:0.2")), request_id="batch-1")
     first = stub.CheckMath(request, timeout=10)
-    completed = server.pool.stats().completed
+    completed = _settled(server)
     start = time.monotonic()
     again = stub.CheckMath(request, timeout=10)
     assert time.monotonic() - start < 0.2
@@ -173,7 +183,7 @@ def test_request_id_replays_the_recorded_response(stub, server):
 
 def test_retry_while_the_first_call_runs_waits_for_it(stub, server):
     request = pb.CheckMathRequest(items=_items(("9", "sleep:0.3")), request_id="batch-2")
-    completed = server.pool.stats().completed
+    completed = _settled(server)
     first = stub.CheckMath.future(request, timeout=10)
     time.sleep(0.05)
     with pytest.raises(grpc.RpcError):  # a retry that gives up early does not disturb the first call
