@@ -240,6 +240,15 @@ def test_full_queue_is_resource_exhausted(slow_fn):
         server.stop(0)
 
 
+def test_message_over_max_message_bytes_is_resource_exhausted():
+    with embedded_server(CONFIG.replace(math_workers=1, metrics_port=None, max_message_bytes=2000)) as address:
+        with grpc.insecure_channel(address) as channel:
+            with pytest.raises(grpc.RpcError) as error:
+                pb_grpc.VerifierStub(channel).CheckMath(
+                    pb.CheckMathRequest(items=_items(*[("1", "9" * 900)] * 3)), timeout=10)
+    assert error.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def test_stop_finishes_in_flight_work_and_leaves_no_workers():
     server, port = create_server(CONFIG.replace(math_workers=1, metrics_port=None))
     pids = server.pool.worker_pids()

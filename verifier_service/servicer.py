@@ -64,6 +64,7 @@ def _rpc(name: str) -> Callable:
                 return method(self, request, context)
             except Exception as exc:  # the boundary: every error becomes a status
                 code, details = _status_of(exc)
+                log.info("%s -> %s: %s", name, code.name, details)
                 context.abort(code, details)
             finally:
                 self.metrics.observe_request(name, code.name, time.perf_counter() - start)
@@ -170,6 +171,7 @@ class VerifierServicer(pb_grpc.VerifierServicer):
             prepared = [backend.prepare(item, defaults, f"items[{i}]") for i, item in enumerate(request.items)]
             return response_cls(results=_gather(backend.submit(prepared), context))
 
+        log.debug("%s request_id=%r items=%d", rpc, request.request_id, len(request.items))
         if not (request.request_id and self._replay):
             return run()
         if len(request.request_id) > 256:
