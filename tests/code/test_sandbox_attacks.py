@@ -260,3 +260,16 @@ def test_forged_result(runner):
     assert verdict.status is not CodeStatus.PASSED and verdict.passed == 0, verdict
     assert verdict.judged
     assert_next_run_clean(runner)
+
+
+def test_other_syscall_abis(runner):
+    """i386 syscalls (int 0x80) would skip x86_64 rules: the filter kills the process instead."""
+    code = ("import ctypes, mmap\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            "print(libc.syscall(0x40000000 + 41, 2, 1, 0), ctypes.get_errno() in (38, 97), flush=True)\n"
+            "buf = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+            "buf.write(bytes([0xb8, 0x14, 0, 0, 0, 0xcd, 0x80, 0xc3]))  # mov eax, 20 (getpid); int 0x80; ret\n"
+            "print(ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(buf)))())\n")
+    verdict = run_py(runner, code)
+    assert verdict.stdout == "-1 True\n", verdict
+    assert verdict.status is CodeStatus.RUNTIME_ERROR and "SIGSYS" in verdict.reason, verdict
+    assert_next_run_clean(runner)

@@ -21,7 +21,8 @@ Why each layer (what it stops; docs/sandbox.md has the whole threat model):
   ENOSYS (threads fall back to clone), clone/unshare with namespace flags, setns, mount,
   ptrace, process_vm_*, bpf, perf_event_open, keyctl, io_uring, kexec, modules, reboot and
   other kernel-administration calls -> EPERM; sockets of any family but AF_UNIX -> EAFNOSUPPORT.
-  Other architectures' syscall ABIs (i386, x32) kill the process (libseccomp's default).
+  The i386 ABI (int 0x80) kills the process (libseccomp's bad-arch action); the x32 ABI, which
+  shares x86_64's audit arch, gets the same rules (this kernel has no x32 anyway).
 """
 
 from __future__ import annotations
@@ -332,6 +333,7 @@ def seccomp_bpf() -> bytes:
     import pyseccomp as sc
 
     f = sc.SyscallFilter(sc.ALLOW)
+    f.add_arch(sc.Arch.X32)  # same audit arch as x86_64 (numbers | 0x40000000): give it the same rules
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # glibc then uses clone, whose flags we can see
     for name in _DENIED:
         f.add_rule(sc.ERRNO(errno.EPERM), name)
