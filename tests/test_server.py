@@ -148,6 +148,22 @@ def test_verify_stream_answers_every_id_as_it_finishes(stub):
     assert by_id["cands"].candidates.status == pb.StepsResult.UNAVAILABLE
 
 
+def test_cancelled_stream_cancels_its_queued_items(stub, server):
+    completed = _settled(server)
+    release = threading.Event()
+
+    def requests():
+        for n in range(8):
+            yield pb.VerifyRequest(math=pb.MathItem(id=f"c{n}", gold=f"{n}0", response="sleep:0.2"))
+        release.wait(10)  # keep the stream open
+
+    call = stub.Verify(requests(), timeout=10)
+    next(call)
+    call.cancel()
+    release.set()
+    assert _settled(server) - completed <= 6  # of 8: the queued ones were cancelled (2 workers, 0.2 s each)
+
+
 def test_verify_rejects_an_id_open_twice(stub):
     requests = [pb.VerifyRequest(math=pb.MathItem(id="dup", gold="1", response="sleep:0.3"))] * 2
     with pytest.raises(grpc.RpcError) as error:

@@ -257,13 +257,17 @@ class VerifierServicer(pb_grpc.VerifierServicer):
                         open_ids.discard(result.id)
                     yield pb.VerifyResponse(**{kind: result})
                     sent += 1
+        except GeneratorExit:  # grpc closed the stream (the caller went away)
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception as exc:  # the boundary: every error becomes a status
-            with lock:
-                for future in futures:
-                    future.cancel()
             code, details = _status_of(exc)
             context.abort(code, details)
         finally:
+            if code is not grpc.StatusCode.OK:
+                with lock:
+                    for future in futures:
+                        future.cancel()
             self.metrics.observe_request("Verify", code.name, time.perf_counter() - start)
 
     # ------------------------------------------------------------------ info
