@@ -205,3 +205,32 @@ def test_no_false_timeout_at_full_concurrency():
         assert time.monotonic() - start < 30
     finally:
         r.close()
+
+
+def _no_cgroups():
+    from verifier_service.code.isolation import IsolationError
+    raise IsolationError(2, "cgroups switched off by the test")
+
+
+def test_full_mode_refuses_without_cgroups(monkeypatch):
+    from verifier_service.code import runner as runner_module
+    from verifier_service.code import SandboxUnavailable
+    monkeypatch.setattr(runner_module, "cgroup_parents", _no_cgroups)
+    with pytest.raises(SandboxUnavailable, match="cgroups"):
+        CodeRunner(RunnerConfig(slots=1)).start()
+
+
+@pytest.mark.slow
+def test_weak_mode_says_what_is_lost_and_still_stops_loops(monkeypatch):
+    from verifier_service.code import runner as runner_module
+    monkeypatch.setattr(runner_module, "cgroup_parents", _no_cgroups)
+    weak = CodeRunner(RunnerConfig(slots=1, mode="weak")).start()
+    try:
+        assert weak.mode == "weak" and any("cgroups" in m for m in weak.missing_protections)
+        assert run_py(weak, "print(2 * 21)", expected="42\n").status is CodeStatus.PASSED
+        loop = run_py(weak, "while True:\n    pass\n", cpu_time_s=0.5)
+        assert loop.status is CodeStatus.TIMEOUT, loop  # RLIMIT_CPU: whole seconds
+        sleeper = run_py(weak, "import time\ntime.sleep(100)\n", cpu_time_s=0.5, wall_time_s=1.0)
+        assert sleeper.status is CodeStatus.TIMEOUT, sleeper
+    finally:
+        weak.close()

@@ -26,7 +26,6 @@ import atexit
 import builtins
 import importlib
 import io
-import os
 import sys
 import threading
 import traceback

@@ -19,7 +19,6 @@ Stdlib only: this module is preloaded into the sandbox.
 
 from __future__ import annotations
 
-import builtins
 import json
 import types
 from typing import Any, Callable

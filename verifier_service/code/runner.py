@@ -355,7 +355,6 @@ class CodeRunner:
         return _Job(request, code, limits, public, secret, total, expected, backstop, memory + _HARNESS_OVERHEAD)
 
     def _execute(self, slot: _Slot, job: _Job) -> CodeVerdict:
-        to_close: list[int] = []
         fds: dict[str, int] = {"job": _memfd("job", json.dumps(job.public).encode())}
         if job.secret is not None:
             fds["secret"] = _memfd("tests", job.secret.encode())

@@ -340,7 +340,7 @@ class _Init:
         result_r, result_w = os.pipe()
         secret = self.fds.secret
         null = os.open("/dev/null", os.O_RDWR)
-        tester, ready = self.spawn(
+        _, ready = self.spawn(
             lambda: harness.run_tests(_read_all(5), entry, 3, 4, stop_first), self.s.test_uid,
             {0: null, 1: null, 2: null, 3: mine.fileno(), 4: result_w, 5: secret},
             self.job["cpu_s"] + 1, 4 << 30, 8 << 20, False, 500)
@@ -370,7 +370,7 @@ class _Init:
         why, used = self.watch([proc], {result_r: pump}, lambda: bool(frames) or reader.closed,
                                self.job["cpu_s"], self.job["wall_s"])
         if why == "exit":  # the solution process ended first: give the test process a moment to report
-            why2, used2 = self.watch([], {result_r: pump}, lambda: bool(frames) or reader.closed, 1.0, 2.0)
+            _, used2 = self.watch([], {result_r: pump}, lambda: bool(frames) or reader.closed, 1.0, 2.0)
             used += used2
         fact = self.end_of("exit" if proc.status is not None else why, proc, oom0)
         self.reset()
