@@ -40,7 +40,7 @@ import typing  # noqa: F401
 from . import harness, plain, sandbox_init, wire  # noqa: F401
 from .isolation import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
                         CLONE_NEWUTS, CgroupFds, IsolationError, SeccompProgram, SlotCgroup, build_root,
-                        seccomp_bpf, set_parent_death_signal, unshare)
+                        set_parent_death_signal, unshare)
 
 __all__ = ["main", "FD_NAMES"]
 
@@ -54,20 +54,10 @@ _THREAD_ALLOWANCE = 256 << 20
 _LIBC_GIL = ctypes.PyDLL(None, use_errno=True)
 
 
-def _setup(config: dict[str, Any]) -> tuple[sandbox_init.InitSettings, list[str]]:
-    """Apply the slot-wide layers; return the init settings and the protections that are lost."""
-    missing: list[str] = []
-    try:
-        program: SeccompProgram | None = SeccompProgram(seccomp_bpf())
-    except (ImportError, OSError, RuntimeError) as err:
-        program = None
-        missing.append(f"seccomp syscall filter ({err})")
-    cgroup: CgroupFds | None = None
-    if config["cgroup_paths"]:
-        cgroup = SlotCgroup(config["cgroup_paths"]).open()
-    else:
-        missing.append("cgroups: no memory, pids or CPU-quota limit on the process tree, no exact CPU "
-                       "accounting (RLIMIT_CPU per process, whole seconds), no whole-tree kill")
+def _setup(config: dict[str, Any]) -> sandbox_init.InitSettings:
+    """Apply the slot-wide layers (the runner decided which exist); return the init settings."""
+    program = SeccompProgram(bytes.fromhex(config["seccomp_bpf"])) if config["seccomp_bpf"] else None
+    cgroup: CgroupFds | None = SlotCgroup(config["cgroup_paths"]).open() if config["cgroup_paths"] else None
     # One malloc arena for all threads: glibc reserves 64 MiB of address space per extra arena,
     # which would make a handful of threads hit the address-space limit.
     _LIBC_GIL.mallopt(_M_ARENA_MAX, 1)
@@ -79,7 +69,7 @@ def _setup(config: dict[str, Any]) -> tuple[sandbox_init.InitSettings, list[str]
         code_uid=config["code_uid"], test_uid=config["test_uid"], tmp_bytes=config["tmp_bytes"],
         shm_bytes=config["shm_bytes"], nofile=config["nofile"], nproc=config["nproc"],
         base_vm=base_vm + _THREAD_ALLOWANCE, seccomp=program, cgroup=cgroup)
-    return settings, missing
+    return settings
 
 
 def _clone_init(flags: int) -> int:
@@ -161,11 +151,11 @@ def main() -> None:
     config = json.loads(sys.argv[1])
     sock = socket.socket(fileno=int(config["sock_fd"]))
     try:
-        settings, missing = _setup(config)
+        settings = _setup(config)
     except (IsolationError, OSError) as err:
         sock.send(json.dumps({"op": "error", "message": f"{type(err).__name__}: {err}"}).encode())
         return
-    sock.send(json.dumps({"op": "ready", "missing": missing, "pid": os.getpid()}).encode())
+    sock.send(json.dumps({"op": "ready", "pid": os.getpid()}).encode())
     # Everything allocated so far is shared with every run: keep the collector off it, so that
     # neither this process nor its children dirty (copy) those pages by scanning them.
     gc.freeze()

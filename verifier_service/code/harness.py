@@ -27,7 +27,6 @@ import builtins
 import importlib
 import io
 import sys
-import threading
 import traceback
 import types
 from typing import Any
@@ -72,7 +71,9 @@ def _exit_status(exit: SystemExit) -> int:
 def _finish(status: int) -> int:
     """What the interpreter does at exit: join non-daemon threads, run atexit, flush."""
     try:
-        threading._shutdown()
+        threading = sys.modules.get("threading")  # imported by the program if it made threads
+        if threading is not None:
+            threading._shutdown()
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()

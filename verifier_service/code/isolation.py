@@ -32,7 +32,7 @@ import errno
 import os
 import resource
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "CLONE_NEWNS", "CLONE_NEWPID", "CLONE_NEWNET", "CLONE_NEWIPC", "CLONE_NEWUTS", "CLONE_NEWCGROUP",
@@ -174,8 +174,7 @@ def cgroup_parents() -> dict[str, str]:
     return parents
 
 
-@dataclass
-class CgroupFds:
+class CgroupFds(NamedTuple):
     """Open files of one slot's cgroups, used without a path (the fork-server lives in the
     sandbox root, where /sys is not mounted)."""
 
@@ -217,8 +216,7 @@ class CgroupFds:
         os.pwrite(self.kill, b"1", 0)
 
 
-@dataclass(frozen=True)
-class SlotCgroup:
+class SlotCgroup(NamedTuple):
     """One slot's cgroup in each hierarchy: <parent>/verirl-<owner pid>/slot<i>."""
 
     paths: dict[str, str]

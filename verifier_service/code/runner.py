@@ -41,7 +41,7 @@ from tasks.code_blocks import extract_code
 from . import plain, wire
 from .compare import describe_mismatch, output_matches, value_matches
 from .harness import EXIT_MEMORY
-from .isolation import IsolationError, SlotCgroup, cgroup_parents
+from .isolation import IsolationError, SlotCgroup, cgroup_parents, seccomp_bpf
 from .types import (LANGUAGES, AssertTests, CallTests, CodeLimits, CodeRequest, CodeStatus, CodeVerdict,
                     StdioTests, TestOutcome)
 
@@ -119,6 +119,7 @@ class CodeRunner:
         self._languages: tuple[str, ...] = ()
         self._root_dir = ""
         self._prefix = ""
+        self._seccomp = ""
         self._started = False
         self._lock = threading.Lock()
 
@@ -158,9 +159,15 @@ class CodeRunner:
             _remove_stale_groups(parents)
         except (IsolationError, OSError) as err:
             parents = None
-            missing.append(f"cgroups ({err})")
+            missing.append(f"cgroups ({err}): no memory, pids or CPU-quota limit on the process tree, no exact "
+                           "CPU accounting (RLIMIT_CPU per process, in whole seconds), no whole-tree kill")
         self._prefix = subprocess.run([self.config.python, "-I", "-c", "import sys; print(sys.base_prefix)"],
                                       capture_output=True, text=True, check=True).stdout.strip()
+        try:
+            self._seccomp = seccomp_bpf().hex()  # built here: the fork-servers stay free of libseccomp
+        except (ImportError, OSError, RuntimeError) as err:
+            self._seccomp = ""
+            missing.append(f"seccomp syscall filter ({type(err).__name__}: {err})")
         self._root_dir = tempfile.mkdtemp(prefix="verirl-sandbox-root-")
         self._languages = ("python", "cpp") if os.access(self.config.cpp_argv[0], os.X_OK) else ("python",)
         try:
@@ -168,7 +175,7 @@ class CodeRunner:
                 cgroup = SlotCgroup.create(parents, os.getpid(), index, self.config.nproc + 16) if parents else None
                 slot = _Slot(index, cgroup)
                 self._slots.append(slot)
-                missing.extend(m for m in self._start_server(slot) if m not in missing)
+                self._start_server(slot)
             if missing and self.config.mode == "full":
                 raise SandboxUnavailable("missing protections: " + "; ".join(missing))
         except BaseException:
@@ -180,7 +187,7 @@ class CodeRunner:
         self._started = True
         return self
 
-    def _start_server(self, slot: _Slot) -> list[str]:
+    def _start_server(self, slot: _Slot) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         config = {
@@ -190,12 +197,12 @@ class CodeRunner:
             "users": {"root": 0, "sandbox": self.config.code_uid_base + slot.index,
                       "tests": self.config.test_uid_base + slot.index},
             "tmp_bytes": self.config.tmp_bytes, "shm_bytes": self.config.shm_bytes,
-            "nofile": self.config.nofile, "nproc": self.config.nproc,
+            "nofile": self.config.nofile, "nproc": self.config.nproc, "seccomp_bpf": self._seccomp,
         }
         boot = (f"import sys; sys.path.insert(0, {package_root!r}); "
                 "from verifier_service.code.forkserver import main; main()")
         slot.process = subprocess.Popen(
-            [self.config.python, "-I", "-c", boot, json.dumps(config)], pass_fds=[theirs.fileno()],
+            [self.config.python, "-I", "-S", "-c", boot, json.dumps(config)], pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"},
             cwd="/")
         theirs.close()
@@ -206,7 +213,6 @@ class CodeRunner:
         hello = json.loads(message) if message else {"op": "error", "message": "it exited"}
         if hello["op"] != "ready":
             raise SandboxUnavailable(f"fork-server {slot.index} failed: {hello['message']}")
-        return list(hello["missing"])
 
     def _stop_server(self, slot: _Slot) -> None:
         if slot.sock is not None:

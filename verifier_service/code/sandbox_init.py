@@ -23,8 +23,7 @@ import select
 import signal
 import socket
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from . import harness, wire
 from .isolation import (CgroupFds, SeccompProgram, drop_privileges, mount_run_filesystems,
@@ -37,9 +36,9 @@ _MAX_FD = 4096
 _CPP_SOURCE, _CPP_BINARY = "/tmp/.verirl/main.cpp", "/tmp/.verirl/main"
 
 
-@dataclass
-class InitSettings:
-    """Fixed per slot; from the fork-server's configuration, never from a request."""
+class InitSettings(NamedTuple):
+    """Fixed per slot; from the fork-server's configuration, never from a request. (NamedTuple,
+    not dataclass: the fork-server stays small without dataclasses' imports.)"""
 
     code_uid: int
     test_uid: int
@@ -52,8 +51,7 @@ class InitSettings:
     cgroup: CgroupFds | None
 
 
-@dataclass
-class RunFds:
+class RunFds(NamedTuple):
     job: int        # memfd: the public part of the job (code, inputs, limits)
     secret: int     # memfd with the test code (assert style) or -1; read only by the test process
     result: int     # pipe to the runner
