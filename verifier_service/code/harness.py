@@ -29,11 +29,11 @@ import io
 import sys
 import traceback
 import types
-from typing import Any
+from typing import Any, Callable
 
 from . import plain, wire
 
-__all__ = ["run_program", "serve", "run_tests", "EXIT_MEMORY", "MAX_MESSAGE"]
+__all__ = ["run_program", "serve", "run_tests", "Stopped", "Exchange", "EXIT_MEMORY", "MAX_MESSAGE"]
 
 EXIT_MEMORY = 113          # the solution process ran out of memory (MemoryError)
 MAX_MESSAGE = 64 << 20     # a frame between the solution and its peer
@@ -182,28 +182,32 @@ class _CandidateGone(BaseException):
     """The solution process stopped answering (it exited, was killed, or sent garbage)."""
 
 
+class Stopped(BaseException):
+    """Raised by an exchange when the run hit a limit: the tests end here (never a test result)."""
+
+
+# Sends a request frame (None: only waits) and returns the solution's next reply, or None when
+# it is gone. The run's init supplies it: it also watches limits and output while waiting.
+Exchange = Callable[[dict | None], dict | None]
+
+
 class _Remote(plain.Function):
     """A function of the solution, called across the channel."""
 
-    __slots__ = ("channel",)
+    __slots__ = ("exchange",)
 
-    def __init__(self, name: str, channel: int) -> None:
+    def __init__(self, name: str, exchange: Exchange) -> None:
         super().__init__(name)
-        self.channel = channel
+        self.exchange = exchange
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             request = {"call": self.name, "args": plain.encode(list(args)), "kwargs": plain.encode(kwargs)}
         except plain.NotPlain as err:
             raise TypeError(f"argument to {self.name}() is not plain data: {err}") from None
-        try:
-            wire.write_frame(self.channel, request)
-            frame = wire.read_frame(self.channel, MAX_MESSAGE)
-        except (OSError, wire.FrameError):
-            frame = None
-        if frame is None:
+        reply = self.exchange(request)
+        if reply is None:
             raise _CandidateGone()
-        reply = frame[0]
         if "ok" in reply:
             try:
                 return plain.decode(reply["ok"], self._resolve)
@@ -217,7 +221,7 @@ class _Remote(plain.Function):
 
     def _resolve(self, tag: dict) -> Any:
         if "fn" in tag:
-            return _Remote(str(tag["fn"]), self.channel)
+            return _Remote(str(tag["fn"]), self.exchange)
         return plain.Handle(int(tag["h"]), str(tag.get("type", "object")))
 
 
@@ -235,29 +239,26 @@ def _outcome(index: int, err: BaseException | None, source: str) -> dict[str, An
             "detail": _tail(f"{type(err).__name__}: {err} (in {source})", 1000)}
 
 
-def run_tests(test_code: str, entry_point: str, channel: int, result: int, stop_first: bool) -> int:
-    """Run the test code against the solution behind `channel`; write one frame to `result`."""
+def run_tests(test_code: str, entry_point: str, exchange: Exchange, stop_first: bool) -> dict[str, Any]:
+    """Run the test code against the solution behind `exchange`; return the report."""
     try:
         tree = ast.parse(test_code, "<tests>")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
-        wire.write_frame(result, {"error": f"the test code does not compile: {err}"})
-        return 0
+        return {"error": f"the test code does not compile: {err}"}
     statements = tree.body
     asserts = [s for s in statements if isinstance(s, ast.Assert)]
     total = len(asserts) + (1 if entry_point else 0) or 1
-    hello = wire.read_frame(channel, MAX_MESSAGE)
+    hello = exchange(None)
     if hello is None:
-        wire.write_frame(result, {"tests": [], "total": total, "gone": True})
-        return 0
-    if "load_error" in hello[0]:
-        status = "MEMORY_LIMIT" if hello[0].get("exc") == "MemoryError" else "RUNTIME_ERROR"
-        detail = "the solution failed to load: " + str(hello[0]["load_error"])
-        wire.write_frame(result, {"tests": [{"i": i, "status": status, "detail": _tail(detail, 2000)}
-                                            for i in range(total)], "total": total})
-        return 0
+        return {"tests": [], "total": total, "gone": True}
+    if "load_error" in hello:
+        status = "MEMORY_LIMIT" if hello.get("exc") == "MemoryError" else "RUNTIME_ERROR"
+        detail = "the solution failed to load: " + str(hello["load_error"])
+        return {"tests": [{"i": i, "status": status, "detail": _tail(detail, 2000)} for i in range(total)],
+                "total": total}
     scope: dict[str, Any] = {"__name__": "__verirl_tests__", "__builtins__": builtins}
-    resolver = _Remote("", channel)
-    exported = hello[0].get("names", {})
+    resolver = _Remote("", exchange)
+    exported = hello.get("names", {})
     for name, value in exported.items():
         try:
             if type(value) is dict and "mod" in value:
@@ -280,6 +281,8 @@ def run_tests(test_code: str, entry_point: str, channel: int, result: int, stop_
         except _CandidateGone:
             gone = True
             break
+        except Stopped:
+            raise
         except BaseException as caught:  # a failing test is a result, whatever the test raised
             err = caught
         if isinstance(statement, ast.Assert):
@@ -304,9 +307,10 @@ def run_tests(test_code: str, entry_point: str, channel: int, result: int, stop_
                 outcomes.append(_outcome(index, None, "check"))
             except _CandidateGone:
                 gone = True
+            except Stopped:
+                raise
             except BaseException as caught:  # as above
                 outcomes.append(_outcome(index, caught, f"check({entry_point})"))
     if whole and not gone and not outcomes:
         outcomes.append({"i": 0, "status": "PASSED"})
-    wire.write_frame(result, {"tests": outcomes, "total": total, "gone": gone})
-    return 0
+    return {"tests": outcomes, "total": total, "gone": gone}

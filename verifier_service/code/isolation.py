@@ -190,6 +190,11 @@ class CgroupFds(NamedTuple):
         return [*self.procs, self.memory_limit, self.memory_peak, self.oom_control, self.pids_current,
                 self.cpu_stat, self.kill]
 
+    def close_writers(self) -> None:
+        """Keep only the read-only counters (cpu.stat, memory.oom_control) open."""
+        for fd in (*self.procs, self.memory_limit, self.memory_peak, self.pids_current, self.kill):
+            os.close(fd)
+
     def cpu_usec(self) -> int:
         for line in os.pread(self.cpu_stat, 4096, 0).split(b"\n"):
             if line.startswith(b"usage_usec "):

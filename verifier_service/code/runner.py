@@ -144,6 +144,20 @@ class CodeRunner:
     def languages(self) -> tuple[str, ...]:
         return self._languages
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the runs (slot cgroups) and the live fork-servers; for metrics
+        and the bench. Without cgroups only the fork-servers are counted."""
+        total = 0.0
+        for slot in list(self._slots):
+            if slot.cgroup is not None:
+                with open(f"{slot.cgroup.paths['unified']}/cpu.stat") as f:
+                    total += int(f.readline().split()[1]) / 1e6  # usage_usec
+            if slot.process is not None:
+                with open(f"/proc/{slot.process.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
     def start(self) -> "CodeRunner":
         """Detect what the machine provides, start the fork-servers. Raises SandboxUnavailable."""
         if os.geteuid() != 0:

@@ -204,7 +204,9 @@ class _Init:
         return fact
 
     def reset(self) -> None:
-        """Kill every process of the namespace but this one, and reap them."""
+        """Kill every process of the namespace but this one, and reap them (as root only)."""
+        if os.geteuid() != 0:
+            return
         try:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
@@ -333,24 +335,15 @@ class _Init:
             self.reset()
 
     def run_assert(self) -> None:
+        """Start the solution process, then become the test process: drop to the test uid, load
+        the filter, read the test code (only now: the solution process never had it in memory)
+        and run it, calling the solution through `exchange`, which also watches the limits."""
         code, entry, stop_first = self.job["code"], self.job["entry_point"], bool(self.job["stop_first"])
         mine, theirs = socket.socketpair()
-        result_r, result_w = os.pipe()
-        secret = self.fds.secret
-        null = os.open("/dev/null", os.O_RDWR)
-        _, ready = self.spawn(
-            lambda: harness.run_tests(_read_all(5), entry, 3, 4, stop_first), self.s.test_uid,
-            {0: null, 1: null, 2: null, 3: mine.fileno(), 4: result_w, 5: secret},
-            self.job["cpu_s"] + 1, 4 << 30, 8 << 20, False, 500)
-        os.close(result_w)
-        os.close(null)
-        mine.close()
-        os.close(secret)
-        if not ready:
-            self.reset()
-            self.report({"t": "fault", "message": "the test process failed to start"})
-            return
-        oom0 = self.s.cgroup.oom_kills() if self.s.cgroup else 0
+        cg = self.s.cgroup
+        oom0 = cg.oom_kills() if cg else 0
+        cpu0 = cg.cpu_usec() if cg else 0
+        deadline = time.monotonic() + float(self.job["wall_s"])
         proc, ready = self.solution(lambda: harness.serve(code, 3, True), self.job["cpu_s"],
                                     self.memory_for("python"), 8 << 20, extra={3: theirs.fileno()})
         theirs.close()
@@ -358,22 +351,56 @@ class _Init:
             self.reset()
             self.report({"t": "fault", "message": "a solution process failed to start"})
             return
-        reader = wire.FrameReader(1 << 24)
-        frames: list[dict[str, Any]] = []
+        if cg is not None:
+            cg.close_writers()  # the test code must not reach the limits
+        drop_privileges(self.s.test_uid, self.s.test_uid)
+        prctl_dumpable(False)
+        if self.s.seccomp is not None:
+            self.s.seccomp.load()
+        channel = mine.fileno()
+        os.set_blocking(channel, False)
+        reader = wire.FrameReader(harness.MAX_MESSAGE)
+        used = [0.0]
 
-        def pump() -> None:
-            frames.extend(header for header, _ in reader.feed(result_r))
+        def exchange(request: dict | None) -> dict | None:
+            if request is not None:
+                try:
+                    wire.write_frame(channel, request)
+                except OSError:  # the solution process is gone; what it sent is still readable
+                    pass
+            frames: list[dict] = []
 
-        os.set_blocking(result_r, False)
-        why, used = self.watch([proc], {result_r: pump}, lambda: bool(frames) or reader.closed,
-                               self.job["cpu_s"], self.job["wall_s"])
-        if why == "exit":  # the solution process ended first: give the test process a moment to report
-            _, used2 = self.watch([], {result_r: pump}, lambda: bool(frames) or reader.closed, 1.0, 2.0)
-            used += used2
+            def pump() -> None:
+                try:
+                    frames.extend(header for header, _ in reader.feed(channel))
+                except wire.FrameError:
+                    reader.closed = True
+
+            while not frames and not reader.closed:
+                left = deadline - time.monotonic()
+                budget = float(self.job["cpu_s"]) - ((cg.cpu_usec() - cpu0) / 1e6 if cg else 0.0)
+                why, _ = self.watch([proc], {channel: pump}, lambda: bool(frames) or reader.closed, budget, left)
+                used[0] = (cg.cpu_usec() - cpu0) / 1e6 if cg else 0.0
+                if why in ("cpu", "wall", "output"):
+                    raise harness.Stopped(why)
+                if why == "exit" and not frames:
+                    pump()
+                    break
+            return frames.pop(0) if frames else None
+
+        try:
+            report = harness.run_tests(_read_all(self.fds.secret), entry, exchange, stop_first)
+            why = "done"
+        except harness.Stopped as stop:
+            report, why = None, str(stop)
+        used[0] = (cg.cpu_usec() - cpu0) / 1e6 if cg else 0.0
+        for fd in list(proc.open):
+            while fd in proc.open and _readable(fd):
+                proc.drain(fd)
         fact = self.end_of("exit" if proc.status is not None else why, proc, oom0)
-        self.reset()
-        self.report({"t": "assert", "cpu_s": used, "tests": frames[0] if frames else None, "why": why, **fact},
-                    *proc.output())
+        self.report({"t": "assert", "cpu_s": used[0], "tests": report, "why": why, **fact}, *proc.output())
+        # No reset: this process is no longer root; its exit ends the pid namespace and every
+        # process in it (the fork-server's cgroup.kill checks).
 
 
 def _close_quietly(fd: int) -> None:
