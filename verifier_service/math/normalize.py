@@ -50,7 +50,7 @@ _UNIT_WORDS = (
 _TRAILING_UNITS = re.compile(rf"(?<=[\d}}.])\s*(?:(?:{_UNIT_WORDS})(?:\^?\{{?[23]\}}?)?\s*)+$", re.IGNORECASE)
 _LEADING_CURRENCY = re.compile(r"^(-?)\s*(?:\\\$|\$|USD|€|£)\s*")
 # `0.\overline{3}` and `0.1\overline{6}`: repeating decimals, exact fractions.
-_REPEATING = re.compile(r"(\d*)\.(\d*)\\overline\{(\d+)\}")
+_REPEATING = re.compile(r"(?<!\d)(\d*)\.(\d*)\\overline\{(\d+)\}")  # (?<!\d): linear, not quadratic
 # `2.5e-3` as a whole answer (not `2e` inside an expression).
 _E_NOTATION = re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([-+]?\d+)$")
 # `3\frac{1}{2}` and `3 1/2` as a whole answer are mixed numbers (3 + 1/2), not products.
@@ -103,7 +103,8 @@ def normalize(answer: str) -> tuple[str, Marks]:
     text = text.rstrip(".").strip()
     while len(text) > 1 and text[0] == "{" and text[-1] == "}" and _braces_wrap(text):
         text = text[1:-1].strip()
-    text = _REPEATING.sub(_repeating_to_fraction, text)
+    if "\\overline" in text:
+        text = _REPEATING.sub(_repeating_to_fraction, text)
     text = _E_NOTATION.sub(r"\1*10^{\2}", text)
     text = _MIXED_NUMBER.sub(_mixed_to_sum, text)
     text = _NUMBER_THEN_WORDS.sub(r"\1", text)
