@@ -91,6 +91,38 @@ class _Proc:
             buffer.clear()
 
 
+class _Budget:
+    """CPU and wall-clock limits of one execution. The cgroup's CPU counter (the whole tree) is
+    read only when the limit could have been reached since the last reading: a slot has one core
+    of quota, so its CPU time grows no faster than wall time, give or take one 100 ms period."""
+
+    def __init__(self, cgroup: CgroupFds | None, cpu_s: float, wall_s: float) -> None:
+        self.cg, self.cpu_s = cgroup, float(cpu_s)
+        self.base = cgroup.cpu_usec() if cgroup else 0
+        self.deadline = time.monotonic() + float(wall_s)
+        self.used, self.read_at = 0.0, time.monotonic()
+
+    def used_now(self) -> float:
+        if self.cg is not None:
+            self.used, self.read_at = (self.cg.cpu_usec() - self.base) / 1e6, time.monotonic()
+        return self.used
+
+    def check(self) -> tuple[str | None, float]:
+        """("cpu" or "wall", 0) when a limit is passed, else (None, how long to wait at most)."""
+        now = time.monotonic()
+        left = self.deadline - now
+        if left <= 0:
+            return "wall", 0.0
+        if self.cg is None:
+            return None, left
+        slack = self.cpu_s - self.used - (now - self.read_at)
+        if slack <= 0:
+            slack = self.cpu_s - self.used_now()
+            if slack < 0:
+                return "cpu", 0.0
+        return None, min(left, max(0.002, slack))
+
+
 class _Init:
     def __init__(self, settings: InitSettings, fds: RunFds, job: dict[str, Any]) -> None:
         self.s, self.fds, self.job = settings, fds, job
@@ -150,47 +182,40 @@ class _Init:
     # ------------------------------------------------------------ watching
 
     def watch(self, procs: list[_Proc], readers: dict[int, Callable[[], None]], done: Callable[[], bool],
-              cpu_limit: float, wall_s: float) -> tuple[str, float]:
+              budget: _Budget) -> str:
         """Pump output and channels until `done()`, a limit, or the first process exits.
-        Returns (why, cpu seconds used): why is done/exit/cpu/wall/output."""
-        cg = self.s.cgroup
-        cpu0 = cg.cpu_usec() if cg else 0
-        start = time.monotonic()
+        Returns why it stopped: done, exit, cpu, wall or output."""
         while True:
-            used = (cg.cpu_usec() - cpu0) / 1e6 if cg else 0.0
             if any(p.over for p in procs):
-                return "output", used
+                return "output"
             if done():
-                return "done", used
-            if used > cpu_limit:
-                return "cpu", used
-            left = wall_s - (time.monotonic() - start)
-            if left <= 0:
-                return "wall", used
+                return "done"
+            over, timeout = budget.check()
+            if over:
+                return over
             fds = [*readers, *(fd for p in procs for fd in p.open), *(p.pidfd for p in procs if p.status is None)]
             if not fds:
-                time.sleep(min(left, 0.01))
+                time.sleep(min(timeout, 0.01))
                 continue
-            timeout = min(left, max(0.002, cpu_limit - used)) if cg else left
             for fd in select.select(fds, [], [], timeout)[0]:
                 if fd in readers:
                     readers[fd]()
                     continue
                 proc = next(p for p in procs if fd == p.pidfd or fd in p.open)
-                if fd == proc.pidfd:
-                    proc.status = os.waitpid(proc.pid, 0)[1]
-                    os.close(proc.pidfd)
-                    for out_fd in list(proc.open):
-                        while out_fd in proc.open and _readable(out_fd):
-                            proc.drain(out_fd)
-                    for reader_fd, read in readers.items():
-                        if _readable(reader_fd):
-                            read()
-                    if proc.over:
-                        return "output", used
-                    return ("done" if done() else "exit"), used
-                else:
+                if fd != proc.pidfd:
                     proc.drain(fd)
+                    continue
+                proc.status = os.waitpid(proc.pid, 0)[1]
+                os.close(proc.pidfd)
+                for out_fd in list(proc.open):
+                    while out_fd in proc.open and _readable(out_fd):
+                        proc.drain(out_fd)
+                for reader_fd, read in readers.items():
+                    if _readable(reader_fd):
+                        read()
+                if proc.over:
+                    return "output"
+                return "done" if done() else "exit"
 
     def end_of(self, why: str, proc: _Proc, oom_before: int) -> dict[str, Any]:
         """Facts about how a solution process ended, for the runner."""
@@ -244,7 +269,9 @@ class _Init:
         if not ready:
             self.report({"t": "fault", "message": "the compiler process failed to start"})
             return False
-        why, used = self.watch([proc], {}, lambda: False, spec["cpu_s"], spec["wall_s"])
+        budget = _Budget(self.s.cgroup, spec["cpu_s"], spec["wall_s"])
+        why = self.watch([proc], {}, lambda: False, budget)
+        used = budget.used_now()
         fact = self.end_of(why, proc, oom0)
         self.reset()
         ok = fact["end"] == "exit" and fact.get("code") == 0
@@ -271,7 +298,9 @@ class _Init:
                 self.reset()
                 self.report({"t": "fault", "message": "a solution process failed to start"})
                 return
-            why, used = self.watch([proc], {}, lambda: False, self.job["cpu_s"], self.job["wall_s"])
+            budget = _Budget(self.s.cgroup, self.job["cpu_s"], self.job["wall_s"])
+            why = self.watch([proc], {}, lambda: False, budget)
+            used = budget.used_now()
             fact = self.end_of(why, proc, oom0)
             self.reset()
             self.report({"t": "exec", "i": index, "cpu_s": used, **fact}, *proc.output())
@@ -305,13 +334,14 @@ class _Init:
                         bad.append(str(err))
 
                 oom0 = self.s.cgroup.oom_kills() if self.s.cgroup else 0
+                budget = _Budget(self.s.cgroup, self.job["cpu_s"], self.job["wall_s"])
                 try:
                     wire.write_frame(channel, {"call": fn, **calls[index]})
                 except OSError:  # the solution process closed its end: it is gone
                     pass
-                why, used = self.watch([proc], {channel: pump},
-                                       lambda: bool(replies or bad or reader.closed or proc.status is not None),
-                                       self.job["cpu_s"], self.job["wall_s"])
+                why = self.watch([proc], {channel: pump},
+                                 lambda: bool(replies or bad or reader.closed or proc.status is not None), budget)
+                used = budget.used_now()
                 out, err = proc.output()
                 proc.clear()
                 reply = replies[0] if replies else None
@@ -342,8 +372,6 @@ class _Init:
         mine, theirs = socket.socketpair()
         cg = self.s.cgroup
         oom0 = cg.oom_kills() if cg else 0
-        cpu0 = cg.cpu_usec() if cg else 0
-        deadline = time.monotonic() + float(self.job["wall_s"])
         proc, ready = self.solution(lambda: harness.serve(code, 3, True), self.job["cpu_s"],
                                     self.memory_for("python"), 8 << 20, extra={3: theirs.fileno()})
         theirs.close()
@@ -360,7 +388,7 @@ class _Init:
         channel = mine.fileno()
         os.set_blocking(channel, False)
         reader = wire.FrameReader(harness.MAX_MESSAGE)
-        used = [0.0]
+        budget = _Budget(cg, self.job["cpu_s"], self.job["wall_s"])
 
         def exchange(request: dict | None) -> dict | None:
             if request is not None:
@@ -377,10 +405,7 @@ class _Init:
                     reader.closed = True
 
             while not frames and not reader.closed:
-                left = deadline - time.monotonic()
-                budget = float(self.job["cpu_s"]) - ((cg.cpu_usec() - cpu0) / 1e6 if cg else 0.0)
-                why, _ = self.watch([proc], {channel: pump}, lambda: bool(frames) or reader.closed, budget, left)
-                used[0] = (cg.cpu_usec() - cpu0) / 1e6 if cg else 0.0
+                why = self.watch([proc], {channel: pump}, lambda: bool(frames) or reader.closed, budget)
                 if why in ("cpu", "wall", "output"):
                     raise harness.Stopped(why)
                 if why == "exit" and not frames:
@@ -393,12 +418,12 @@ class _Init:
             why = "done"
         except harness.Stopped as stop:
             report, why = None, str(stop)
-        used[0] = (cg.cpu_usec() - cpu0) / 1e6 if cg else 0.0
+        used = budget.used_now()
         for fd in list(proc.open):
             while fd in proc.open and _readable(fd):
                 proc.drain(fd)
         fact = self.end_of("exit" if proc.status is not None else why, proc, oom0)
-        self.report({"t": "assert", "cpu_s": used[0], "tests": report, "why": why, **fact}, *proc.output())
+        self.report({"t": "assert", "cpu_s": used, "tests": report, "why": why, **fact}, *proc.output())
         # No reset: this process is no longer root; its exit ends the pid namespace and every
         # process in it (the fork-server's cgroup.kill checks).
 
