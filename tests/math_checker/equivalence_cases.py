@@ -204,6 +204,41 @@ EXTRACTION = [  # (gold, full response, expected): the response is not wrapped
     ("9", "The answer is $\\boxed{9}$.", True), ("2", "Answer: 2 apples.", True),
 ]
 
+EXTRACTION += [  # whole responses with harder answers
+
+ ("2, 3", "So \\boxed{2} and \\boxed{3}.", True),
+ ("2", "So \\boxed{2} and \\boxed{3}.", False),
+ ("(-\\infty,\\infty)", "\\boxed{\\mathbb{R}}", True),
+ ("\\$1,000", "\\boxed{1000}", True),
+ ("y = \\frac{3}{2}x - 1", "\\boxed{y = 1.5x - 1}", True),
+ ("\\frac{-1\\pm\\sqrt{5}}{2}", "\\boxed{\\frac{-1+\\sqrt{5}}{2}, \\frac{-1-\\sqrt{5}}{2}}", True),
+ ("x=\\frac{-1\\pm\\sqrt{5}}{2}", "\\boxed{\\frac{-1\\pm\\sqrt{5}}{2}}", True),
+ ("1 \\text{ or } 2", "\\boxed{2, 1}", True),
+ ("x \\in [2, 3)", "\\boxed{[2,3)}", True),
+ ("\\textbf{(A) }5", "\\boxed{A}", True),
+ ("3^{10}", "\\boxed{59049}", True),
+ ("10\\sqrt{2}", "\\boxed{\\sqrt{200}}", True),
+ ("\\sqrt{3}i", "\\boxed{i\\sqrt{3}}", True),
+ ("\\frac{1}{2}\\text{ inch}", "\\boxed{0.5}", True),
+ ("f^{-1}(x) = 2x+1", "\\boxed{2x+1}", True),
+ ("\\{x \\mid x > 0\\}", "\\boxed{(0,\\infty)}", True),
+ ("6", "\\boxed{6.00}", True),
+ ("-\\frac{1}{2}", "\\boxed{-0.5}", True),
+ ("\\frac{1}{4}", "\\boxed{25\\%}", True),
+ ("2^{-1}", "\\boxed{0.5}", True),
+ ("\\dfrac{1}{2}", "The answer is \\(\\frac12\\).", True),
+ ("12", "The final answer is: \\[ \\boxed{12} \\]", True),
+ ("5", "**Final Answer**\n\\[\\boxed{5}\\]", True),
+ ("\\text{B}", "Answer: (B)", True),
+ ("24", "The answer is 24 cm^2.", True),
+ ("x^2 + 2x", "\\boxed{x(x+2)}", True),
+ ("\\pi/4", "\\boxed{45^\\circ}", True),
+ ("1:2", "\\boxed{1:2}", True),
+ ("0.5", "\\boxed{\\frac{1}{2}}", True),
+ ("(1,2) \\cup (3,4)", "\\boxed{(1,2)\\cup(3,4)}", True),
+ ("\\frac{1}{2}", "\\boxed{\\frac{1}{2}}\\%", True),
+]
+
 GOLD_SOLUTIONS = [  # (gold written as a full solution, response answer, expected)
     ("We have $r = 3$, so the answer is $\\boxed{3}$.", "3", True),
     ("Adding, we get $\\boxed{\\frac{9}{4}}$.", "2.25", True),

@@ -86,6 +86,7 @@ _RELATION = re.compile(r"<=|>=|!=|=|<|>")
 _MATRIX = re.compile(r"^\\begin\{([pbvBV]?matrix|array)\}(?:\{[^}]*\})?(.*)\\end\{\1\}$", re.S)
 _BASE = re.compile(r"^([0-9A-Za-z]+)_\{?(\d+)\}?$")
 _NAME = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?(?:\^\{?-1\}?)?(?:\([a-zA-Z, ]*\))?$|^\\[a-zA-Z]+$")
+_SET_BUILDER = re.compile(r"^[a-zA-Z]\s*(?:\\mid|\||:)\s*(.+)$")
 _WORDS = re.compile(r"^[A-Za-z][A-Za-z '\-]*[A-Za-z]$")
 _SPLIT_WORDS = re.compile(r"\s+(?:and|or)\s+|\\(?:text\{\s*(?:and|or)\s*\})|\\(?:lor|land)(?![a-zA-Z])")
 
@@ -152,6 +153,9 @@ def _parse(text: str, marks: Marks, depth: int) -> Answer:
         return Text(_plain(text))
     if text.startswith("\\{") and text.endswith("\\}") and _balanced_set(text):
         inner = text[2:-2].strip()
+        builder = _SET_BUILDER.match(inner)
+        if builder:  # \{x \mid x > 0\}: the condition says which set
+            return _parse(builder.group(1), marks, depth + 1)
         items = [] if not inner else split_top_level(inner, (",", ";"))
         return Unordered(tuple(_parse(item, marks, depth + 1) for item in items), is_set=True)
     if text == "\\emptyset":

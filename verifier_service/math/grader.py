@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 from fractions import Fraction
 
 from tasks.extract import extract_answers, gold_from_solution
 
-from .answer import Text, describe, parse_normalized
+from .answer import Text, Unordered, describe, parse_normalized
 from .compare import Tolerance, equivalent
 from .latex_expr import MAX_LENGTH
-from .normalize import normalize
+from .normalize import Marks, normalize, strip_text_commands
 from .types import MathOptions, MathStatus, MathVerdict
 
 __all__ = ["check"]
@@ -31,9 +32,18 @@ sys.set_int_max_str_digits(100_000)
 
 _PLAIN_NUMBER = re.compile(r"^(-?)(\d+(?:\.\d*)?|\.\d+)$")
 _PLAIN_FRACTION = re.compile(r"^(-?)\\frac\{(\d+)\}\{(\d+)\}$|^(-?)(\d+)/(\d+)$")
-_CHOICE = re.compile(r"^\(?([A-E])\)?$")
+# A gold that is a choice letter, alone or before its value: "C", "(C)", "(A) 5".
+_CHOICE = re.compile(r"^(?:\(([A-E])\)\s*(.*)|([A-E]))$")
 _RESPONSE_CHOICE = re.compile(r"^\s*(?:\\text\{|\\textbf\{|\\mathrm\{)?\s*\(?([A-Ea-e])\)?(?:[.:)}\s]|$)")
 _GOLD_SOLUTION = re.compile(r"\\boxed|\\fbox|####")
+
+
+@dataclass(frozen=True)
+class _Judgement:
+    correct: bool | None  # None: the gold could not be read
+    how: str
+    normalized: str
+    gold_normalized: str
 
 
 def check(gold: str, response: str, options: MathOptions = MathOptions()) -> MathVerdict:
@@ -42,8 +52,7 @@ def check(gold: str, response: str, options: MathOptions = MathOptions()) -> Mat
     is_solution = options.gold_is_solution
     if is_solution is None:
         is_solution = bool(_GOLD_SOLUTION.search(gold))
-    gold_answer = gold_from_solution(gold) if is_solution else gold.strip()
-    gold_text, gold_marks = normalize(gold_answer)
+    gold_text, gold_marks = normalize(gold_from_solution(gold) if is_solution else gold.strip())
     if not gold_text:
         return MathVerdict(MathStatus.PARSE_ERROR, reason="the gold answer is empty")
 
@@ -55,34 +64,54 @@ def check(gold: str, response: str, options: MathOptions = MathOptions()) -> Mat
     if not answer_text:
         return MathVerdict(MathStatus.NO_ANSWER, extracted=extracted, gold_normalized=gold_text,
                            reason=f"{extractor} found an empty answer")
+    judgement = _judge(gold_text, gold_marks, answer_text, answer_marks, options)
+    if judgement.correct is False and extractor == "BOXED_LAST" and _has_parts(gold_text, gold_marks):
+        # A gold with several answers may be boxed one by one: \boxed{2} and \boxed{3}.
+        every_box = extract_answers(response, ("BOXED_ALL",))
+        if every_box is not None and every_box[1] != extracted:
+            retry = _judge(gold_text, gold_marks, *normalize(every_box[1]), options)
+            if retry.correct:
+                extractor, extracted, judgement = "BOXED_ALL", every_box[1], retry
+    if judgement.correct is None:
+        return MathVerdict(MathStatus.PARSE_ERROR, extracted=extracted, normalized=judgement.normalized,
+                           gold_normalized=judgement.gold_normalized, reason=judgement.how)
+    return MathVerdict(MathStatus.CORRECT if judgement.correct else MathStatus.INCORRECT, extracted=extracted,
+                       normalized=judgement.normalized, gold_normalized=judgement.gold_normalized,
+                       reason=f"{extractor}: {judgement.how}")
 
-    def verdict(correct: bool, how: str, normalized: str = answer_text, gold_norm: str = gold_text) -> MathVerdict:
-        status = MathStatus.CORRECT if correct else MathStatus.INCORRECT
-        return MathVerdict(status, extracted=extracted, normalized=normalized, gold_normalized=gold_norm,
-                           reason=f"{extractor}: {how}")
 
+def _judge(gold_text: str, gold_marks: Marks, answer_text: str, answer_marks: Marks,
+           options: MathOptions) -> _Judgement:
+    """Cheapest test first: identical strings, choice letters, plain numbers, then full parsing."""
     if answer_text == gold_text and answer_marks == gold_marks:
-        return verdict(True, "identical after normalisation")
-    choice = _CHOICE.match(gold_text)
+        return _Judgement(True, "identical after normalisation", answer_text, gold_text)
+    choice = _CHOICE.match(strip_text_commands(gold_text))
     if choice:
+        letter, value = choice.group(1) or choice.group(3), (choice.group(2) or "").strip()
         picked = _RESPONSE_CHOICE.match(answer_text)
-        return verdict(bool(picked) and picked.group(1).upper() == choice.group(1), "multiple-choice letter")
+        if picked or not value:
+            correct = bool(picked) and picked.group(1).upper() == letter
+            return _Judgement(correct, "multiple-choice letter", answer_text, gold_text)
+        gold_text = value  # "(A) 5" answered with "5": compare the value
     fast = _fast_numbers(gold_text, answer_text, options)
     if fast is not None and not (gold_marks.percent or answer_marks.percent):
-        return verdict(fast, "exact numeric comparison")
+        return _Judgement(fast, "exact numeric comparison", answer_text, gold_text)
     if len(gold_text) > MAX_LENGTH or len(answer_text) > MAX_LENGTH:
-        return verdict(False, f"longer than {MAX_LENGTH} characters and not identical")
-
+        return _Judgement(False, f"longer than {MAX_LENGTH} characters and not identical", answer_text, gold_text)
     gold_parsed = parse_normalized(gold_text, gold_marks)
     answer_parsed = parse_normalized(answer_text, answer_marks)
     gold_norm, answer_norm = describe(gold_parsed), describe(answer_parsed)
     if isinstance(gold_parsed, Text) and _looks_mathematical(gold_text):
-        return MathVerdict(MathStatus.PARSE_ERROR, extracted=extracted, normalized=answer_norm,
-                           gold_normalized=gold_norm, reason="the gold answer could not be parsed")
+        return _Judgement(None, "the gold answer could not be parsed", answer_norm, gold_norm)
     tolerance = Tolerance(rel_tol=options.rel_tol, precision=options.precision)
     correct = equivalent(gold_parsed, answer_parsed, tolerance)
     how = f"{type(gold_parsed).__name__.lower()} vs {type(answer_parsed).__name__.lower()}"
-    return verdict(correct, how, answer_norm, gold_norm)
+    return _Judgement(correct, how, answer_norm, gold_norm)
+
+
+def _has_parts(gold_text: str, gold_marks: Marks) -> bool:
+    parsed = parse_normalized(gold_text, gold_marks)
+    return isinstance(parsed, Unordered) and not parsed.is_set and len(parsed.items) > 1
 
 
 def _fast_numbers(gold: str, answer: str, options: MathOptions) -> bool | None:

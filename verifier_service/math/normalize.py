@@ -35,6 +35,7 @@ _ALIASES = [
     (re.compile(r"×|\\times(?![a-zA-Z])|\\cdot(?![a-zA-Z])|\\ast(?![a-zA-Z])"), "*"),
     (re.compile(r"÷|\\div(?![a-zA-Z])"), "/"),
     (re.compile(r"\\(?:varnothing|emptyset)(?![a-zA-Z])"), r"\\emptyset "),
+    (re.compile(r"\\mathbb\s*\{?R\}?|ℝ"), r"(-\\infty, \\infty)"),
     (re.compile(r"\\(?:mathbf|mathrm|mathit|boldsymbol|bm|mathnormal)\s*\{"), "{"),
     (re.compile(r"\\(?:dots|ldots|cdots)(?![a-zA-Z])"), r"\\dots "),
 ]
