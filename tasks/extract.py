@@ -89,10 +89,10 @@ def _boxed_all(text: str) -> list[str]:
     return [", ".join(dict.fromkeys(boxes))]  # several boxes = one answer with several parts
 
 
-_ANSWER_IS = re.compile(
-    r"answer\s*\**\s*(?:is\b|:|=)\s*:?\s*\**\s*(.+)",
-    re.IGNORECASE,
-)
+# A lookahead, so matches overlap: in "Final Answer: The final answer is $5$" the last one wins.
+_ANSWER_IS = re.compile(r"(?=answer\s*\**\s*(?:is\b|:|=)\s*:?\s*\**\s*(.+))", re.IGNORECASE)
+_MATH_SPAN = re.compile(r"^(\$\$?|\\\(|\\\[)((?:\\\$|[^$])*?)(\$\$?|\\\)|\\\])")
+_REASON_CLAUSE = re.compile(r",?\s+(?:since|because|as|which|so that|given that|i\.e\.|e\.g\.)\s.*$", re.IGNORECASE)
 
 
 def _answer_is(text: str) -> list[str]:
@@ -105,15 +105,14 @@ def _answer_is(text: str) -> list[str]:
 
 
 def _clip_sentence(text: str) -> str:
-    """The answer phrase: up to the end of the line, minus a closing period and markup."""
+    """The answer phrase: up to the end of the line, without a trailing period, reason or markup."""
     line = text.split("\n", 1)[0].strip()
-    if line.startswith("$") and line.count("$") >= 2:
-        line = line[: line.index("$", 1) + 1]
+    math_span = _MATH_SPAN.match(line)
+    if math_span:  # "$5$. I hope it is correct." -> "5"
+        return math_span.group(2).strip()
     line = re.sub(r"\.\s.*$", "", line)  # a second sentence on the same line
-    line = line.rstrip(" .").strip("*").strip()
-    if line.startswith("$") and line.endswith("$"):
-        line = line.strip("$").strip()
-    return line
+    line = _REASON_CLAUSE.sub("", line)
+    return line.rstrip(" .").strip("*").strip()
 
 
 _HASHES = re.compile(r"####\s*(.+)")

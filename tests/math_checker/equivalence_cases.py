@@ -239,6 +239,23 @@ EXTRACTION += [  # whole responses with harder answers
  ("\\frac{1}{2}", "\\boxed{\\frac{1}{2}}\\%", True),
 ]
 
+EXTRACTION += [  # GSM8K-style prose
+
+ ("1200", "She earns 1,200 dollars.\nThe answer is $1,200.00.", True),
+ ("5", "Final Answer: The final answer is $5$. I hope it is correct.", True),
+ ("18", "Janet has 16 eggs... She makes 9 * $2 = $<<9*2=18>>18 every day.\n#### 18", True),
+ ("3", "So the answer is 3 apples, since 5 - 2 = 3.", True),
+ ("70000", "He made a profit of $70,000.", True),
+ ("0.5", "The probability is 1/2.", True),
+ ("-4", "The temperature dropped to -4 degrees.", True),
+ ("25", "25% of the students...", True),
+ ("160", "The answer is: 160", True),
+ ("10", "Therefore, the answer is \\(10\\).", True),
+ ("7", "The answer is 7.\n\nLet me double check: 3 + 4 = 7. Yes.", True),
+ ("14", "Answer: $\\$14$", True),
+ ("600", "So in total 600 minutes, i.e. 10 hours.", False),
+]
+
 GOLD_SOLUTIONS = [  # (gold written as a full solution, response answer, expected)
     ("We have $r = 3$, so the answer is $\\boxed{3}$.", "3", True),
     ("Adding, we get $\\boxed{\\frac{9}{4}}$.", "2.25", True),
