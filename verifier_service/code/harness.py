@@ -8,12 +8,14 @@ The solution process (untrusted: it runs the candidate's code, as the slot's cod
   each return value goes back reduced to plain data (`plain`): to the init for call-style tests
   (compared outside by the runner), to the test process for assert-style tests.
 
-The test process (assert style; trusted test code, as a *different* uid, not dumpable) runs the
+The test process (assert style: the run's init after it has started the solution process,
+dropped to the slot's test uid, a *different* uid, and become not dumpable) runs the trusted
 test code with every global the solution defines replaced by a proxy that calls into the
 solution process. So the asserts compare plain values that the solution cannot fake, and the
 solution cannot reach the test process at all: it cannot signal it, read or write its memory or
 its descriptors (other uid, not dumpable, ptrace denied by seccomp), and it never held the test
-code (the test process reads it from a descriptor the solution process never had). `os._exit(0)`
+code (the test process reads it, after the fork, from a descriptor the solution process never
+had). `os._exit(0)`
 in the solution ends the calls and every remaining test fails; printing a fake summary prints to
 a stdout nobody reads for the verdict.
 Stdlib only: this module is preloaded into the fork-server.

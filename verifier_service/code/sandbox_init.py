@@ -1,10 +1,11 @@
 """The run's init: pid 1 of a fresh pid namespace, root inside the run's namespaces, running only
-our code. It mounts the run's /tmp, /dev/shm and /proc, starts each solution process (and the
-test process) with the isolation layers applied, watches them, and reports facts to the runner.
+our code. It mounts the run's /tmp, /dev/shm and /proc, starts each solution process with the
+isolation layers applied, watches it, and reports facts to the runner.
 
 Why an init of our own: it alone decides how each execution ended (exit status, killed for CPU,
 wall clock, output size, OOM) from what the kernel tells it, so nothing the solution prints or
-writes can change those facts. Solution processes run as the slot's code uid; the init is root
+writes can change those facts. For assert-style tests it becomes the test process once the
+solution process runs (see run_assert). Solution processes run as the slot's code uid; the init is root
 and not dumpable, so they can neither signal it nor read it. Between executions it kills every
 other process of the namespace (kill(-1) from pid 1), so a setsid child or a double-forked daemon
 does not outlive its execution; when the init exits the kernel kills the namespace, and the
@@ -130,10 +131,11 @@ class _Init:
 
     # ------------------------------------------------------------ starting processes
 
-    def spawn(self, role: Callable[[], int], uid: int, fd_plan: dict[int, int], cpu_s: float,
-              memory: int, stack: int, dumpable: bool, oom_adj: int) -> tuple[int, bool]:
-        """Fork a process with every layer applied; `fd_plan` maps its fds to ours. Returns the pid
-        and whether it reported ready (the layers are in place) before running `role`."""
+    def spawn(self, role: Callable[[], int], fd_plan: dict[int, int], cpu_s: float, memory: int,
+              stack: int) -> tuple[int, bool]:
+        """Fork a solution process with every layer applied; `fd_plan` maps its fds to ours.
+        Returns the pid and whether it reported ready (the layers are in place: written just
+        before `role` runs, so the code cannot fake a setup failure)."""
         ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -149,10 +151,10 @@ class _Init:
                         _close_quietly(target)
                 os.closerange(10, _MAX_FD)
                 os.chdir("/tmp")
-                set_oom_score_adj(oom_adj)
+                set_oom_score_adj(1000)  # the OOM killer takes it first
                 set_rlimits(cpu_s, memory, self.s.tmp_bytes, self.s.nofile, self.s.nproc, stack)
-                drop_privileges(uid, uid)
-                prctl_dumpable(dumpable)
+                drop_privileges(self.s.code_uid, self.s.code_uid)
+                prctl_dumpable(True)  # its own /proc files stay its own
                 os.environ.clear()
                 os.environ.update(_ENV)
                 if self.s.seccomp is not None:
@@ -172,7 +174,7 @@ class _Init:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         plan = {0: stdin if stdin >= 0 else os.open("/dev/null", os.O_RDONLY), 1: out_w, 2: err_w, **(extra or {})}
-        pid, ready = self.spawn(role, self.s.code_uid, plan, cpu_s, memory, stack, True, 1000)
+        pid, ready = self.spawn(role, plan, cpu_s, memory, stack)
         for fd in (out_w, err_w, plan[0]):
             os.close(fd)
         os.set_blocking(out_r, False)
@@ -466,7 +468,7 @@ def init_main(settings: InitSettings, fds: RunFds) -> int:
     try:
         prctl_dumpable(False)
         # Our oom_score_adj stays 0 (lowering it needs CAP_SYS_RESOURCE, which root lacks here);
-        # solution processes get 1000 and the test process 500, so the OOM killer takes them first.
+        # solution processes get 1000, so the OOM killer takes them first.
         mount_run_filesystems(settings.tmp_bytes, settings.shm_bytes)
         init.job = json.loads(_read_all(fds.job))
         _STYLES[init.job["style"]](init)
