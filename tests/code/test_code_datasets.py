@@ -17,7 +17,7 @@ import pytest
 
 from verifier_service.code import AssertTests, CodeLimits, CodeRequest, CodeStatus, Extraction
 
-from .conftest import start_runner
+from sandbox_helpers import start_runner
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "code")
 

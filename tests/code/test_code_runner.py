@@ -10,7 +10,7 @@ import pytest
 from verifier_service.code import (AssertTests, CallCase, CallTests, CodeLimits, CodeRequest, CodeRunner,
                                    CodeStatus, Extraction, RunnerConfig, StdioCase, StdioTests, Whitespace)
 
-from .conftest import run_assert, run_call, run_py
+from sandbox_helpers import run_assert, run_call, run_py
 
 CPP_SUM = """#include <bits/stdc++.h>
 int main() { long long a, b; std::cin >> a >> b; std::cout << a + b << "\\n"; }
@@ -188,7 +188,7 @@ def test_config_and_lifecycle():
 @pytest.mark.slow
 def test_no_false_timeout_at_full_concurrency():
     """Programs using under half their CPU limit all pass while 4x more runs than cores are queued."""
-    from .conftest import start_runner
+    from sandbox_helpers import start_runner
     r = start_runner()
     try:
         code = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4:\n    pass\nprint('ok')\n"

@@ -12,7 +12,7 @@ import pytest
 
 from verifier_service.code import CodeStatus
 
-from .conftest import SECRET, assert_next_run_clean, run_assert, run_call, run_py
+from sandbox_helpers import SECRET, assert_next_run_clean, run_assert, run_call, run_py
 
 FAILED = {CodeStatus.FAILED, CodeStatus.RUNTIME_ERROR, CodeStatus.TIMEOUT, CodeStatus.MEMORY_LIMIT,
           CodeStatus.OUTPUT_LIMIT}
