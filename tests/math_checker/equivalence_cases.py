@@ -38,7 +38,8 @@ FRACTIONS = [
     ("\\frac{-3}{4}", "-\\frac{3}{4}", True), ("-\\frac{3}{4}", "\\frac{3}{-4}", True), ("\\frac{3}{4}", "-\\frac{3}{4}", False),
     ("\\frac{33}{100}", "0.33", True), ("\\dfrac{33}{100}", "\\frac{33}{100}", True), ("\\frac{1}{3}", "0.3333", False),
     ("\\frac{2}{3}", "0.67", False), ("\\frac{2}{3}", "0.666667", True), ("\\frac{2}{3}", "0.6666666667", True),
-    ("\\frac{1}{7}", "0.142857142857", True), ("\\frac{a}{b}", "a/b", True), ("\\frac{1}{x+1}", "(x+1)^{-1}", True),
+    ("\\frac{1}{7}", "0.142857142857", True), ("\\frac{1}{7}", "0.142857", True), ("\\frac{1}{3}", "0.333333", True),
+    ("\\frac{1}{3}", "0.333334", False), ("\\frac{1}{7}", "0.142858", False), ("\\frac{a}{b}", "a/b", True), ("\\frac{1}{x+1}", "(x+1)^{-1}", True),
     ("\\frac{10}{3}", "3\\frac{1}{3}", True), ("\\frac{5}{4}", "1\\frac{1}{4}", True), ("\\frac{5}{4}", "1\\frac{1}{2}", False),
 ]
 
@@ -183,6 +184,7 @@ BASES = [
 ]
 
 PRECISION = [  # (gold, response, expected, precision)
+    ("(1,\\infty)", "(1,5)", False, 2), ("\\infty", "5", False, 2), ("\\infty", "\\infty", True, 2),
     ("\\frac{2}{3}", "0.67", True, 2), ("\\frac{2}{3}", "0.66", False, 2), ("\\frac{2}{3}", "0.667", True, 3),
     ("[0.29, 1.5)", "[\\frac{2}{7}, \\frac{3}{2})", True, 2), ("[0.29, 1.5]", "[\\frac{2}{7}, \\frac{3}{2})", False, 2),
     ("\\pi", "3.14", True, 2), ("\\pi", "3.15", False, 2), ("\\sqrt{2}", "1.414", True, 3), ("1.005", "1.00", False, 2),

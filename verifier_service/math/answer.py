@@ -35,6 +35,7 @@ class Value:
     expr: sympy.Expr
     huge: bool = False
     approximate: bool = False  # written with a decimal point
+    decimals: int = 0          # digits after the point (of the longest decimal literal)
     percent: bool = False
     degrees: bool = False
 
@@ -235,7 +236,7 @@ def _value_or_text(text: str, marks: Marks) -> Answer:
         parsed: Parsed = parse_latex_expr(plain)
     except LatexError:
         return Text(_plain(plain))
-    return Value(parsed.expr, huge=parsed.huge, approximate=parsed.has_decimal,
+    return Value(parsed.expr, huge=parsed.huge, approximate=parsed.has_decimal, decimals=parsed.decimals,
                  percent=marks.percent, degrees=marks.degrees)
 
 

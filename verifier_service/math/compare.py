@@ -6,7 +6,9 @@ Numbers:
   3.14159265358978, and 1/3000! is not 1/3001!.
 - approximate: a decimal written by hand against a value with no finite decimal
   expansion (2/3, sqrt(2), pi) can only be an approximation; it matches within
-  a relative tolerance (`rel_tol`, 1e-6 by default).
+  a relative tolerance (`rel_tol`, 1e-6 by default), or when it is that value
+  correctly rounded to the decimals shown with at least 6 significant digits
+  (0.333333 for 1/3 sits exactly on the 1e-6 boundary; rounding decides it).
 - high_precision: two exact irrational values are evaluated to 60 digits and
   must agree to 1e-40 relative (sqrt(2)/2 == 1/sqrt(2)).
 - rounded: with `precision` set, both sides are rounded to that many decimal
@@ -52,13 +54,20 @@ def equivalent(gold: Answer, response: Answer, tol: Tolerance) -> bool:
 # ---------------------------------------------------------------- same kind
 
 def _values(a: Value, b: Value, tol: Tolerance) -> bool:
+    shown = _shown_decimals(a, b)
     for left in _percent_readings(a):
         for right in _percent_readings(b):
-            if _expr_equal(left, right, a.approximate or b.approximate, a.huge or b.huge, tol):
+            if _expr_equal(left, right, a.approximate or b.approximate, a.huge or b.huge, tol, shown):
                 return True
     if a.degrees != b.degrees:
         return _degrees_vs_radians(a, b, tol)
     return False
+
+
+def _shown_decimals(a: Value, b: Value) -> int | None:
+    """Decimals shown by the one side that is a plain decimal number (None otherwise)."""
+    approximations = [v for v in (a, b) if v.approximate and v.expr.is_Rational]
+    return approximations[0].decimals if len(approximations) == 1 and not (a.approximate and b.approximate) else None
 
 
 def _percent_readings(value: Value) -> tuple[sympy.Expr, ...]:
@@ -231,22 +240,43 @@ def _as_interval(relation: Relation) -> Bracketed | None:
 
 # ---------------------------------------------------------------- expressions
 
-def _expr_equal(a: sympy.Expr, b: sympy.Expr, approximate: bool, huge: bool, tol: Tolerance) -> bool:
+def _expr_equal(a: sympy.Expr, b: sympy.Expr, approximate: bool, huge: bool, tol: Tolerance,
+                shown: int | None = None) -> bool:
     if a == b:
         return True
-    if huge:
-        return False  # structurally different and too big to evaluate
+    if huge or a.has(sympy.oo, -sympy.oo, sympy.zoo) or b.has(sympy.oo, -sympy.oo, sympy.zoo):
+        return False  # structurally different, and too big or unbounded to evaluate
     if a.free_symbols or b.free_symbols:
         return _symbolic_equal(a, b)
     if tol.precision is not None:
         return _rounded(a, tol.precision) == _rounded(b, tol.precision)
     if a.is_Rational and b.is_Rational:
         if approximate and (_no_finite_decimal(a) or _no_finite_decimal(b)):
-            return _close(a, b, tol.rel_tol)
+            return _correctly_rounded(a, b, shown) or _close(a, b, tol.rel_tol)
         return False  # exact rationals that differ
     if approximate:
-        return _close(a, b, tol.rel_tol)
+        return _correctly_rounded(a, b, shown) or _close(a, b, tol.rel_tol)
     return _close(a, b, None)
+
+
+_MIN_ROUNDED_DIGITS = 6
+
+
+def _correctly_rounded(a: sympy.Expr, b: sympy.Expr, shown: int | None) -> bool:
+    """Is the decimal side the other value rounded half-up to the decimals it shows?"""
+    if shown is None:
+        return False
+    decimal, exact = (a, b) if a.is_Rational and _decimal_places_fit(a, shown) else (b, a)
+    if not decimal.is_Rational:
+        return False
+    digits = abs(Fraction(int(decimal.p), int(decimal.q)) * 10**shown)
+    if digits.denominator != 1 or len(str(digits.numerator)) < _MIN_ROUNDED_DIGITS:
+        return False
+    return _rounded(decimal, shown) == _rounded(exact, shown)
+
+
+def _decimal_places_fit(value: sympy.Rational, places: int) -> bool:
+    return (Fraction(int(value.p), int(value.q)) * 10**places).denominator == 1
 
 
 def _no_finite_decimal(value: sympy.Rational) -> bool:

@@ -41,6 +41,7 @@ class Parsed:
     expr: sympy.Expr
     huge: bool              # an unevaluated giant power/factorial inside: compare structurally only
     has_decimal: bool       # a decimal literal was written: the value may be an approximation
+    decimals: int = 0       # the most digits after a decimal point in any literal
 
 
 _TOKEN = re.compile(
@@ -87,6 +88,7 @@ class _Parser:
         self.depth = 0
         self.huge = False
         self.has_decimal = False
+        self.decimals = 0
 
     # ------------------------------------------------------------ helpers
     def peek(self, offset: int = 0) -> tuple[str, str] | None:
@@ -315,6 +317,7 @@ class _Parser:
     def _number(self, text: str) -> sympy.Expr:
         if "." in text:
             self.has_decimal = True
+            self.decimals = max(self.decimals, len(text.partition(".")[2]))
             return sympy.Rational(text.rstrip(".") or "0")
         return sympy.Integer(text)
 
@@ -360,4 +363,4 @@ def parse_latex_expr(text: str) -> Parsed:
         if isinstance(error, LatexError):
             raise
         raise LatexError(f"cannot build the expression: {error}") from error
-    return Parsed(expr=expr, huge=parser.huge, has_decimal=parser.has_decimal)
+    return Parsed(expr=expr, huge=parser.huge, has_decimal=parser.has_decimal, decimals=parser.decimals)
