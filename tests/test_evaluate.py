@@ -36,7 +36,7 @@ def address():
     ('{"id": 1, "response": "4"}', "line 3: 'gold' is missing"),
     ('{"id": 1, "gold": "4"}', "line 3: 'response' is missing"),
     ('{"response": 4, "gold": "4"}', "line 3: 'response' must be str"),
-    ('{"response": "4", "gold": true}', "line 3: 'gold' must be str or int"),
+    ('{"response": "4", "gold": true}', "line 3: 'gold' must be str or int or float"),
     ('{"response": "4", "gold": "4", "options": [6]}', "line 3: 'options' must be an object"),
     ('{"response": "4", "gold": "4", "options": {"precison": 6}}', 'no field named "precison"'),
     ('{"response": "4", "gold": "4", "options": {"precision": "six"}}', "precision"),

@@ -135,7 +135,7 @@ def _parse(number: int, text: str) -> _Line:
         return line
     data = {k: v for k, v in obj.items() if k in fields and k != "id"}
     if kind == "math":
-        data["gold"] = str(data["gold"])  # integer golds are common in GSM8K-style files
+        data["gold"] = str(data["gold"])  # numeric golds (42, 0.5) are common in GSM8K-style files
     try:
         line.item = to_item(KINDS[kind], {"id": str(number), **data}, label="")
     except ValueError as exc:
@@ -145,7 +145,7 @@ def _parse(number: int, text: str) -> _Line:
 
 def _check_math(obj: dict[str, Any]) -> str:
     """Readable messages for the usual mistakes; the proto parse catches the rest (options)."""
-    for name, types in (("response", (str,)), ("gold", (str, int))):
+    for name, types in (("response", (str,)), ("gold", (str, int, float))):
         if name not in obj:
             return f"{name!r} is missing"
         value = obj[name]
