@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -212,6 +213,10 @@ def _no_cgroups():
     raise IsolationError(2, "cgroups switched off by the test")
 
 
+_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root")
+
+
+@_ROOT
 def test_full_mode_refuses_without_cgroups(monkeypatch):
     from verifier_service.code import runner as runner_module
     from verifier_service.code import SandboxUnavailable
@@ -220,6 +225,7 @@ def test_full_mode_refuses_without_cgroups(monkeypatch):
         CodeRunner(RunnerConfig(slots=1)).start()
 
 
+@_ROOT
 @pytest.mark.slow
 def test_weak_mode_says_what_is_lost_and_still_stops_loops(monkeypatch):
     from verifier_service.code import runner as runner_module
