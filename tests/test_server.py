@@ -321,7 +321,8 @@ def test_config_refuses_unknown_keys():
 @pytest.mark.slow
 def test_cli_serve_warns_off_loopback_and_drains_on_sigterm():
     process = subprocess.Popen(
-        [sys.executable, "-m", "verifier_service.cli", "serve", "--address", "0.0.0.0:0", "--workers", "1"],
+        [sys.executable, "-m", "verifier_service.cli", "serve", "--address", "0.0.0.0:0", "--workers", "1",
+         "--insecure-allow-remote"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
+import os
 import signal
 import sys
 import threading
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -39,25 +39,57 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace", type=float, default=defaults.grace_s,
                         help="seconds in-flight work may take to finish on SIGTERM/SIGINT")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    _add_access_arguments(parser)
+
+
+TOKEN_ENV = "VERIRL_AUTH_TOKEN"
+
+
+def _add_access_arguments(parser: argparse.ArgumentParser) -> None:
+    """Who may call the server, and the per-call log (docs/security.md). No flag takes a secret:
+    a command line is visible to every user through `ps`."""
+    access = parser.add_argument_group("access", "authentication, TLS and the per-call log (docs/security.md)")
+    access.add_argument("--auth-token-file", metavar="FILE",
+                        help=f"bearer tokens accepted, one per line ('#' comments); ${TOKEN_ENV} adds one more")
+    access.add_argument("--tls-cert", metavar="PEM", help="server certificate chain; with --tls-key: TLS only")
+    access.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    access.add_argument("--tls-client-ca", metavar="PEM",
+                        help="require client certificates signed by this CA (mTLS)")
+    access.add_argument("--insecure-allow-remote", action="store_true",
+                        help="serve a non-loopback --address with no authentication (anyone may call it)")
+    access.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="json: one JSON object per log line, and one access line per RPC")
+
+
+def _access_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """ServerConfig fields from the access flags and $VERIRL_AUTH_TOKEN (ValueError/OSError if unreadable)."""
+    from .config import read_token_file
+    tokens = read_token_file(args.auth_token_file) if args.auth_token_file else ()
+    if os.environ.get(TOKEN_ENV, "").strip():
+        tokens += (os.environ[TOKEN_ENV].strip(),)
+    return {"auth_tokens": tokens, "tls_cert_file": args.tls_cert, "tls_key_file": args.tls_key,
+            "tls_client_ca_file": args.tls_client_ca, "allow_insecure_remote": args.insecure_allow_remote,
+            "access_log": args.log_format == "json"}
 
 
 def _serve(args: argparse.Namespace) -> int:
     from .config import ServerConfig
-    from .server import create_server
+    from .logs import configure_logging
+    from .server import access_summary, create_server
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_format, args.log_level)
     try:
         config = ServerConfig(address=args.address, math_workers=args.workers, math_timeout_s=args.math_timeout,
                               max_math_timeout_s=max(args.math_timeout, ServerConfig.max_math_timeout_s),
                               queue_capacity=args.queue_capacity, metrics_port=args.metrics_port,
-                              cache_size=args.cache_size, grace_s=args.grace)
-    except ValueError as exc:
+                              cache_size=args.cache_size, grace_s=args.grace, **_access_settings(args))
+    except (ValueError, OSError) as exc:
         print(f"verirl serve: {exc}", file=sys.stderr)
         return 2
-    if not config.is_loopback:
+    if not config.is_loopback and not config.authenticated:
         print("=" * 78 + f"\nWARNING: binding {config.address}: the verifier has NO authentication; anyone who\n"
-              "can reach this address can use it. Bind 127.0.0.1 unless the network is trusted.\n" + "=" * 78,
-              file=sys.stderr)
+              "can reach this address can use it (--insecure-allow-remote). Give --auth-token-file or\n"
+              "--tls-client-ca, or bind 127.0.0.1.\n" + "=" * 78, file=sys.stderr)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
@@ -66,8 +98,9 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"verirl serve: {exc}", file=sys.stderr)
         return 1
-    print(f"verirl serve: listening on {config.host}:{port} ({config.math_workers} math workers"
-          + (f", metrics on :{server.metrics.port}" if server.metrics.port else "") + ")", flush=True)
+    print(f"verirl serve: listening on {config.host}:{port} ({config.math_workers} math workers, "
+          + access_summary(config) + (f", metrics on :{server.metrics.port}" if server.metrics.port else "") + ")",
+          flush=True)
     while not stop.wait(3600):  # a bare wait() would not wake for signals
         pass
     print(f"verirl serve: draining (up to {config.grace_s:g} s)", flush=True)

@@ -14,20 +14,29 @@ millions of times, across server restarts and replicas. So the client
 * spreads calls round robin over several addresses; one that refused a
   connection sits out a cool-down and the retry goes to the next one at once.
 
+* authenticates with a bearer token (`authorization: Bearer <token>` metadata on
+  every call) and speaks TLS, with a client certificate for mTLS servers. Each of
+  token=, tls_ca=, tls_cert=, tls_key= left at None is read from the environment
+  ($VERIRL_AUTH_TOKEN, $VERIRL_TLS_CA, $VERIRL_TLS_CERT, $VERIRL_TLS_KEY), so every
+  caller (trainer, `verirl eval --server`, the adapters) reaches a guarded server
+  once those are set; "" turns one off. See docs/security.md.
+
 Not handled: a Verify stream that breaks midway is not resumed (the error says
-how many items were still open; resend them); TLS and auth metadata (issue 5).
+how many items were still open; resend them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import random
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -40,7 +49,8 @@ from .proto import verifier_pb2 as pb
 from .proto.verifier_pb2_grpc import VerifierStub
 
 __all__ = [
-    "VerifierClient", "AsyncVerifierClient", "RetryPolicy", "VerifierCallError",
+    "VerifierClient", "AsyncVerifierClient", "RetryPolicy", "VerifierCallError", "Access",
+    "TOKEN_ENV", "TLS_CA_ENV", "TLS_CERT_ENV", "TLS_KEY_ENV",
     "MathItem", "MathResult", "CodeResult", "StepsResult", "CandidatesResult", "ServerInfo",
 ]
 
@@ -50,6 +60,84 @@ DEFAULT_STREAM_TIMEOUT_S = 3600.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 FALLBACK_MAX_ITEMS = 256  # used when the server reports no limit
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+TOKEN_ENV = "VERIRL_AUTH_TOKEN"
+TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV = "VERIRL_TLS_CA", "VERIRL_TLS_CERT", "VERIRL_TLS_KEY"
+LOOPBACK_HOSTS = ("localhost", "::1")
+
+log = logging.getLogger(__name__)
+
+
+def _pem(value: str | bytes | None, env: str) -> bytes | None:
+    """PEM bytes from the bytes themselves or a file path; None: from $env (a path), if set."""
+    if value is None:
+        value = os.environ.get(env) or None
+    if value is None or value == "":
+        return None
+    if isinstance(value, bytes):
+        return value
+    with open(value, "rb") as f:
+        return f.read()
+
+
+@dataclass(frozen=True)
+class Access:
+    """How a client proves who it is and guards the line: a bearer token and TLS material.
+
+    Build it with Access.resolve(...) (what the clients do with their arguments); the token
+    and key are kept out of repr so that a logged client cannot leak them.
+    """
+
+    token: str = field(default="", repr=False)
+    tls: bool = False
+    ca: bytes | None = None     # PEM roots; None under TLS: the system's roots
+    cert: bytes | None = None   # PEM client certificate chain (mTLS)
+    key: bytes | None = field(default=None, repr=False)
+    server_name: str | None = None  # the name the server's certificate must carry, if not the address's host
+
+    @classmethod
+    def resolve(cls, *, token: str | None = None, tls: bool = False, tls_ca: str | bytes | None = None,
+                tls_cert: str | bytes | None = None, tls_key: str | bytes | None = None,
+                tls_server_name: str | None = None) -> Access:
+        """Arguments left at None come from the environment; TLS is on when asked or when any
+        TLS material is given. tls_* are file paths or PEM bytes."""
+        token = (os.environ.get(TOKEN_ENV, "") if token is None else token).strip()
+        if token and not (token.isascii() and token.isprintable() and " " not in token):
+            raise ValueError("token must be printable ASCII without spaces (it travels as gRPC metadata)")
+        ca, cert, key = _pem(tls_ca, TLS_CA_ENV), _pem(tls_cert, TLS_CERT_ENV), _pem(tls_key, TLS_KEY_ENV)
+        if (cert is None) != (key is None):
+            raise ValueError("tls_cert and tls_key go together (a client certificate needs its key)")
+        return cls(token=token, tls=tls or ca is not None or cert is not None, ca=ca, cert=cert, key=key,
+                   server_name=tls_server_name)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else None
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(root_certificates=self.ca, private_key=self.key,
+                                            certificate_chain=self.cert)
+
+    def _options(self, options: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        return options + ([("grpc.ssl_target_name_override", self.server_name)] if self.server_name else [])
+
+    def channel(self, address: str, options: list[tuple[str, Any]]) -> grpc.Channel:
+        if not self.tls:
+            return grpc.insecure_channel(address, options=options)
+        return grpc.secure_channel(address, self._credentials(), options=self._options(options))
+
+    def aio_channel(self, address: str, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
+        if not self.tls:
+            return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.secure_channel(address, self._credentials(), options=self._options(options))
+
+    def warn_if_exposed(self, addresses: Sequence[str]) -> None:
+        """A token sent without TLS to another host can be read by anyone on the path: say so."""
+        if self.token and not self.tls:
+            for address in addresses:
+                host = address.rpartition(":")[0].strip("[]")
+                if not (host.startswith("127.") or host in LOOPBACK_HOSTS):
+                    log.warning("sending a bearer token to %s without TLS: it crosses the network in clear text",
+                                address)
 
 
 @dataclass(frozen=True)
@@ -144,8 +232,11 @@ class _Base:
     """What the sync and async clients share: addresses, retry decisions, request building."""
 
     def __init__(self, addresses: str | Sequence[str], *, timeout: float, max_items_per_request: int | None,
-                 retry: RetryPolicy, max_concurrency: int, max_message_bytes: int):
+                 retry: RetryPolicy, max_concurrency: int, max_message_bytes: int, access: Access):
         self._endpoints = _Endpoints(parse_addresses(addresses), retry.dead_cooldown_s)
+        self._access = access
+        self._metadata = access.metadata
+        access.warn_if_exposed(self._endpoints.addresses)
         self._timeout = timeout
         self._max_items = max_items_per_request
         self._retry = retry
@@ -220,14 +311,22 @@ class _Base:
 
 
 class VerifierClient(_Base):
-    """Blocking client. Thread-safe; one per process is enough. Use as a context manager or close()."""
+    """Blocking client. Thread-safe; one per process is enough. Use as a context manager or close().
+
+    token, tls, tls_ca, tls_cert, tls_key, tls_server_name: see Access.resolve (None: from the environment).
+    """
 
     def __init__(self, addresses: str | Sequence[str], *, timeout: float = DEFAULT_TIMEOUT_S,
                  max_items_per_request: int | None = None, retry: RetryPolicy = RetryPolicy(),
-                 max_concurrency: int = 4, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+                 max_concurrency: int = 4, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 token: str | None = None, tls: bool = False, tls_ca: str | bytes | None = None,
+                 tls_cert: str | bytes | None = None, tls_key: str | bytes | None = None,
+                 tls_server_name: str | None = None):
+        access = Access.resolve(token=token, tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+                                tls_server_name=tls_server_name)
         super().__init__(addresses, timeout=timeout, max_items_per_request=max_items_per_request, retry=retry,
-                         max_concurrency=max_concurrency, max_message_bytes=max_message_bytes)
-        self._channels = [grpc.insecure_channel(a, options=self._options) for a in self.addresses]
+                         max_concurrency=max_concurrency, max_message_bytes=max_message_bytes, access=access)
+        self._channels = [self._access.channel(a, self._options) for a in self.addresses]
         self._stubs = [VerifierStub(c) for c in self._channels]
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -238,7 +337,8 @@ class VerifierClient(_Base):
             attempt += 1
             index = self._endpoints.pick()
             try:
-                return getattr(self._stubs[index], method)(request, timeout=self._remaining(deadline, attempt))
+                return getattr(self._stubs[index], method)(request, timeout=self._remaining(deadline, attempt),
+                                                           metadata=self._metadata)
             except grpc.RpcError as exc:
                 time.sleep(self._delay_after(exc, index, attempt, deadline))
 
@@ -303,7 +403,7 @@ class VerifierClient(_Base):
                 sent[0] += 1
                 yield request
 
-        call = self._stubs[index].Verify(requests(), timeout=timeout)
+        call = self._stubs[index].Verify(requests(), timeout=timeout, metadata=self._metadata)
         received = 0
         try:
             for response in call:
@@ -335,15 +435,20 @@ class AsyncVerifierClient(_Base):
 
     def __init__(self, addresses: str | Sequence[str], *, timeout: float = DEFAULT_TIMEOUT_S,
                  max_items_per_request: int | None = None, retry: RetryPolicy = RetryPolicy(),
-                 max_concurrency: int = 4, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+                 max_concurrency: int = 4, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 token: str | None = None, tls: bool = False, tls_ca: str | bytes | None = None,
+                 tls_cert: str | bytes | None = None, tls_key: str | bytes | None = None,
+                 tls_server_name: str | None = None):
+        access = Access.resolve(token=token, tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+                                tls_server_name=tls_server_name)
         super().__init__(addresses, timeout=timeout, max_items_per_request=max_items_per_request, retry=retry,
-                         max_concurrency=max_concurrency, max_message_bytes=max_message_bytes)
+                         max_concurrency=max_concurrency, max_message_bytes=max_message_bytes, access=access)
         self._channels: list[grpc.aio.Channel] = []
         self._stubs: list[VerifierStub] = []
 
     def _stub(self, index: int) -> VerifierStub:
         if not self._stubs:  # first use, inside the running loop
-            self._channels = [grpc.aio.insecure_channel(a, options=self._options) for a in self.addresses]
+            self._channels = [self._access.aio_channel(a, self._options) for a in self.addresses]
             self._stubs = [VerifierStub(c) for c in self._channels]
         return self._stubs[index]
 
@@ -354,7 +459,8 @@ class AsyncVerifierClient(_Base):
             index = self._endpoints.pick()
             stub = self._stub(index)
             try:
-                return await getattr(stub, method)(request, timeout=self._remaining(deadline, attempt))
+                return await getattr(stub, method)(request, timeout=self._remaining(deadline, attempt),
+                                                   metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
                 await asyncio.sleep(self._delay_after(exc, index, attempt, deadline))
 
@@ -426,7 +532,7 @@ class AsyncVerifierClient(_Base):
                 sent += 1
                 yield request
 
-        call = self._stub(index).Verify(requests(), timeout=timeout)
+        call = self._stub(index).Verify(requests(), timeout=timeout, metadata=self._metadata)
         received = 0
         try:
             async for response in call:

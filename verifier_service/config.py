@@ -13,9 +13,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["ServerConfig", "DEFAULT_ADDRESS", "MiB"]
+__all__ = ["ServerConfig", "DEFAULT_ADDRESS", "MiB", "MIN_TOKEN_CHARS", "read_token_file"]
 
 MiB = 1 << 20
+MIN_TOKEN_CHARS = 16  # shorter bearer tokens are refused as guessable
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
@@ -47,6 +48,13 @@ class ServerConfig:
     # Observability
     metrics_port: int | None = None       # Prometheus text over HTTP; None: off, 0: a free port
     metrics_address: str = "127.0.0.1"
+    access_log: bool = False              # one INFO record per RPC on the "verifier_service.access" logger
+    # Access (docs/security.md). Tokens are kept out of repr so a logged config cannot leak them.
+    auth_tokens: tuple[str, ...] = field(default=(), repr=False)  # bearer tokens accepted; empty: no token check
+    tls_cert_file: str | None = None      # PEM certificate chain; with tls_key_file, the server speaks only TLS
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None  # PEM CA bundle; set: a client must show a certificate it signed (mTLS)
+    allow_insecure_remote: bool = False   # bind a non-loopback address with no authentication at all
 
     def __post_init__(self) -> None:
         positive = ("rpc_threads", "max_concurrent_rpcs", "max_message_bytes", "max_items_per_request", "max_string_bytes",
@@ -69,6 +77,25 @@ class ServerConfig:
         host, sep, port = self.address.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"ServerConfig.address must be HOST:PORT, got {self.address!r}")
+        self._check_access()
+
+    def _check_access(self) -> None:
+        object.__setattr__(self, "auth_tokens", tuple(self.auth_tokens))  # from_dict may pass a list
+        for n, token in enumerate(self.auth_tokens):
+            # The message never quotes the token: config errors end up in logs and terminals.
+            if not (isinstance(token, str) and len(token) >= MIN_TOKEN_CHARS and token.isascii()
+                    and token.isprintable() and " " not in token):
+                raise ValueError(f"ServerConfig.auth_tokens[{n}] must be at least {MIN_TOKEN_CHARS} printable ASCII "
+                                 "characters without spaces (e.g. `python -c 'import secrets; "
+                                 "print(secrets.token_urlsafe(32))'`)")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("ServerConfig.tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("ServerConfig.tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
+        if not (self.is_loopback or self.authenticated or self.allow_insecure_remote):
+            raise ValueError(f"refusing to bind {self.address}: a non-loopback address needs authentication "
+                             "(auth_tokens or tls_client_ca_file); set allow_insecure_remote to serve it to "
+                             "anyone who can reach it")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ServerConfig:
@@ -88,3 +115,24 @@ class ServerConfig:
     @property
     def is_loopback(self) -> bool:
         return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @property
+    def authenticated(self) -> bool:
+        """Every call must prove who it is: a bearer token, or a client certificate (mTLS)."""
+        return bool(self.auth_tokens) or self.tls_client_ca_file is not None
+
+
+def read_token_file(path: str) -> tuple[str, ...]:
+    """Bearer tokens from a file, one per line; blank lines and lines starting with '#' are skipped.
+
+    A file (not a flag) because a command line is visible to every user through `ps`.
+    """
+    with open(path, encoding="utf-8") as f:
+        tokens = tuple(line.strip() for line in f if line.strip() and not line.lstrip().startswith("#"))
+    if not tokens:
+        raise ValueError(f"{path}: no token in the file")
+    return tokens

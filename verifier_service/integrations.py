@@ -22,6 +22,11 @@ VerifierCallError: a trainer should stop rather than learn from made-up rewards.
 
 The module-level verl/OpenRLHF functions open their channel on first use, in the
 process that calls them (a gRPC channel must not cross a fork).
+
+Every factory passes `**access` (token=, tls=, tls_ca=, tls_cert=, tls_key=,
+tls_server_name=) to the client; left out, each comes from the environment
+($VERIRL_AUTH_TOKEN, $VERIRL_TLS_CA, ...), which is how the module-level entry
+points reach a server that requires a token or TLS (docs/security.md).
 """
 
 from __future__ import annotations
@@ -109,7 +114,7 @@ def _scores(results: Sequence[Result], unjudged: float | None) -> list[float | N
 
 def trl_reward(address: str | Sequence[str] | None = None, *, kind: str = "math", gold_column: str | None = None,
                on_unjudged: str = "none", options: Mapping[str, Any] | None = None,
-               timeout: float = DEFAULT_TIMEOUT_S) -> Callable[..., list[float | None]]:
+               timeout: float = DEFAULT_TIMEOUT_S, **access: Any) -> Callable[..., list[float | None]]:
     """A TRL GRPOTrainer reward function backed by the service at `address` (default $VERIRL_ADDRESS).
 
     kind "math": the `gold_column` (default "answer") holds the reference answer or solution;
@@ -118,7 +123,7 @@ def trl_reward(address: str | Sequence[str] | None = None, *, kind: str = "math"
     """
     build, column, unjudged = _setup(kind, gold_column, on_unjudged)
     call = _CALL[kind]
-    client = VerifierClient(_address(address), timeout=timeout)
+    client = VerifierClient(_address(address), timeout=timeout, **access)
 
     def reward(prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
                **columns: Any) -> list[float | None]:
@@ -131,12 +136,13 @@ def trl_reward(address: str | Sequence[str] | None = None, *, kind: str = "math"
 
 def trl_reward_async(address: str | Sequence[str] | None = None, *, kind: str = "math",
                      gold_column: str | None = None, on_unjudged: str = "none",
-                     options: Mapping[str, Any] | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> Callable:
+                     options: Mapping[str, Any] | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+                     **access: Any) -> Callable:
     """As trl_reward, as an `async def` (TRL awaits several async reward functions concurrently).
     The client's channels belong to the event loop of the first call."""
     build, column, unjudged = _setup(kind, gold_column, on_unjudged)
     call = _CALL[kind]
-    client = AsyncVerifierClient(_address(address), timeout=timeout)
+    client = AsyncVerifierClient(_address(address), timeout=timeout, **access)
 
     async def reward(prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
                      **columns: Any) -> list[float | None]:
@@ -161,9 +167,9 @@ def _verl_record(result: Result) -> dict[str, Any]:
 
 def make_verl_compute_score(address: str | Sequence[str] | None = None, *,
                             options: Mapping[str, Any] | None = None,
-                            timeout: float = DEFAULT_TIMEOUT_S) -> Callable[..., dict[str, Any]]:
+                            timeout: float = DEFAULT_TIMEOUT_S, **access: Any) -> Callable[..., dict[str, Any]]:
     """verl's per-sample `compute_score` (math) for the service at `address`."""
-    client = VerifierClient(_address(address), timeout=timeout)
+    client = VerifierClient(_address(address), timeout=timeout, **access)
 
     def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: Any = None,
                       **kw: Any) -> dict[str, Any]:
@@ -175,9 +181,10 @@ def make_verl_compute_score(address: str | Sequence[str] | None = None, *,
 
 def make_verl_batch_compute_score(address: str | Sequence[str] | None = None, *,
                                   options: Mapping[str, Any] | None = None,
-                                  timeout: float = DEFAULT_TIMEOUT_S) -> Callable[..., list[dict[str, Any]]]:
+                                  timeout: float = DEFAULT_TIMEOUT_S,
+                                  **access: Any) -> Callable[..., list[dict[str, Any]]]:
     """verl's BatchRewardManager form: lists in, one dict per sample out, one RPC per batch."""
-    client = VerifierClient(_address(address), timeout=timeout)
+    client = VerifierClient(_address(address), timeout=timeout, **access)
 
     def compute_score(data_sources: Sequence[str], solution_strs: Sequence[str], ground_truths: Sequence[Any],
                       extra_infos: Sequence[Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
@@ -200,13 +207,13 @@ def _to_tensor(values: list[float]) -> Any:
 
 def make_openrlhf_reward_func(address: str | Sequence[str] | None = None, *,
                               options: Mapping[str, Any] | None = None,
-                              timeout: float = DEFAULT_TIMEOUT_S) -> Callable[..., dict[str, Any]]:
+                              timeout: float = DEFAULT_TIMEOUT_S, **access: Any) -> Callable[..., dict[str, Any]]:
     """OpenRLHF's `reward_func` (math): labels are the golds.
 
     A query is prompt + response; the response is what follows the prompt prefix
     (a query that does not start with its prompt is graded whole).
     """
-    client = VerifierClient(_address(address), timeout=timeout)
+    client = VerifierClient(_address(address), timeout=timeout, **access)
 
     def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any],
                     **kw: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Assembling and running a verifier server: pool, backends, servicer, health, reflection, metrics.
+"""Assembling and running a verifier server: pool, backends, servicer, health, reflection, metrics,
+and who may call it (TLS credentials and the interceptors of interceptors.py; docs/security.md).
 
 `create_server(config)` returns a started server and its bound port, so tests bind
 "127.0.0.1:0"; `embedded_server(config)` runs one for the lifetime of a `with` block (the
@@ -22,13 +23,14 @@ from grpc_reflection.v1alpha import reflection
 
 from .backends import build_backends
 from .config import ServerConfig
+from .interceptors import CallInterceptor, TokenAuthInterceptor
 from .metrics import ServiceMetrics
 from .proto import verifier_pb2 as pb
 from .proto import verifier_pb2_grpc as pb_grpc
 from .servicer import VerifierServicer
 from .workers import WorkerPool
 
-__all__ = ["VerifierServer", "create_server", "embedded_server", "SERVICE_NAME"]
+__all__ = ["VerifierServer", "create_server", "embedded_server", "access_summary", "SERVICE_NAME"]
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +49,25 @@ class VerifierServer:
             self.servicer = VerifierServicer(config, build_backends(self.pool, config, self.metrics), self.metrics,
                                              config.math_workers)
             self.health = health.HealthServicer()
+            credentials = _server_credentials(config)  # before anything binds: a bad file fails fast
+            interceptors: list[grpc.ServerInterceptor] = [CallInterceptor(access_log=config.access_log)]
+            if config.auth_tokens:
+                interceptors.append(TokenAuthInterceptor(config.auth_tokens))
             self._grpc = grpc.server(
                 ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="verirl-rpc"),
                 options=[("grpc.max_receive_message_length", config.max_message_bytes),
                          ("grpc.max_send_message_length", config.max_message_bytes),
                          ("grpc.so_reuseport", 0)],
-                maximum_concurrent_rpcs=config.max_concurrent_rpcs)
+                interceptors=interceptors, maximum_concurrent_rpcs=config.max_concurrent_rpcs)
             pb_grpc.add_VerifierServicer_to_server(self.servicer, self._grpc)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
             reflection.enable_server_reflection(
                 (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
             try:
-                self.port = self._grpc.add_insecure_port(config.address)
+                if credentials is None:
+                    self.port = self._grpc.add_insecure_port(config.address)
+                else:
+                    self.port = self._grpc.add_secure_port(config.address, credentials)
             except RuntimeError as exc:  # grpc's way of saying the address is taken or invalid
                 raise OSError(f"cannot bind {config.address}: {exc}") from exc
         except BaseException:
@@ -77,7 +86,13 @@ class VerifierServer:
             self.metrics.serve(self.config.metrics_address, self.config.metrics_port)
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("verifier serving on %s with %d math workers", self.address, self.config.math_workers)
+        log.info("verifier serving on %s with %d math workers (%s)", self.address, self.config.math_workers,
+                 access_summary(self.config))
+        if not self.config.is_loopback and not self.config.authenticated:
+            log.warning("verifier on %s has NO authentication: anyone who can reach it may use it", self.address)
+        elif not self.config.is_loopback and self.config.auth_tokens and not self.config.tls:
+            log.warning("verifier on %s takes bearer tokens without TLS: they cross the network in clear text",
+                        self.address)
 
     def stop(self, grace: float | None = None) -> None:
         """Drain and stop: NOT_SERVING, refuse new calls, let in-flight calls finish for up to
@@ -97,6 +112,30 @@ class VerifierServer:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until stop() has finished; True if it has."""
         return self._stopped.wait(timeout)
+
+
+def access_summary(config: ServerConfig) -> str:
+    """How callers are let in, in words (no secrets): "tls, mtls, token auth (2 tokens)"."""
+    parts = ["tls" if config.tls else "plaintext"]
+    if config.tls_client_ca_file is not None:
+        parts.append("client certificates required")
+    parts.append(f"token auth ({len(config.auth_tokens)} token(s))" if config.auth_tokens else "no token auth")
+    return ", ".join(parts)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials of the config, or None for plaintext. With a client CA, a client must show
+    a certificate that CA signed, checked in the handshake (mTLS)."""
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    client_ca = None if config.tls_client_ca_file is None else _read(config.tls_client_ca_file)
+    return grpc.ssl_server_credentials([(_read(config.tls_key_file), _read(config.tls_cert_file))],
+                                       root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
 def create_server(config: ServerConfig) -> tuple[VerifierServer, int]:
