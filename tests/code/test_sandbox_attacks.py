@@ -273,3 +273,21 @@ def test_other_syscall_abis(runner):
     assert verdict.stdout == "-1 True\n", verdict
     assert verdict.status is CodeStatus.RUNTIME_ERROR and "SIGSYS" in verdict.reason, verdict
     assert_next_run_clean(runner)
+
+
+def test_fork_server_killed_between_runs(runner):
+    """Not an attack the code can make, but the failure the runner must survive: a dead
+    fork-server is restarted before the slot's next run."""
+    runner._slots[0].process.kill()
+    runner._slots[0].process.wait()
+    assert_next_run_clean(runner)
+
+
+def test_fork_server_killed_during_a_run(runner):
+    import threading
+    killer = threading.Timer(0.5, runner._slots[0].process.kill)
+    killer.start()
+    verdict = run_py(runner, "import time\ntime.sleep(5)\n", wall_time_s=8.0)
+    killer.join()
+    assert verdict.status is CodeStatus.SANDBOX_ERROR and not verdict.judged, verdict
+    assert_next_run_clean(runner)

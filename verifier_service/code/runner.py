@@ -241,7 +241,7 @@ class CodeRunner:
             slot.process = None
 
     def _restart(self, slot: _Slot) -> None:
-        if slot.process is not None:
+        if slot.process is not None and slot.process.poll() is None:
             slot.process.kill()
         self._stop_server(slot)
         self._start_server(slot)
@@ -280,18 +280,34 @@ class CodeRunner:
             else:
                 slot = self._free.get()
                 try:
-                    verdict = self._execute(slot, job)
-                except _InvalidTests as err:
-                    verdict = CodeVerdict(CodeStatus.INVALID_ARGUMENT, reason=str(err), extracted=job.code)
-                except (_SandboxFault, OSError, wire.FrameError) as err:
-                    self._restart(slot)
-                    verdict = CodeVerdict(CodeStatus.SANDBOX_ERROR, reason=f"{type(err).__name__}: {err}",
-                                          extracted=job.code)
+                    verdict = self._run_in(slot, job)
                 finally:
                     self._free.put(slot)
         except Exception as err:  # the boundary: a bug of ours becomes INTERNAL_ERROR, never an exception
             verdict = CodeVerdict(CodeStatus.INTERNAL_ERROR, reason=f"{type(err).__name__}: {err}")
         return replace(verdict, id=request.id, elapsed_ms=(time.monotonic() - start) * 1000)
+
+    def _run_in(self, slot: _Slot, job: _Job) -> CodeVerdict:
+        """Run in a slot; a fork-server that died or faulted is restarted (before the run, or
+        after it with SANDBOX_ERROR for that run)."""
+        if slot.process is None or slot.process.poll() is not None:
+            try:
+                self._restart(slot)
+            except (SandboxUnavailable, OSError) as err:
+                return CodeVerdict(CodeStatus.SANDBOX_ERROR, reason=f"slot {slot.index} cannot restart: {err}",
+                                   extracted=job.code)
+        try:
+            return self._execute(slot, job)
+        except _InvalidTests as err:
+            return CodeVerdict(CodeStatus.INVALID_ARGUMENT, reason=str(err), extracted=job.code)
+        except (_SandboxFault, OSError, wire.FrameError) as err:
+            verdict = CodeVerdict(CodeStatus.SANDBOX_ERROR, reason=f"{type(err).__name__}: {err}",
+                                  extracted=job.code)
+        try:
+            self._restart(slot)
+        except (SandboxUnavailable, OSError):
+            self._stop_server(slot)  # retried before the slot's next run
+        return verdict
 
     def _limits(self, given: CodeLimits) -> CodeLimits | str:
         d, m = self.config.default_limits, self.config.max_limits
