@@ -1,0 +1,337 @@
+"""GRPO with verifier rewards: the recipe, top to bottom.
+
+    python -m trainer.cli grpo --config configs/demo.yaml [key=value ...]
+
+Each step: sample `group_size` completions for each of `prompts_per_step` prompts with the rollout
+engine; score them through the verifier service (gRPC); turn rewards into advantages; compute the
+trainer's log-probs of the sampled tokens under the sampling weights ("old"), and the reference's when
+beta > 0; run `ppo_epochs` passes of `mini_batches` optimizer steps, each accumulated over micro-batches;
+sync the new weights into the engine; log; checkpoint. Batch shapes: see trainer/config.py.
+
+Where this departs from the papers (DeepSeekMath GRPO, DAPO, Dr. GRPO):
+  * "old" log-probs are the trainer's own, recomputed before the updates, not the engine's: the engine
+    and the trainer differ numerically (bf16 vs fp32, other kernels), and the ratio must be 1 at the
+    first update. The engine/trainer gap is handled by a capped importance weight instead (losses.py).
+  * the KL term is in the loss (as in DeepSeekMath), not in the reward; beta 0 loads no reference.
+  * zero-variance groups are dropped from the loss (filter by std), not resampled: the batch shrinks.
+    Dynamic sampling (refilling the batch) is not implemented yet.
+  * the LR schedule advances once per GRPO step, not per optimizer step.
+  * weights are synced once after the step's last optimizer step, not after each one: nothing samples
+    in between, so earlier syncs would be wasted copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from tasks.prompts import format_prompt
+from tasks.types import Problem
+from trainer.advantages import ADVANTAGES, NEEDS_STEPS, AdvantageInput
+from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint
+from trainer.config import GRPOConfig, to_dict
+from trainer.losses import BatchScale, GRPOLoss, LossSettings, token_logprobs
+from trainer.optim import build_optimizer, build_scheduler
+from trainer.rewards import RewardSettings, Scored, score_completions, step_token_ends
+from trainer.rollout import Group, SamplingConfig, engine_class
+
+__all__ = ["Rollouts", "train", "collate", "sequence_logprobs", "load_problems"]
+
+
+# ---------------------------------------------------------------- data
+def load_problems(cfg: GRPOConfig) -> list[Problem]:
+    d = cfg.data
+    if d.source == "synthetic":
+        from tasks.synthetic import SyntheticConfig, generate
+        knobs = SyntheticConfig(min_steps=d.min_steps, max_steps=d.max_steps, max_value=d.max_value)
+        return generate(d.num_problems, split="train", seed=d.seed, config=knobs)
+    from tasks.files import read_jsonl
+    return [Problem.from_dict(row) for row in read_jsonl(d.path)]
+
+
+def batch_order(n: int, seed: int, position: int, count: int) -> list[int]:
+    """Problem indices `position .. position+count-1` of an endless stream of per-epoch shuffles."""
+    out = []
+    for p in range(position, position + count):
+        epoch, offset = divmod(p, n)
+        order = list(range(n))
+        random.Random(f"{seed}:{epoch}").shuffle(order)
+        out.append(order[offset])
+    return out
+
+
+# ---------------------------------------------------------------- tensors
+@dataclass(frozen=True)
+class Rollouts:
+    """N = B*G completions as tensors. Prompts are left-padded to P columns and completions
+    right-padded to T, so completion token t of every row sits at column P + t."""
+
+    input_ids: torch.Tensor       # [N, P+T]
+    attention_mask: torch.Tensor  # [N, P+T]
+    position_ids: torch.Tensor    # [N, P+T]
+    completion_ids: torch.Tensor  # [N, T]
+    mask: torch.Tensor            # [N, T] float: 1 on completion tokens
+    engine_logp: torch.Tensor     # [N, T] the engine's sampling log-probs
+    truncated: torch.Tensor       # [N] bool: cut at max_tokens
+
+    def _fields(self) -> tuple[torch.Tensor, ...]:
+        return (self.input_ids, self.attention_mask, self.position_ids, self.completion_ids, self.mask,
+                self.engine_logp, self.truncated)
+
+    def rows(self, index: torch.Tensor) -> Rollouts:
+        return Rollouts(*(t[index] for t in self._fields()))
+
+    def to(self, device: str) -> Rollouts:
+        return Rollouts(*(t.to(device) for t in self._fields()))
+
+
+def collate(groups: list[Group], pad_id: int) -> Rollouts:
+    seqs = [(g.prompt_ids, c) for g in groups for c in g.completions]
+    P = max(len(p) for p, _ in seqs)
+    T = max(1, max(len(c.token_ids) for _, c in seqs))
+    N = len(seqs)
+    ids = torch.full((N, P + T), pad_id, dtype=torch.long)
+    attn = torch.zeros((N, P + T), dtype=torch.long)
+    engine_logp = torch.zeros((N, T))
+    for i, (prompt, c) in enumerate(seqs):
+        ids[i, P - len(prompt):P] = torch.tensor(prompt)
+        ids[i, P:P + len(c.token_ids)] = torch.tensor(c.token_ids, dtype=torch.long)
+        attn[i, P - len(prompt):P + len(c.token_ids)] = 1
+        engine_logp[i, :len(c.logprobs)] = torch.tensor(c.logprobs)
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    truncated = torch.tensor([c.truncated for _, c in seqs])
+    return Rollouts(ids, attn, position_ids, ids[:, P:], attn[:, P:].float(), engine_logp, truncated)
+
+
+def sequence_logprobs(model: Any, r: Rollouts, temperature: float) -> torch.Tensor:
+    """[n, T] log-probs of the completion tokens; logits are computed for the last T+1 columns only."""
+    T = r.completion_ids.shape[1]
+    out = model(input_ids=r.input_ids, attention_mask=r.attention_mask, position_ids=r.position_ids,
+                logits_to_keep=T + 1, use_cache=False)
+    return token_logprobs(out.logits[:, :-1], r.completion_ids, temperature) * r.mask
+
+
+def no_grad_logprobs(model: Any, r: Rollouts, temperature: float, micro: int) -> torch.Tensor:
+    with torch.no_grad():
+        parts = [sequence_logprobs(model, r.rows(torch.arange(s, min(s + micro, len(r.mask)))), temperature)
+                 for s in range(0, len(r.mask), micro)]
+    return torch.cat(parts) if parts else torch.zeros_like(r.mask)
+
+
+def step_tensors(scored: Scored, groups: list[Group], tokenizer: Any, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, G, S] step rewards (NaN-padded) and [B, G, S] token index of each step's end."""
+    B, G = len(groups), len(groups[0].completions)
+    S = max(1, max(len(s) for s in scored.step_scores if s) if any(scored.step_scores) else 1)
+    rewards = torch.full((B * G, S), float("nan"))
+    ends = torch.full((B * G, S), -1, dtype=torch.long)
+    completions = [c for g in groups for c in g.completions]
+    for i, (scores, c) in enumerate(zip(scored.step_scores, completions)):
+        if scores:
+            rewards[i, :len(scores)] = torch.tensor(scores)
+            ends[i, :len(scores)] = torch.tensor(step_token_ends(c.token_ids, scored.step_char_ends[i],
+                                                                 tokenizer)[:len(scores)]).clamp(max=T - 1)
+    return rewards.view(B, G, S), ends.view(B, G, S)
+
+
+# ---------------------------------------------------------------- setup helpers
+def _model_dir(cfg: GRPOConfig, out: Path) -> Path:
+    if cfg.resume:
+        return Path(cfg.resume) / "model"
+    if cfg.model.tiny:
+        from trainer.tiny import build_tiny
+        return build_tiny(out / "tiny_model", seed=cfg.model.tiny_seed)
+    return Path(cfg.model.path)
+
+
+def _load_model(path: Path, cfg: GRPOConfig, trainable: bool) -> Any:
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.model.dtype)).to(cfg.model.device)
+    if trainable:
+        model.train()
+        if cfg.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        return model
+    return model.eval().requires_grad_(False)
+
+
+def _engine(cfg: GRPOConfig, path: Path, model: Any, tokenizer: Any) -> Any:
+    r = cfg.rollout
+    if r.engine == "vllm":
+        return engine_class("vllm")(str(path), dtype=r.vllm_dtype, max_model_len=r.max_model_len, seed=cfg.seed,
+                                    kv_cache_gb=r.kv_cache_gb, gpu_memory_utilization=r.gpu_memory_utilization)
+    return engine_class("hf")(model, tokenizer, max_batch_sequences=r.hf_max_batch_sequences)
+
+
+@contextlib.contextmanager
+def _verifier(cfg: GRPOConfig) -> Iterator[Any]:
+    """A client of the configured service; with no address, a server started for this run (the demo)."""
+    from verifier_service.client import VerifierClient
+    if cfg.reward.address:
+        with VerifierClient(cfg.reward.address, timeout=cfg.reward.timeout_s) as client:
+            yield client
+        return
+    from verifier_service.config import ServerConfig
+    from verifier_service.server import embedded_server
+    with embedded_server(ServerConfig(math_workers=cfg.reward.server_math_workers)) as address:
+        with VerifierClient(address, timeout=cfg.reward.timeout_s) as client:
+            yield client
+
+
+def _mean(x: torch.Tensor) -> float:
+    return float(x.float().mean()) if x.numel() else float("nan")
+
+
+# ---------------------------------------------------------------- the recipe
+def train(cfg: GRPOConfig) -> dict[str, Any]:
+    """Run GRPO; returns the last step's metrics plus `reward_history`. Writes into cfg.out_dir."""
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+
+    from transformers import AutoTokenizer
+    model_dir = _model_dir(cfg, out)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    policy = _load_model(model_dir, cfg, trainable=True)
+    reference = _load_model(model_dir, cfg, trainable=False) if cfg.algo.beta > 0 else None
+    optimizer = build_optimizer(policy, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas)
+    scheduler = build_scheduler(optimizer, cfg.optim.schedule, cfg.steps, cfg.optim.warmup_steps)
+    state = RecipeState(step=0, data_position=0)
+    if cfg.resume:
+        state = load_recipe_state(cfg.resume, optimizer, scheduler)
+    engine = _engine(cfg, model_dir, policy, tokenizer)
+
+    a = cfg.algo
+    advantage_fn = ADVANTAGES[a.advantage]
+    loss_fn = GRPOLoss(LossSettings(eps_low=a.eps_low, eps_high=a.eps_high, beta=a.beta, kl=a.kl,
+                                    aggregation=a.aggregation, is_level=a.is_level, is_cap=a.is_cap))
+    rewards_cfg = RewardSettings(math=cfg.reward.math, code=cfg.reward.code, steps=cfg.reward.steps,
+                                 want_step_scores=a.advantage in NEEDS_STEPS, unjudged=cfg.reward.unjudged,
+                                 penalty=cfg.reward.penalty, timeout_s=cfg.reward.timeout_s,
+                                 step_separator=cfg.reward.step_separator)
+    r = cfg.rollout
+    problems = load_problems(cfg)
+    G, temperature = r.group_size, r.temperature
+    device = cfg.model.device
+
+    history: list[float] = []
+    metrics: dict[str, Any] = {}
+    with _verifier(cfg) as client, open(out / "metrics.jsonl", "a") as log, \
+            open(out / "samples.jsonl", "a") as samples_log:
+        for step in range(state.step, cfg.steps):
+            times: dict[str, float] = {}
+            t0 = time.monotonic()
+
+            # 1. sample a group of completions per prompt
+            batch = [problems[i] for i in batch_order(len(problems), cfg.data.seed, state.data_position,
+                                                      r.prompts_per_step)]
+            prompts = [format_prompt(p, cfg.data.prompt_style or None, tokenizer=tokenizer, chat=cfg.data.chat)
+                       for p in batch]
+            sampling = SamplingConfig(max_tokens=r.max_tokens, temperature=temperature, top_p=r.top_p,
+                                      top_k=r.top_k, seed=cfg.seed * 1_000_003 + step * 10_007)
+            groups = engine.generate(prompts, G, sampling)
+            times["generate"] = time.monotonic() - t0
+
+            # 2. rewards from the verifier service
+            t = time.monotonic()
+            completions = [c for g in groups for c in g.completions]
+            scored = score_completions(client, [p for p in batch for _ in range(G)],
+                                       [c.text for c in completions], rewards_cfg)
+            times["reward"] = time.monotonic() - t
+
+            # 3. advantages: [N, T] per token; groups without signal counted (and dropped)
+            rollouts = collate(groups, tokenizer.pad_token_id)
+            N, T = rollouts.mask.shape
+            rewards = torch.tensor(scored.rewards).view(-1, G)                      # [B, G]
+            valid = torch.tensor(scored.valid).view(-1, G)                          # [B, G]
+            step_rewards, step_ends = (step_tensors(scored, groups, tokenizer, T) if a.advantage in NEEDS_STEPS
+                                       else (None, None))
+            adv = advantage_fn(AdvantageInput(rewards, valid, rollouts.mask, step_rewards, step_ends,
+                                              a.process_weight))
+            keep = adv.keep(a.filter_zero_std)                                      # [N] bool
+            if a.mask_truncated:
+                keep &= ~rollouts.truncated
+            kept = keep.nonzero().squeeze(-1)
+
+            # 4. old (sampling-weights) and reference log-probs, [N, T]
+            t = time.monotonic()
+            on_device = rollouts.rows(kept).to(device)
+            advantages = adv.tokens[kept].to(device)                                 # [K, T]
+            old_logp = no_grad_logprobs(policy, on_device, temperature, a.micro_batch_size)
+            ref_logp = (no_grad_logprobs(reference, on_device, temperature, a.micro_batch_size)
+                        if reference is not None else None)
+            times["logprobs"] = time.monotonic() - t
+
+            # 5. updates: ppo_epochs x mini_batches optimizer steps, micro-batches accumulated
+            t = time.monotonic()
+            sums: dict[str, float] = {}
+            losses, grad_norms = [], []
+            K = len(kept)
+            for epoch in range(a.ppo_epochs if K else 0):
+                perm = torch.randperm(K, generator=torch.Generator().manual_seed(cfg.seed + 7919 * step + epoch))
+                for part in torch.tensor_split(perm, min(a.mini_batches, K)):
+                    scale = BatchScale(tokens=float(on_device.mask[part].sum()), sequences=float(len(part)),
+                                       max_tokens=r.max_tokens)
+                    optimizer.zero_grad(set_to_none=True)
+                    total = 0.0
+                    for micro in part.split(a.micro_batch_size):
+                        mb = on_device.rows(micro.to(device))
+                        logp = sequence_logprobs(policy, mb, temperature)            # [m, T]
+                        loss, stats = loss_fn(logp, old_logp[micro], mb.engine_logp,
+                                              None if ref_logp is None else ref_logp[micro],
+                                              advantages[micro], mb.mask, scale)
+                        loss.backward()
+                        total += float(loss.detach())
+                        for k, v in stats.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+                    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), clip)))
+                    optimizer.step()
+                    losses.append(total)
+            scheduler.step()
+            times["update"] = time.monotonic() - t
+
+            # 6. the engine samples the next step with the new weights
+            t = time.monotonic()
+            engine.sync_weights(policy)
+            times["weight_sync"] = time.monotonic() - t
+            state = RecipeState(step=step + 1, data_position=state.data_position + r.prompts_per_step)
+
+            # 7. metrics, samples, checkpoint
+            lengths = rollouts.mask.sum(-1)
+            tokens_seen = float(on_device.mask.sum()) * max(1, a.ppo_epochs)
+            judged = torch.tensor(scored.rewards)[valid.view(-1)]
+            history.append(_mean(judged))
+            metrics = {
+                "step": step + 1, "lr": scheduler.get_last_lr()[0],
+                "reward_mean": history[-1], "reward_std": float(judged.std(unbiased=False)) if judged.numel() else 0.0,
+                **{f"reward_{k}": v for k, v in scored.check_means.items()},
+                "statuses": {k: dict(v) for k, v in scored.statuses.items()}, "unjudged": scored.unjudged,
+                "zero_std_groups": int(adv.zero_std.sum()), "zero_std_fraction": _mean(adv.zero_std),
+                "kept": K, "completions": N,
+                "loss": sum(losses) / len(losses) if losses else float("nan"),
+                "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
+                **{k: v / tokens_seen for k, v in sums.items()},
+                "completion_length": _mean(lengths), "truncated_fraction": _mean(rollouts.truncated),
+                "seconds": {k: round(v, 4) for k, v in times.items()},
+                "generate_tokens_per_s": float(lengths.sum()) / max(times["generate"], 1e-9),
+                "verifier_seconds": scored.seconds,
+            }
+            log.write(json.dumps(metrics) + "\n")
+            log.flush()
+            for i in range(min(cfg.log_samples, N)):
+                samples_log.write(json.dumps({"step": step + 1, "prompt": groups[i // G].prompt,
+                                              "completion": completions[i].text,
+                                              "reward": scored.rewards[i]}) + "\n")
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
+                save_checkpoint(out / f"checkpoint-{state.step}", policy, tokenizer, optimizer, scheduler, state)
+        save_checkpoint(out / f"checkpoint-{state.step}-final", policy, tokenizer, optimizer, scheduler, state)
+    return {**metrics, "reward_history": history}
