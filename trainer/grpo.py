@@ -42,7 +42,7 @@ from trainer.optim import build_optimizer, build_scheduler
 from trainer.rewards import RewardSettings, Scored, score_completions, step_token_ends
 from trainer.rollout import Group, SamplingConfig, engine_class
 
-__all__ = ["Rollouts", "train", "collate", "sequence_logprobs", "load_problems"]
+__all__ = ["Rollouts", "train", "collate", "sequence_logprobs", "accumulate_gradients", "load_problems"]
 
 
 # ---------------------------------------------------------------- data
@@ -123,6 +123,25 @@ def no_grad_logprobs(model: Any, r: Rollouts, temperature: float, micro: int) ->
         parts = [sequence_logprobs(model, r.rows(torch.arange(s, min(s + micro, len(r.mask)))), temperature)
                  for s in range(0, len(r.mask), micro)]
     return torch.cat(parts) if parts else torch.zeros_like(r.mask)
+
+
+def accumulate_gradients(policy: Any, loss_fn: GRPOLoss, r: Rollouts, old_logp: torch.Tensor,
+                         ref_logp: torch.Tensor | None, advantages: torch.Tensor, part: torch.Tensor, micro: int,
+                         scale: BatchScale, temperature: float, sums: dict[str, float]) -> float:
+    """Backward the loss of rows `part` of `r`, `micro` rows at a time; gradients add up in .grad.
+    Returns the part's loss; metric sums are added into `sums`. The loss is divided by the part's
+    totals (`scale`), so the gradient does not depend on `micro`."""
+    total = 0.0
+    for rows in part.split(micro):
+        mb = r.rows(rows.to(r.mask.device))
+        logp = sequence_logprobs(policy, mb, temperature)                                  # [m, T]
+        loss, stats = loss_fn(logp, old_logp[rows], mb.engine_logp, None if ref_logp is None else ref_logp[rows],
+                              advantages[rows], mb.mask, scale)
+        loss.backward()
+        total += float(loss.detach())
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0.0) + v
+    return total
 
 
 def step_tensors(scored: Scored, groups: list[Group], tokenizer: Any, T: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,17 +300,8 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
                     scale = BatchScale(tokens=float(on_device.mask[part].sum()), sequences=float(len(part)),
                                        max_tokens=r.max_tokens)
                     optimizer.zero_grad(set_to_none=True)
-                    total = 0.0
-                    for micro in part.split(a.micro_batch_size):
-                        mb = on_device.rows(micro.to(device))
-                        logp = sequence_logprobs(policy, mb, temperature)            # [m, T]
-                        loss, stats = loss_fn(logp, old_logp[micro], mb.engine_logp,
-                                              None if ref_logp is None else ref_logp[micro],
-                                              advantages[micro], mb.mask, scale)
-                        loss.backward()
-                        total += float(loss.detach())
-                        for k, v in stats.items():
-                            sums[k] = sums.get(k, 0.0) + v
+                    total = accumulate_gradients(policy, loss_fn, on_device, old_logp, ref_logp, advantages,
+                                                 part, a.micro_batch_size, scale, temperature, sums)
                     clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
                     grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), clip)))
                     optimizer.step()

@@ -128,7 +128,7 @@ def score_completions(client: Any, problems: Sequence[Problem], texts: Sequence[
             rewards[i] += weights[kind] * result.score
             if kind == "steps":
                 step_scores[i] = tuple(result.step_scores)
-    valid = list(judged_all)
+    valid = [True] * n
     for i in range(n):
         if not judged_all[i]:
             if settings.unjudged == "penalize":

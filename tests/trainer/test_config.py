@@ -1,0 +1,60 @@
+"""Config: every shipped file loads; overrides; unknown keys and bad values are errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainer.cli import main
+from trainer.config import GRPOConfig, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def test_configs_exist():
+    assert {p.name for p in CONFIGS} >= {"demo.yaml", "gsm8k_1.5b.yaml", "code.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, GRPOConfig)
+    assert cfg.rollout.group_size >= 2
+
+
+def test_overrides_dotted_and_typed():
+    cfg = load_config(CONFIGS[0], ["rollout.group_size=4", "optim.lr=1e-4", "optim.betas=[0.9, 0.95]",
+                                   "algo.filter_zero_std=false", "steps=3"])
+    assert (cfg.rollout.group_size, cfg.optim.lr, cfg.optim.betas) == (4, 1e-4, (0.9, 0.95))
+    assert cfg.algo.filter_zero_std is False and cfg.steps == 3
+
+
+@pytest.mark.parametrize("override,message", [
+    ("rollout.gruop_size=4", "rollout.gruop_size"),
+    ("nonsense=1", "nonsense"),
+    ("optim.lr=fast", "optim.lr"),
+    ("rollout.group_size=2.5", "rollout.group_size"),
+    ("algo.aggregation=mean", "algo.aggregation"),
+    ("algo.advantage=ppo", "algo.advantage"),
+    ("rollout.engine=sglang", "rollout.engine"),
+    ("rollout.group_size=1", "group_size"),
+    ("optim=3", "optim"),
+    ("reward.unjudged=zero", "reward.unjudged"),
+])
+def test_bad_values_are_errors(override, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        load_config(CONFIGS[0], [override])
+
+
+def test_frozen():
+    cfg = load_config(CONFIGS[0])
+    with pytest.raises(AttributeError):
+        cfg.steps = 3  # type: ignore[misc]
+
+
+def test_cli_print_config_and_error(capsys):
+    assert main(["grpo", "--config", str(CONFIGS[0]), "steps=7", "--print-config"]) == 0
+    assert '"steps": 7' in capsys.readouterr().out
+    assert main(["grpo", "--config", str(CONFIGS[0]), "stepz=7"]) == 2
+    assert "stepz" in capsys.readouterr().err
