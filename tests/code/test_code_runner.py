@@ -240,3 +240,15 @@ def test_weak_mode_says_what_is_lost_and_still_stops_loops(monkeypatch):
         assert sleeper.status is CodeStatus.TIMEOUT, sleeper
     finally:
         weak.close()
+
+
+def test_large_arguments_and_results_cross_the_boundary(runner):
+    code = "def rev(xs):\n    print('x' * 100_000)\n    return xs[::-1]\n"
+    big = list(range(200_000))
+    verdict = run_assert(runner, code, f"xs = list(range({len(big)}))\nassert rev(xs) == xs[::-1]\n",
+                         output_bytes=1 << 20)
+    assert verdict.status is CodeStatus.PASSED, verdict
+    call = runner.run(CodeRequest(response=code, extraction=Extraction.WHOLE,
+                                  tests=CallTests("rev", (CallCase(f"[{big}]", "", str(big[::-1])),)),
+                                  limits=CodeLimits(output_bytes=1 << 20)))
+    assert call.status is CodeStatus.PASSED, call

@@ -219,6 +219,28 @@ class _Init:
                     return "output"
                 return "done" if done() else "exit"
 
+    def send(self, channel: int, data: bytes, proc: _Proc, budget: _Budget) -> str | None:
+        """Write all of `data` to the non-blocking `channel`, draining the solution's output
+        meanwhile (it may be blocked on a full stdout). Returns the limit that stopped it, or None;
+        a peer that is gone just ends the write (what it sent is still readable)."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(channel, view):]
+                continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                return None
+            over, timeout = budget.check()
+            if over:
+                return over
+            for fd in select.select(list(proc.open), [channel], [], timeout)[0]:
+                proc.drain(fd)
+            if proc.over:
+                return "output"
+        return None
+
     def end_of(self, why: str, proc: _Proc, oom_before: int) -> dict[str, Any]:
         """Facts about how a solution process ended, for the runner."""
         oom = self.s.cgroup is not None and self.s.cgroup.oom_kills() > oom_before
@@ -337,12 +359,9 @@ class _Init:
 
                 oom0 = self.s.cgroup.oom_kills() if self.s.cgroup else 0
                 budget = _Budget(self.s.cgroup, self.job["cpu_s"], self.job["wall_s"])
-                try:
-                    wire.write_frame(channel, {"call": fn, **calls[index]})
-                except OSError:  # the solution process closed its end: it is gone
-                    pass
-                why = self.watch([proc], {channel: pump},
-                                 lambda: bool(replies or bad or reader.closed or proc.status is not None), budget)
+                why = self.send(channel, wire.pack({"call": fn, **calls[index]}), proc, budget) or \
+                    self.watch([proc], {channel: pump},
+                               lambda: bool(replies or bad or reader.closed or proc.status is not None), budget)
                 used = budget.used_now()
                 out, err = proc.output()
                 proc.clear()
@@ -394,10 +413,9 @@ class _Init:
 
         def exchange(request: dict | None) -> dict | None:
             if request is not None:
-                try:
-                    wire.write_frame(channel, request)
-                except OSError:  # the solution process is gone; what it sent is still readable
-                    pass
+                stop = self.send(channel, wire.pack(request), proc, budget)
+                if stop:
+                    raise harness.Stopped(stop)
             frames: list[dict] = []
 
             def pump() -> None:
