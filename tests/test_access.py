@@ -404,3 +404,12 @@ def test_cli_serve_with_token_file_tls_and_json_logs(certs, tmp_path):
     text = json.dumps(records)
     assert not any(token in text for token in (TOKEN, OTHER_TOKEN, WRONG_TOKEN))
     assert all(token not in " ".join(argv) for token in (TOKEN, OTHER_TOKEN))  # nothing secret for `ps` to show
+
+
+def test_a_bad_certificate_is_a_clear_error(certs, tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(OSError, match="or TLS refused .*bad.pem"):
+        create_server(BASE.replace(tls_cert_file=str(bad), tls_key_file=str(certs["server_key"])))
+    with pytest.raises(FileNotFoundError):
+        create_server(BASE.replace(tls_cert_file=str(tmp_path / "missing.pem"), tls_key_file=str(bad)))

@@ -59,17 +59,17 @@ def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Callable, bool, boo
 
 # ---------------------------------------------------------------------------- authentication
 
-def _reject(details: str) -> Callable[[bool, bool], Callable]:
-    def behaviour(request_streaming: bool, response_streaming: bool) -> Callable:
+def _refusal(details: str) -> Callable[[Callable, bool, bool], Callable]:
+    """A `wrap` for _rebuild whose behaviour, of the method's streaming kind, only refuses the call."""
+    def wrap(behavior: Callable, request_streaming: bool, response_streaming: bool) -> Callable:
         def refuse(request: Any, context: grpc.ServicerContext) -> Any:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, details)
-        if response_streaming:
-            def refuse_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                refuse(request, context)
-                yield  # never reached: makes this a generator, as a streaming handler must be
-            return refuse_stream
-        return refuse
-    return behaviour
+
+        def refuse_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            refuse(request, context)
+            yield  # never reached: it makes this a generator, as a streaming behaviour must be
+        return refuse_stream if response_streaming else refuse
+    return wrap
 
 
 class TokenAuthInterceptor(grpc.ServerInterceptor):
@@ -104,7 +104,7 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         # Same streaming kind as the method, so the caller reads a clean status; an unknown
         # method is refused like a known one (no probing of what exists without a token).
         handler = handler or grpc.unary_unary_rpc_method_handler(lambda request, context: None)
-        return _rebuild(handler, lambda behavior, req, resp: _reject(problem)(req, resp), None)
+        return _rebuild(handler, _refusal(problem), None)
 
 
 # ---------------------------------------------------------------------------- decoding and access log

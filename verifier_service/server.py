@@ -69,7 +69,10 @@ class VerifierServer:
                 else:
                     self.port = self._grpc.add_secure_port(config.address, credentials)
             except RuntimeError as exc:  # grpc's way of saying the address is taken or invalid
-                raise OSError(f"cannot bind {config.address}: {exc}") from exc
+                tls = "" if credentials is None else (
+                    f" (or TLS refused {config.tls_cert_file} / {config.tls_key_file}: not PEM, or a key that "
+                    "does not match the certificate)")
+                raise OSError(f"cannot bind {config.address}{tls}: {exc}") from exc
         except BaseException:
             self.pool.close(grace_s=0)
             raise
