@@ -222,15 +222,16 @@ class CgroupFds(NamedTuple):
 
 
 class SlotCgroup(NamedTuple):
-    """One slot's cgroup in each hierarchy: <parent>/verirl-<owner pid>/slot<i>."""
+    """One slot's cgroup in each hierarchy: <parent>/<group>/slot<i>, where the group names the
+    runner that owns it (verirl-<pid>-<n>: one process may hold several runners)."""
 
     paths: dict[str, str]
 
     @classmethod
-    def create(cls, parents: dict[str, str], owner: int, index: int, pids_max: int) -> "SlotCgroup":
-        paths = {name: f"{parent}/verirl-{owner}/slot{index}" for name, parent in parents.items()}
+    def create(cls, parents: dict[str, str], group: str, index: int, pids_max: int) -> "SlotCgroup":
+        paths = {name: f"{parent}/{group}/slot{index}" for name, parent in parents.items()}
         for path in paths.values():
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(path)
         _write(f"{paths['pids']}/pids.max", str(pids_max))
         _write(f"{paths['cpu']}/cpu.cfs_period_us", "100000")
         _write(f"{paths['cpu']}/cpu.cfs_quota_us", "100000")  # one core per slot

@@ -20,11 +20,13 @@ itself hostile (it is trusted input, run in the sandbox as a separate uid).
 from __future__ import annotations
 
 import array
+import itertools
 import json
 import math
 import os
 import platform
 import queue
+import re
 import select
 import signal
 import socket
@@ -48,6 +50,8 @@ from .types import (LANGUAGES, AssertTests, CallTests, CodeLimits, CodeRequest, 
 __all__ = ["CodeRunner", "RunnerConfig", "SandboxUnavailable"]
 
 _MAX_RECORD = 64 << 20
+_RUNNER_IDS = itertools.count()
+_GROUP = re.compile(r"verirl-(\d+)(?:-\d+)?")
 _HARNESS_OVERHEAD = 96 << 20  # the init, the test process and the interpreter's copied pages
 
 
@@ -184,9 +188,10 @@ class CodeRunner:
             missing.append(f"seccomp syscall filter ({type(err).__name__}: {err})")
         self._root_dir = tempfile.mkdtemp(prefix="verirl-sandbox-root-")
         self._languages = ("python", "cpp") if os.access(self.config.cpp_argv[0], os.X_OK) else ("python",)
+        group = f"verirl-{os.getpid()}-{next(_RUNNER_IDS)}"
         try:
             for index in range(count):
-                cgroup = SlotCgroup.create(parents, os.getpid(), index, self.config.nproc + 16) if parents else None
+                cgroup = SlotCgroup.create(parents, group, index, self.config.nproc + 16) if parents else None
                 slot = _Slot(index, cgroup)
                 self._slots.append(slot)
                 self._start_server(slot)
@@ -460,10 +465,8 @@ def _remove_stale_groups(parents: dict[str, str]) -> None:
     """Cgroups left by a runner process that no longer exists (a crash): kill and remove them."""
     for name, parent in parents.items():
         for entry in os.listdir(parent):
-            if not entry.startswith("verirl-") or not entry[7:].isdigit():
-                continue
-            owner = int(entry[7:])
-            if owner == os.getpid() or os.path.exists(f"/proc/{owner}"):
+            owner = _GROUP.fullmatch(entry)
+            if owner is None or int(owner[1]) == os.getpid() or os.path.exists(f"/proc/{owner[1]}"):
                 continue
             slots = [s for s in os.listdir(f"{parent}/{entry}") if s.startswith("slot")]
             for slot in slots:
