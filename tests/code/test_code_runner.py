@@ -252,3 +252,9 @@ def test_large_arguments_and_results_cross_the_boundary(runner):
                                   tests=CallTests("rev", (CallCase(f"[{big}]", "", str(big[::-1])),)),
                                   limits=CodeLimits(output_bytes=1 << 20)))
     assert call.status is CodeStatus.PASSED, call
+
+
+def test_call_style_solution_that_does_not_load(runner):
+    verdict = run_call(runner, "def f(x:\n    return x\n", "f", [("[1]", "1")] * 50)
+    assert verdict.status is CodeStatus.RUNTIME_ERROR and verdict.passed == 0 and verdict.total == 50
+    assert "SyntaxError" in verdict.reason and len(verdict.tests) == 1

@@ -378,8 +378,8 @@ class _Init:
                         fact = {"end": "garbage" if bad else "closed"}
                     self.report({"t": "exec", "i": index, "cpu_s": used, **fact, "load": reply or {}}, out, err)
                 index += 1
-                if not self.go_on():
-                    index = len(calls)
+                if not self.go_on() or (reply or {}).get("load_error"):
+                    index = len(calls)  # a solution that does not load fails every case the same way
                 if not answered or proc.status is not None:
                     break
             mine.close()
