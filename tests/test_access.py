@@ -16,6 +16,8 @@ import logging
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -413,3 +415,30 @@ def test_a_bad_certificate_is_a_clear_error(certs, tmp_path):
         create_server(BASE.replace(tls_cert_file=str(bad), tls_key_file=str(certs["server_key"])))
     with pytest.raises(FileNotFoundError):
         create_server(BASE.replace(tls_cert_file=str(tmp_path / "missing.pem"), tls_key_file=str(bad)))
+
+
+def test_a_stream_the_caller_left_is_logged_cancelled(token_server, access_lines):
+    release = threading.Event()
+
+    def requests():
+        yield pb.VerifyRequest(math=pb.MathItem(id="first", gold="1", response="1"))
+        release.wait(10)  # keeps the stream open until the call is cancelled
+
+    with grpc.insecure_channel(token_server) as channel:
+        call = pb_grpc.VerifierStub(channel).Verify(requests(), timeout=10, metadata=_bearer(TOKEN))
+        assert next(call).math.id == "first"
+        call.cancel()
+        release.set()
+        deadline = time.monotonic() + 5
+        while not access_lines() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    [line] = access_lines()
+    assert (line["rpc"], line["code"], line["statuses"]) == ("Verify", "CANCELLED", {"CORRECT": 1})
+
+
+def test_client_warns_of_a_token_in_clear_text(caplog, monkeypatch):
+    monkeypatch.delenv("VERIRL_TLS_CA", raising=False)
+    with VerifierClient(["127.0.0.1:1", "10.1.2.3:50051"], token=TOKEN):
+        pass
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "sending a bearer token to 10.1.2.3:50051 without TLS: it crosses the network in clear text"]
