@@ -393,7 +393,10 @@ class CodeRunner:
                                  "memory_bytes": self.config.compile_memory_bytes}
             backstop += self.config.compile_wall_s
             memory = max(memory, self.config.compile_memory_bytes)
-        return _Job(request, code, limits, public, secret, total, expected, backstop, memory + _HARNESS_OVERHEAD)
+        # The run's tmpfs pages are charged to the cgroup too: room for them, so that files left by
+        # the code can never starve the init into an OOM kill (that would read as our fault).
+        cgroup_memory = memory + _HARNESS_OVERHEAD + self.config.tmp_bytes + self.config.shm_bytes
+        return _Job(request, code, limits, public, secret, total, expected, backstop, cgroup_memory)
 
     def _execute(self, slot: _Slot, job: _Job) -> CodeVerdict:
         fds: dict[str, int] = {"job": _memfd("job", json.dumps(job.public).encode())}
@@ -553,8 +556,8 @@ def _assemble(job: _Job, records: list[tuple[dict, list[bytes]]], end: dict[str,
     for header, blobs in records:
         kind = header.get("t")
         if kind == "compile" and not header.get("ok"):
-            status, detail = (CodeStatus.COMPILE_ERROR, "compiler failed") if header.get("end") == "exit" else \
-                (CodeStatus.COMPILE_ERROR, "compilation over its limits: " + _ended(header, "cpp", b"")[1])
+            detail = "compiler failed" if header.get("end") == "exit" else \
+                "compilation over its limits: " + _ended(header, "cpp", b"")[1]
             out, err = (blobs + [b"", b""])[:2]
             return _with_output(CodeVerdict(CodeStatus.COMPILE_ERROR, total=total, reason=detail, **common),
                                 out, err, cap)
