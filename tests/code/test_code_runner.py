@@ -258,3 +258,15 @@ def test_call_style_solution_that_does_not_load(runner):
     verdict = run_call(runner, "def f(x:\n    return x\n", "f", [("[1]", "1")] * 50)
     assert verdict.status is CodeStatus.RUNTIME_ERROR and verdict.passed == 0 and verdict.total == 50
     assert "SyntaxError" in verdict.reason and len(verdict.tests) == 1
+
+
+@pytest.mark.slow
+def test_cpp_limits(runner):
+    loop = runner.run(CodeRequest(response="int main() { volatile long x = 0; for (;;) x++; }", language="cpp",
+                                  extraction=Extraction.WHOLE, tests=StdioTests((StdioCase("", ""),)),
+                                  limits=CodeLimits(cpu_time_s=0.5)))
+    assert loop.status is CodeStatus.TIMEOUT, loop
+    hog = runner.run(CodeRequest(response="#include <vector>\nint main() { std::vector<long> v(1L << 32, 1); "
+                                          "return (int) v[7]; }", language="cpp", extraction=Extraction.WHOLE,
+                                 tests=StdioTests((StdioCase("", ""),)), limits=CodeLimits(memory_bytes=64 << 20)))
+    assert hog.status is CodeStatus.MEMORY_LIMIT, hog
