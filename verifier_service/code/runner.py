@@ -186,7 +186,8 @@ class CodeRunner:
         except (ImportError, OSError, RuntimeError) as err:
             self._seccomp = ""
             missing.append(f"seccomp syscall filter ({type(err).__name__}: {err})")
-        self._root_dir = tempfile.mkdtemp(prefix="verirl-sandbox-root-")
+        _remove_stale_root_dirs()
+        self._root_dir = tempfile.mkdtemp(prefix=f"verirl-sandbox-root-{os.getpid()}-")
         self._languages = ("python", "cpp") if os.access(self.config.cpp_argv[0], os.X_OK) else ("python",)
         group = f"verirl-{os.getpid()}-{next(_RUNNER_IDS)}"
         try:
@@ -474,6 +475,18 @@ def _remove_stale_groups(parents: dict[str, str]) -> None:
             slots = [s for s in os.listdir(f"{parent}/{entry}") if s.startswith("slot")]
             for slot in slots:
                 SlotCgroup({name: f"{parent}/{entry}/{slot}" for name, parent in parents.items()}).remove()
+
+
+def _remove_stale_root_dirs() -> None:
+    """Empty mount points left in the temp dir by a runner process that no longer exists."""
+    base = tempfile.gettempdir()
+    for entry in os.listdir(base):
+        owner = re.fullmatch(r"verirl-sandbox-root-(\d+)-\w+", entry)
+        if owner and not os.path.exists(f"/proc/{owner[1]}"):
+            try:
+                os.rmdir(os.path.join(base, entry))
+            except OSError:
+                pass  # not empty or not ours to remove: leave it
 
 
 # ---------------------------------------------------------------- from facts to a verdict
