@@ -291,3 +291,45 @@ def test_fork_server_killed_during_a_run(runner):
     killer.join()
     assert verdict.status is CodeStatus.SANDBOX_ERROR and not verdict.judged, verdict
     assert_next_run_clean(runner)
+
+
+def test_reading_the_tests_from_memory(runner):
+    """Assert-style test code (with its expected values) never enters the solution's memory: the
+    solution scans its own address space, every /proc entry it can open, and every descriptor."""
+    code = '''import os, re
+needle = re.compile(rb"EXPECTED_VALUE_3133[7]")  # never itself contiguous in this process's memory
+found = []
+with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb") as mem:
+    for line in maps:
+        start, end = (int(x, 16) for x in line.split()[0].split("-"))
+        if "r" not in line.split()[1] or end - start > (64 << 20):
+            continue
+        try:
+            mem.seek(start)
+            if needle.search(mem.read(end - start)):
+                found.append(line.split()[-1])
+        except (OSError, ValueError, OverflowError):
+            pass
+for pid in os.listdir("/proc"):
+    for name in ("cmdline", "environ", "mem"):
+        try:
+            with open(f"/proc/{pid}/{name}", "rb") as f:
+                if needle.search(f.read(1 << 20)):
+                    found.append(pid + name)
+        except OSError:
+            pass
+for fd in range(3, 64):
+    try:
+        if needle.search(os.pread(fd, 1 << 20, 0)):
+            found.append(fd)
+    except OSError:
+        pass
+print("found" if found else "hidden", found)
+def answer():
+    return 0
+'''
+    verdict = run_assert(runner, code, "SECRET = 'EXPECTED_VALUE_31337'\nassert answer() == SECRET\n")
+    assert verdict.status is CodeStatus.FAILED and verdict.stdout.startswith("hidden"), verdict
+    control = run_assert(runner, "planted = 'EXPECTED_VALUE_31337'\n" + code, "assert answer() == 1\n")
+    assert control.stdout.startswith("found"), control  # the scan does find what is in memory
+    assert_next_run_clean(runner)
