@@ -110,19 +110,25 @@ def collate(groups: list[Group], pad_id: int) -> Rollouts:
     return Rollouts(ids, attn, position_ids, ids[:, P:], attn[:, P:].float(), engine_logp, truncated)
 
 
-def sequence_logprobs(model: Any, r: Rollouts, temperature: float) -> torch.Tensor:
-    """[n, T] log-probs of the completion tokens; logits are computed for the last T+1 columns only."""
+def sequence_logprobs(model: Any, r: Rollouts, temperature: float,
+                      entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """[n, T] log-probs of the completion tokens (and entropies with `entropy`); logits are computed
+    for the last T+1 columns only."""
     T = r.completion_ids.shape[1]
     out = model(input_ids=r.input_ids, attention_mask=r.attention_mask, position_ids=r.position_ids,
                 logits_to_keep=T + 1, use_cache=False)
-    return token_logprobs(out.logits[:, :-1], r.completion_ids, temperature) * r.mask
+    logp, ent = token_logprobs(out.logits[:, :-1], r.completion_ids, temperature, entropy)
+    return logp * r.mask, (ent * r.mask if ent is not None else None)
 
 
-def no_grad_logprobs(model: Any, r: Rollouts, temperature: float, micro: int) -> torch.Tensor:
+def no_grad_logprobs(model: Any, r: Rollouts, temperature: float, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, T] log-probs and entropies, `micro` rows at a time, without a graph."""
     with torch.no_grad():
-        parts = [sequence_logprobs(model, r.rows(torch.arange(s, min(s + micro, len(r.mask)))), temperature)
+        parts = [sequence_logprobs(model, r.rows(torch.arange(s, min(s + micro, len(r.mask)))), temperature, True)
                  for s in range(0, len(r.mask), micro)]
-    return torch.cat(parts) if parts else torch.zeros_like(r.mask)
+    if not parts:
+        return torch.zeros_like(r.mask), torch.zeros_like(r.mask)
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def accumulate_gradients(policy: Any, loss_fn: GRPOLoss, r: Rollouts, old_logp: torch.Tensor,
@@ -134,7 +140,7 @@ def accumulate_gradients(policy: Any, loss_fn: GRPOLoss, r: Rollouts, old_logp: 
     total = 0.0
     for rows in part.split(micro):
         mb = r.rows(rows.to(r.mask.device))
-        logp = sequence_logprobs(policy, mb, temperature)                                  # [m, T]
+        logp, _ = sequence_logprobs(policy, mb, temperature)                               # [m, T]
         loss, stats = loss_fn(logp, old_logp[rows], mb.engine_logp, None if ref_logp is None else ref_logp[rows],
                               advantages[rows], mb.mask, scale)
         loss.backward()
@@ -147,7 +153,7 @@ def accumulate_gradients(policy: Any, loss_fn: GRPOLoss, r: Rollouts, old_logp: 
 def step_tensors(scored: Scored, groups: list[Group], tokenizer: Any, T: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, G, S] step rewards (NaN-padded) and [B, G, S] token index of each step's end."""
     B, G = len(groups), len(groups[0].completions)
-    S = max(1, max(len(s) for s in scored.step_scores if s) if any(scored.step_scores) else 1)
+    S = max((len(s) for s in scored.step_scores if s), default=1)
     rewards = torch.full((B * G, S), float("nan"))
     ends = torch.full((B * G, S), -1, dtype=torch.long)
     completions = [c for g in groups for c in g.completions]
@@ -160,9 +166,8 @@ def step_tensors(scored: Scored, groups: list[Group], tokenizer: Any, T: int) ->
 
 
 # ---------------------------------------------------------------- setup helpers
-def _model_dir(cfg: GRPOConfig, out: Path) -> Path:
-    if cfg.resume:
-        return Path(cfg.resume) / "model"
+def _initial_model_dir(cfg: GRPOConfig, out: Path) -> Path:
+    """The model the run starts from (and the KL reference, also when resuming)."""
     if cfg.model.tiny:
         from trainer.tiny import build_tiny
         return build_tiny(out / "tiny_model", seed=cfg.model.tiny_seed)
@@ -217,10 +222,11 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
 
     from transformers import AutoTokenizer
-    model_dir = _model_dir(cfg, out)
+    initial_dir = _initial_model_dir(cfg, out)
+    model_dir = Path(cfg.resume) / "model" if cfg.resume else initial_dir  # resume: the engine starts from it too
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     policy = _load_model(model_dir, cfg, trainable=True)
-    reference = _load_model(model_dir, cfg, trainable=False) if cfg.algo.beta > 0 else None
+    reference = _load_model(initial_dir, cfg, trainable=False) if cfg.algo.beta > 0 else None
     optimizer = build_optimizer(policy, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas)
     scheduler = build_scheduler(optimizer, cfg.optim.schedule, cfg.steps, cfg.optim.warmup_steps)
     state = RecipeState(step=0, data_position=0)
@@ -284,8 +290,8 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
             t = time.monotonic()
             on_device = rollouts.rows(kept).to(device)
             advantages = adv.tokens[kept].to(device)                                 # [K, T]
-            old_logp = no_grad_logprobs(policy, on_device, temperature, a.micro_batch_size)
-            ref_logp = (no_grad_logprobs(reference, on_device, temperature, a.micro_batch_size)
+            old_logp, entropy = no_grad_logprobs(policy, on_device, temperature, a.micro_batch_size)
+            ref_logp = (no_grad_logprobs(reference, on_device, temperature, a.micro_batch_size)[0]
                         if reference is not None else None)
             times["logprobs"] = time.monotonic() - t
 
@@ -330,6 +336,7 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
                 "loss": sum(losses) / len(losses) if losses else float("nan"),
                 "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
                 **{k: v / tokens_seen for k, v in sums.items()},
+                "entropy": float(entropy.sum() / on_device.mask.sum()) if K else float("nan"),
                 "completion_length": _mean(lengths), "truncated_fraction": _mean(rollouts.truncated),
                 "seconds": {k: round(v, 4) for k, v in times.items()},
                 "generate_tokens_per_s": float(lengths.sum()) / max(times["generate"], 1e-9),

@@ -145,7 +145,13 @@ class GRPOLoss:
         return self.aggregate(per_token, mask, scale), stats
 
 
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Log-probs of `targets` [n, T] under `logits` [n, T, V] / temperature (the sampling distribution)."""
-    logits = logits.float() / (temperature if temperature > 0 else 1.0)
-    return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float,
+                   entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of `targets` [n, T] under `logits` [n, T, V] / temperature (the sampling distribution),
+    and with `entropy` the distribution's entropy per position [n, T].
+
+    Not done: a chunked/fused version; this materialises [n, T, V] log-probs, which for a 150k
+    vocabulary bounds the micro-batch size."""
+    logp_all = torch.log_softmax(logits.float() / (temperature if temperature > 0 else 1.0), -1)  # [n, T, V]
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return logp, (-(logp_all.exp() * logp_all).sum(-1) if entropy else None)

@@ -37,7 +37,7 @@ def test_one_by_eight_equals_eight_by_one(tiny_dir, aggregation):
     r = Rollouts(*(t.double() if t.is_floating_point() else t for t in r._fields()))
     adv = adv.double()
     # old log-probs a little off the current ones, so ratios differ from 1 and some clip
-    old = no_grad_logprobs(model, r, 1.0, 8) + 0.1 * torch.randn(r.mask.shape, dtype=torch.float64) * r.mask
+    old = no_grad_logprobs(model, r, 1.0, 8)[0] + 0.1 * torch.randn(r.mask.shape, dtype=torch.float64) * r.mask
     ref = old - 0.05 * r.mask
     loss_fn = GRPOLoss(LossSettings(aggregation=aggregation, beta=0.1, is_level="token"))
     part = torch.arange(8)

@@ -30,7 +30,7 @@ def check_groups(groups, model, tokenizer, n, max_tokens, atol):
             assert c.text == tokenizer.decode(c.token_ids, skip_special_tokens=True)
     # the engine's sampling log-probs agree with the trainer's recomputation
     r = collate(groups, tokenizer.pad_token_id)
-    trainer_logp = no_grad_logprobs(model, r, 1.0, 64)
+    trainer_logp = no_grad_logprobs(model, r, 1.0, 64)[0]
     assert torch.allclose(trainer_logp, r.engine_logp, atol=atol)
 
 

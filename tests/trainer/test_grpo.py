@@ -61,12 +61,14 @@ def test_grpo_reward_rises_hf_engine(tmp_path, seven_data, verifier_address):
     steps = 8
     cfg = load_config(ROOT / "configs/demo.yaml", SEVEN + [
         f"steps={steps}", "rollout.engine=hf", f"out_dir={tmp_path}", f"data.path={seven_data}",
-        f"reward.address={verifier_address}"])
+        f"reward.address={verifier_address}", "algo.beta=0.04"])  # beta > 0: a reference model and KL
     result = train(cfg)
     first, last = assert_learned(tmp_path, steps)
     assert result["reward_history"][-1] == read_metrics(tmp_path)[-1]["reward_mean"]
     metrics = read_metrics(tmp_path)
     assert metrics[0]["statuses"]["math"] and all(m["unjudged"] == 0 for m in metrics)
+    kls = [m["kl"] for m in metrics if m["kept"]]
+    assert kls and all(math.isfinite(k) and k >= 0 for k in kls) and kls[-1] > 0  # the policy moved away
     assert (tmp_path / f"checkpoint-{steps}-final" / "recipe_state.pt").exists()
 
 

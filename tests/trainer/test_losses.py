@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainer.losses import (AGGREGATIONS, IS_CORRECTIONS, BatchScale, GRPOLoss, LossSettings, kl_k1, kl_k3,
-                            ppo_clip)
+                            ppo_clip, token_logprobs)
 
 log = math.log
 
@@ -80,3 +80,13 @@ def test_loss_with_kl_and_is_weight():
 def test_unknown_variant_is_an_error():
     with pytest.raises(ValueError, match="aggregation"):
         GRPOLoss(LossSettings(aggregation="mean"))
+
+
+def test_token_logprobs_temperature_and_entropy():
+    logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]]])      # [1, 2, V=4]
+    logp, ent = token_logprobs(logits, torch.tensor([[1, 0]]), 2.0, entropy=True)
+    assert logp[0, 0].item() == pytest.approx(-log(4))
+    z = math.e + 3                                                              # logits / 2 = [1, 0, 0, 0]
+    assert logp[0, 1].item() == pytest.approx(1 - log(z))
+    assert ent[0, 0].item() == pytest.approx(log(4))
+    assert token_logprobs(logits, torch.tensor([[1, 0]]), 1.0)[1] is None
