@@ -212,6 +212,12 @@ def _mean(x: torch.Tensor) -> float:
     return float(x.float().mean()) if x.numel() else float("nan")
 
 
+def _json_line(values: dict[str, Any]) -> str:
+    """One JSONL record; NaN (a step without a kept completion has no loss) becomes null."""
+    clean = {k: None if isinstance(v, float) and v != v else v for k, v in values.items()}
+    return json.dumps(clean) + "\n"
+
+
 # ---------------------------------------------------------------- the recipe
 def train(cfg: GRPOConfig) -> dict[str, Any]:
     """Run GRPO; returns the last step's metrics plus `reward_history`. Writes into cfg.out_dir."""
@@ -342,7 +348,7 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
                 "generate_tokens_per_s": float(lengths.sum()) / max(times["generate"], 1e-9),
                 "verifier_seconds": scored.seconds,
             }
-            log.write(json.dumps(metrics) + "\n")
+            log.write(_json_line(metrics))
             log.flush()
             for i in range(min(cfg.log_samples, N)):
                 samples_log.write(json.dumps({"step": step + 1, "prompt": groups[i // G].prompt,
