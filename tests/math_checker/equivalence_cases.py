@@ -106,6 +106,8 @@ EXPRESSIONS = [
 ]
 
 EQUATIONS = [
+    ("20", "4 \\times 5 = 20", True), ("20", "4 \\times 5 = 21", False), ("21", "4 \\times 5 = 21", False),
+    ("20", "2 \\cdot 10 = 4 \\cdot 5 = 20", True),
     ("x=3", "3", True), ("3", "x=3", True), ("x=3", "x = 3", True), ("x=3", "3=x", True), ("x=3", "4", False),
     ("y=2x+1", "2x+1", True), ("y=2x+1", "y=1+2x", True), ("y=2x+1", "y=2x-1", False), ("k=5", "5", True),
     ("y = -\\frac{1}{2}x + 3", "y=-0.5x+3", True), ("2x+2y=4", "x+y=2", True), ("x+y=2", "x-y=2", False),

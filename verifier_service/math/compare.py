@@ -199,8 +199,20 @@ def _symbol_text(value: Value) -> str:
 
 
 def _assigned_value(relation: Relation) -> Answer | None:
-    """`x = 3` (or `y = 2x + 1`) reads as its right-hand side: the variable is a name."""
-    return relation.sides[1] if relation.assigns else None
+    """`x = 3` (or `y = 2x + 1`) reads as its right-hand side: the variable is a name;
+    a true computation `4 \\times 5 = 20` reads as its last side."""
+    if relation.assigns:
+        return relation.sides[1]
+    if set(relation.ops) == {"="} and _true_numeric_chain(relation.sides):
+        return relation.sides[-1]  # `4 \times 5 = 20` answers 20
+    return None
+
+
+def _true_numeric_chain(sides: tuple) -> bool:
+    """Every side a number and all equal: a worked computation whose last side is the answer."""
+    if not all(isinstance(side, Value) and not side.huge and not side.expr.free_symbols for side in sides):
+        return False
+    return all(_expr_equal(sides[0].expr, side.expr, False, False, Tolerance()) for side in sides[1:])
 
 
 def _as_union(relation: Relation) -> Union | None:
