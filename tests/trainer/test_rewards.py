@@ -46,3 +46,31 @@ def test_split_steps_and_token_ends():
     tok = build_tokenizer()
     ids = tok(text, add_special_tokens=False).input_ids + [tok.eos_token_id]
     assert step_token_ends(ids, [e for _, e in steps], tok) == [e - 1 for _, e in steps]  # char-level: 1 token a char
+
+
+def test_step_scores_to_process_advantages():
+    """The recipe's glue: step scores and step ends (chars) -> [B, G, S] tensors -> token advantages."""
+    import torch
+
+    from trainer.advantages import ADVANTAGES, AdvantageInput
+    from trainer.grpo import collate, step_tensors
+    from trainer.rewards import Scored
+    from trainer.rollout import Completion, Group
+    from trainer.tiny import build_tokenizer
+    tok = build_tokenizer()
+    texts = ["1+1=2\n#### 2", "1+1=3\n#### 3"]
+    completions = tuple(Completion(tuple(tok(t, add_special_tokens=False).input_ids), t, (0.0,) * len(t), "stop")
+                        for t in texts)
+    groups = [Group("q", (5, 6), completions)]
+    steps = [split_steps(t, "\n") for t in texts]
+    scored = Scored(rewards=[1.0, 0.0], valid=[True, True], step_scores=[(1.0, 1.0), (0.0, 0.0)],
+                    step_char_ends=[tuple(e for _, e in s) for s in steps])
+    r = collate(groups, tok.pad_token_id)
+    step_rewards, step_ends = step_tensors(scored, groups, tok, r.mask.shape[1])
+    assert step_ends.tolist() == [[[4, 11], [4, 11]]]          # "1+1=2" ends at char 4; "#### 2" at 11
+    adv = ADVANTAGES["process"](AdvantageInput(torch.tensor([[1.0, 0.0]]), torch.ones(1, 2, dtype=torch.bool),
+                                               r.mask, step_rewards, step_ends))
+    # steps {1, 1, 0, 0} normalise to {+1, +1, -1, -1}: tokens of step 1 get 2 (both steps at/after), step 2 get 1
+    assert adv.tokens[0, :5].tolist() == pytest.approx([2.0] * 5, abs=1e-4)
+    assert adv.tokens[0, 5:12].tolist() == pytest.approx([1.0] * 7, abs=1e-4)  # the newline belongs to step 2
+    assert adv.tokens[1, :5].tolist() == pytest.approx([-2.0] * 5, abs=1e-4)
