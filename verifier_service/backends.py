@@ -4,8 +4,9 @@ Each backend turns proto items into domain calls and back: `prepare` validates o
 (raising InvalidArgument that names the field) and converts it, `submit` starts a batch
 of prepared items and returns one future per item that resolves to the proto result.
 The servicer holds a `{kind: backend}` table, so the code sandbox and the PRM plug in by
-registering a backend, with no change to the RPC methods. Until they land, their kinds
-are answered by `UnavailableBackend` (status UNAVAILABLE, judged=false).
+registering a backend, with no change to the RPC methods. The code backend lives in
+code_backend.py; a kind this server does not check (no PRM yet, the sandbox off or unable
+to start) is answered by `UnavailableBackend` (status UNAVAILABLE, judged=false, the reason).
 """
 
 from __future__ import annotations
@@ -199,15 +200,17 @@ class UnavailableBackend:
         return self._make(id=item.id, status=self._invalid, judged=False, reason=str(error))
 
 
-def build_backends(pool: WorkerPool, config: ServerConfig, metrics: ServiceMetrics) -> dict[str, Backend]:
-    """The kind -> backend table of a server. Keys equal the oneof names of VerifyRequest.item."""
+def build_backends(pool: WorkerPool, config: ServerConfig, metrics: ServiceMetrics, code: Backend | None = None,
+                   no_code_reason: str = "this server does not run code") -> dict[str, Backend]:
+    """The kind -> backend table of a server. Keys equal the oneof names of VerifyRequest.item.
+    Without a `code` backend, code items answer UNAVAILABLE with `no_code_reason`."""
     def unavailable(kind: str, make: Callable[..., Any], status_enum: Any, reason: str) -> UnavailableBackend:
         return UnavailableBackend(kind, make, status_enum.UNAVAILABLE, status_enum.INVALID_ARGUMENT, reason,
                                   metrics, config.max_string_bytes)
 
     return {
         "math": MathBackend(pool, config, metrics),
-        "code": unavailable("code", pb.CodeResult, pb.CodeResult, "this server does not run code"),
+        "code": code or unavailable("code", pb.CodeResult, pb.CodeResult, no_code_reason),
         "steps": unavailable("steps", pb.StepsResult, pb.StepsResult, "this server does not score steps (no PRM)"),
         "candidates": unavailable("candidates", pb.CandidatesResult, pb.StepsResult,
                                   "this server does not score steps (no PRM)"),

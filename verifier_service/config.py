@@ -13,11 +13,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["ServerConfig", "DEFAULT_ADDRESS", "MiB", "MIN_TOKEN_CHARS", "read_token_file"]
+__all__ = ["ServerConfig", "DEFAULT_ADDRESS", "MiB", "MIN_TOKEN_CHARS", "SANDBOX_MODES", "read_token_file"]
 
 MiB = 1 << 20
 MIN_TOKEN_CHARS = 16  # shorter bearer tokens are refused as guessable
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+SANDBOX_MODES = ("full", "weak", "off")
 
 
 def _cpu_count() -> int:
@@ -35,7 +36,7 @@ class ServerConfig:
     # Request limits (violations are INVALID_ARGUMENT naming the field)
     max_items_per_request: int = 4096
     max_string_bytes: int = 1 * MiB       # any single string field of an item
-    max_tests_per_item: int = 256         # code items (enforced once the sandbox lands)
+    max_tests_per_item: int = 256         # test cases of a code item (stdio or call)
     # Math workers
     math_workers: int = field(default_factory=_cpu_count)
     math_timeout_s: float = 5.0           # per-check deadline when a request says 0
@@ -45,6 +46,9 @@ class ServerConfig:
     worker_recycle_after: int = 10000     # replace a worker after this many checks (bounds memory growth); 0: never
     cache_size: int = 100_000             # results kept by content (LRU); 0: no cache
     replay_size: int = 256                # responses kept by request_id for safe retries; 0: off
+    # Code sandbox (docs/sandbox.md). Code items share queue_capacity's bound, in a queue of their own.
+    sandbox: str = "full"                 # "full": every protection or no code at all; "weak": what exists; "off"
+    code_slots: int = 0                   # programs run at once (one core each); 0: one per CPU core
     # Observability
     metrics_port: int | None = None       # Prometheus text over HTTP; None: off, 0: a free port
     metrics_address: str = "127.0.0.1"
@@ -72,6 +76,10 @@ class ServerConfig:
         if self.math_timeout_s > self.max_math_timeout_s:
             raise ValueError(f"ServerConfig.math_timeout_s ({self.math_timeout_s}) exceeds "
                              f"max_math_timeout_s ({self.max_math_timeout_s})")
+        if self.sandbox not in SANDBOX_MODES:
+            raise ValueError(f"ServerConfig.sandbox must be one of {', '.join(SANDBOX_MODES)}, got {self.sandbox!r}")
+        if self.code_slots < 0:
+            raise ValueError(f"ServerConfig.code_slots must be >= 0, got {self.code_slots}")
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
             raise ValueError(f"ServerConfig.metrics_port must be in [0, 65535], got {self.metrics_port}")
         host, sep, port = self.address.rpartition(":")

@@ -5,7 +5,9 @@ and who may call it (TLS credentials and the interceptors of interceptors.py; do
 "127.0.0.1:0"; `embedded_server(config)` runs one for the lifetime of a `with` block (the
 offline `verirl eval` and the demo use it: the same worker code path as a real server).
 Stopping drains: health turns NOT_SERVING, new calls are refused, calls in flight get
-`grace_s` to finish, then the workers are killed.
+`grace_s` to finish, then the workers are killed and the code sandbox's fork-servers stopped.
+The sandbox starts with the server (config.sandbox); code_backend.start_sandbox says why
+it may not, and the server then answers code items UNAVAILABLE rather than refusing to start.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .backends import build_backends
+from .code_backend import CodeBackend, start_sandbox
 from .config import ServerConfig
 from .interceptors import CallInterceptor, TokenAuthInterceptor
 from .metrics import ServiceMetrics
@@ -44,10 +47,14 @@ class VerifierServer:
         self.config = config
         self.pool = WorkerPool(config.math_workers, queue_capacity=config.queue_capacity,
                                cache_size=config.cache_size, recycle_after=config.worker_recycle_after)
+        self.code: CodeBackend | None = None
         try:
             self.metrics = ServiceMetrics(self.pool.stats)
-            self.servicer = VerifierServicer(config, build_backends(self.pool, config, self.metrics), self.metrics,
-                                             config.math_workers)
+            runner, self.sandbox = start_sandbox(config)
+            if runner is not None:
+                self.code = CodeBackend(runner, config, self.metrics)
+            backends = build_backends(self.pool, config, self.metrics, self.code, self.sandbox.reason)
+            self.servicer = VerifierServicer(config, backends, self.metrics, config.math_workers, self.sandbox)
             self.health = health.HealthServicer()
             credentials = _server_credentials(config)  # before anything binds: a bad file fails fast
             interceptors: list[grpc.ServerInterceptor] = [CallInterceptor(access_log=config.access_log)]
@@ -75,6 +82,8 @@ class VerifierServer:
                 raise OSError(f"cannot bind {config.address}{tls}: {exc}") from exc
         except BaseException:
             self.pool.close(grace_s=0)
+            if self.code is not None:
+                self.code.close(grace_s=0)
             raise
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
@@ -89,17 +98,26 @@ class VerifierServer:
             self.metrics.serve(self.config.metrics_address, self.config.metrics_port)
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("verifier serving on %s with %d math workers (%s)", self.address, self.config.math_workers,
-                 access_summary(self.config))
+        log.info("verifier serving on %s with %d math workers, code sandbox %s (%s)", self.address,
+                 self.config.math_workers, self.sandbox_summary(), access_summary(self.config))
         if not self.config.is_loopback and not self.config.authenticated:
             log.warning("verifier on %s has NO authentication: anyone who can reach it may use it", self.address)
         elif not self.config.is_loopback and self.config.auth_tokens and not self.config.tls:
             log.warning("verifier on %s takes bearer tokens without TLS: they cross the network in clear text",
                         self.address)
 
+    def sandbox_summary(self) -> str:
+        """The code sandbox in words: "full, 2 slots", "weak (1 protection missing), 2 slots", "off"."""
+        s = self.sandbox
+        if s.mode == "off":
+            return "off" if not s.missing else "OFF (could not start; see the log)"
+        weak = f" ({len(s.missing)} protection(s) missing)" if s.missing else ""
+        return f"{s.mode}{weak}, {s.slots} slots"
+
     def stop(self, grace: float | None = None) -> None:
         """Drain and stop: NOT_SERVING, refuse new calls, let in-flight calls finish for up to
-        `grace` seconds (default config.grace_s), then kill the workers."""
+        `grace` seconds (default config.grace_s), then kill the workers; code runs already going
+        finish (each is bounded by its own limits) before the sandbox stops."""
         with self._stop_lock:
             if self._stopped.is_set():
                 return
@@ -108,6 +126,8 @@ class VerifierServer:
             self.health.enter_graceful_shutdown()
             self._grpc.stop(grace).wait()
             self.pool.close(grace_s=max(0.0, deadline - time.monotonic()))
+            if self.code is not None:
+                self.code.close(grace_s=max(0.0, deadline - time.monotonic()))
             self.metrics.stop()
             self._stopped.set()
             log.info("verifier on %s stopped", self.address)

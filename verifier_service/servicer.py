@@ -23,6 +23,7 @@ import grpc
 
 from . import __version__
 from .backends import Backend
+from .code_backend import SandboxState
 from .config import ServerConfig
 from .errors import InvalidArgument, QueueFull, ServiceClosed, VerifierError
 from .metrics import ServiceMetrics
@@ -132,8 +133,9 @@ class _ReplayRecord:
 
 class VerifierServicer(pb_grpc.VerifierServicer):
     def __init__(self, config: ServerConfig, backends: dict[str, Backend], metrics: ServiceMetrics,
-                 math_workers: int) -> None:
+                 math_workers: int, sandbox: SandboxState = SandboxState("off")) -> None:
         self.config = config
+        self.sandbox = sandbox
         self.backends = backends
         self.metrics = metrics
         self.math_workers = math_workers
@@ -279,5 +281,12 @@ class VerifierServicer(pb_grpc.VerifierServicer):
             max_items_per_request=c.max_items_per_request, max_message_bytes=c.max_message_bytes,
             max_string_bytes=c.max_string_bytes, max_tests_per_item=c.max_tests_per_item,
             queue_capacity=c.queue_capacity, math_timeout_s=c.math_timeout_s, max_math_timeout_s=c.max_math_timeout_s)
+        sandbox = self.sandbox
+        if sandbox.mode != "off":
+            limits.MergeFrom(pb.Limits(
+                code_cpu_time_s=sandbox.default_limits.cpu_time_s, max_code_cpu_time_s=sandbox.max_limits.cpu_time_s,
+                code_memory_bytes=sandbox.default_limits.memory_bytes,
+                max_code_memory_bytes=sandbox.max_limits.memory_bytes))
         return pb.ServerInfo(version=__version__, capabilities=self.capabilities, limits=limits,
-                             math_workers=self.math_workers, code_slots=0, sandbox_mode="off")
+                             math_workers=self.math_workers, code_slots=sandbox.slots, sandbox_mode=sandbox.mode,
+                             sandbox_missing=sandbox.missing)
