@@ -39,7 +39,18 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace", type=float, default=defaults.grace_s,
                         help="seconds in-flight work may take to finish on SIGTERM/SIGINT")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    _add_code_arguments(parser, defaults)
     _add_access_arguments(parser)
+
+
+def _add_code_arguments(parser: argparse.ArgumentParser, defaults: Any) -> None:
+    from .config import SANDBOX_MODES
+    code = parser.add_argument_group("code", "the code sandbox (docs/sandbox.md)")
+    code.add_argument("--sandbox", choices=SANDBOX_MODES, default=defaults.sandbox,
+                      help="full: every protection or no code at all (code items then answer UNAVAILABLE, and the "
+                           "log says why); weak: run with what this machine has; off: run no code")
+    code.add_argument("--code-slots", type=int, default=defaults.code_slots,
+                      help="programs run at once, one core each (default 0: one per CPU core)")
 
 
 TOKEN_ENV = "VERIRL_AUTH_TOKEN"
@@ -82,7 +93,8 @@ def _serve(args: argparse.Namespace) -> int:
         config = ServerConfig(address=args.address, math_workers=args.workers, math_timeout_s=args.math_timeout,
                               max_math_timeout_s=max(args.math_timeout, ServerConfig.max_math_timeout_s),
                               queue_capacity=args.queue_capacity, metrics_port=args.metrics_port,
-                              cache_size=args.cache_size, grace_s=args.grace, **_access_settings(args))
+                              cache_size=args.cache_size, grace_s=args.grace, sandbox=args.sandbox,
+                              code_slots=args.code_slots, **_access_settings(args))
     except (ValueError, OSError) as exc:
         print(f"verirl serve: {exc}", file=sys.stderr)
         return 2
@@ -99,7 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"verirl serve: {exc}", file=sys.stderr)
         return 1
     print(f"verirl serve: listening on {config.host}:{port} ({config.math_workers} math workers, "
-          + access_summary(config) + (f", metrics on :{server.metrics.port}" if server.metrics.port else "") + ")",
+          f"code sandbox {server.sandbox_summary()}, " + access_summary(config) + (f", metrics on :{server.metrics.port}" if server.metrics.port else "") + ")",
           flush=True)
     while not stop.wait(3600):  # a bare wait() would not wake for signals
         pass

@@ -6,14 +6,26 @@ path as training rewards (killable worker processes, deadlines, cache). Without
 
 Input, one JSON object per line (blank lines are skipped):
   {"id": ..., "kind": "math", "response": "...", "gold": "...", "options": {"precision": 6, ...}}
-"kind" defaults to "math"; "code", "steps" and "candidates" lines carry the
-proto's item fields and go to the server as they are (it answers UNAVAILABLE
-until those checkers exist). Other keys are kept and ignored.
+  {"id": ..., "kind": "code", "language": "python", "response": "...", "tests": T, "limits": {...}}
+where T is one of
+  {"stdio": [{"input": "...", "output": "..."}], "whitespace": "TOKENS"}   (whitespace optional)
+  {"assert": "<python test code>", "entry_point": "<name>"}                (entry_point optional)
+  {"call": {"fn": "<name>", "cases": [{"args": [...], "kwargs": {}, "expected": ...}]}}
+(the proto's own form, {"stdio": {"cases": [...]}}, {"assert_code": {...}}, is taken too) and
+"limits" (optional) has cpu_time_s, memory_bytes, output_bytes, wall_time_s. The code is
+the response's last fenced block (the proto's default); "extraction": "WHOLE" takes bare code.
+"kind" defaults to "math"; "steps" and "candidates" lines carry the proto's item
+fields and go to the server as they are. Other keys are kept and ignored.
 Output: each input object plus "result" ({"status", "judged", "correct", "score",
-"extracted", "normalized", "reason"} for math), in input order. A bad line (not
+"extracted", "normalized", "reason"} for math; {"status", "judged", "correct",
+"score", "passed", "total", "tests": [{"index", "status", "detail"}], "reason"} for
+code), in input order. A bad line (not
 JSON, missing or mistyped field, unknown kind) gets {"status": "INVALID_ARGUMENT",
 "judged": false, "reason": "line 7: 'gold' is missing"} and the run goes on; a
 line that is not a JSON object is written as {"input": <the line>, "result": ...}.
+
+The embedded server starts the code sandbox only when the input has a code line: starting it
+costs little, but a math-only run must not need root or log that the sandbox is missing.
 
 The file is streamed: chunks of --batch-size lines, a few chunks in flight,
 written in order as they finish, so memory does not grow with the file.
@@ -47,11 +59,12 @@ __all__ = ["EvalSummary", "evaluate_file", "add_eval_arguments", "run_eval", "ad
 
 SAMPLES = "math_samples.jsonl"  # bundled in verifier_service/data
 DEFAULT_BATCH = 256
+DEFAULT_TIMEOUT_S = 600.0  # per request: a batch of code items can wait minutes for the sandbox's slots
 CHUNKS_IN_FLIGHT = 4
 # The keys each kind's result keeps in the output line.
 RESULT_KEYS = {
     "math": ("status", "judged", "correct", "score", "extracted", "normalized", "reason"),
-    "code": ("status", "judged", "correct", "score", "passed", "total", "reason"),
+    "code": ("status", "judged", "correct", "score", "passed", "total", "tests", "reason"),
     "steps": ("status", "judged", "score", "step_scores", "first_error", "reason"),
     "candidates": ("status", "judged", "scores", "best", "reason"),
 }
@@ -134,13 +147,94 @@ def _parse(number: int, text: str) -> _Line:
         line.error = f"line {number}: {problem}"
         return line
     data = {k: v for k, v in obj.items() if k in fields and k != "id"}
-    if kind == "math":
-        data["gold"] = str(data["gold"])  # numeric golds (42, 0.5) are common in GSM8K-style files
     try:
+        if kind == "math":
+            data["gold"] = str(data["gold"])  # numeric golds (42, 0.5) are common in GSM8K-style files
+        if kind == "code":
+            data = _code_data(obj)
         line.item = to_item(KINDS[kind], {"id": str(number), **data}, label="")
     except ValueError as exc:
         line.error = f"line {number}: {exc}"
     return line
+
+
+def _need(value: Any, types: type | tuple[type, ...], name: str) -> Any:
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)) \
+            or not isinstance(value, types):
+        names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+        raise ValueError(f"{name!r} must be {names.replace('dict', 'an object').replace('list', 'a list')}, "
+                         f"got {type(value).__name__}")
+    return value
+
+
+_CODE_KEYS = ("language", "response", "tests", "limits", "extraction", "stop_at_first_failure")
+_LIMITS = ("cpu_time_s", "memory_bytes", "output_bytes", "wall_time_s")
+
+
+def _code_data(obj: dict[str, Any]) -> dict[str, Any]:
+    """A code line in the issue's short form -> the CodeItem's fields (ValueError names the field)."""
+    for name in ("language", "response", "tests"):
+        if name not in obj:
+            raise ValueError(f"{name!r} is missing")
+    data = {k: obj[k] for k in _CODE_KEYS if obj.get(k) is not None}
+    _need(data["language"], str, "language")
+    _need(data["response"], str, "response")
+    data["tests"] = _code_tests(_need(data["tests"], dict, "tests"))
+    if "limits" in data:
+        limits = _need(data["limits"], dict, "limits")
+        for key, value in limits.items():
+            if key not in _LIMITS:
+                raise ValueError(f"'limits.{key}' is not a limit (known: {', '.join(_LIMITS)})")
+            if _need(value, (int, float), f"limits.{key}") < 0:
+                raise ValueError(f"'limits.{key}' must be >= 0, got {value}")
+    return data
+
+
+def _code_tests(tests: dict[str, Any]) -> dict[str, Any]:
+    styles = [k for k in ("stdio", "assert", "assert_code", "call") if k in tests]
+    if len(styles) != 1:
+        raise ValueError("'tests' must have exactly one of stdio, assert, call "
+                         f"(got {', '.join(map(repr, tests)) or 'none'})")
+    style = styles[0]
+    value = tests[style]
+    if style == "stdio" and isinstance(value, list):
+        for i, case in enumerate(value):
+            _need(case, dict, f"tests.stdio[{i}]")
+            if "output" not in case:
+                raise ValueError(f"'tests.stdio[{i}].output' is missing")
+            _need(case["output"], str, f"tests.stdio[{i}].output")
+            _need(case.get("input", ""), str, f"tests.stdio[{i}].input")
+        out = {"cases": value}
+        if "whitespace" in tests:
+            out["whitespace"] = tests["whitespace"]
+        return {"stdio": out}
+    if style == "assert":
+        out = {"code": _need(value, str, "tests.assert")}
+        if tests.get("entry_point") is not None:
+            out["entry_point"] = _need(tests["entry_point"], str, "tests.entry_point")
+        return {"assert_code": out}
+    if style == "call":
+        call = dict(_need(value, dict, "tests.call"))
+        _need(call.get("fn"), str, "tests.call.fn")
+        cases = _need(call.get("cases"), list, "tests.call.cases")
+        call["cases"] = [_call_case(case, f"tests.call.cases[{i}]") for i, case in enumerate(cases)]
+        return {"call": call}
+    return {style: value}  # the proto's own form: to_item checks it
+
+
+def _call_case(case: Any, name: str) -> dict[str, Any]:
+    """{"args": [...], "kwargs": {...}, "expected": ...} -> CallCase's JSON fields."""
+    case = _need(case, dict, name)
+    if "args_json" in case or "expected_json" in case:  # already the proto's form
+        return case
+    unknown = sorted(set(case) - {"args", "kwargs", "expected"})
+    if unknown:
+        raise ValueError(f"{name!r} has unknown key(s) {', '.join(unknown)} (known: args, kwargs, expected)")
+    if "expected" not in case:
+        raise ValueError(f"'{name}.expected' is missing")
+    return {"args_json": json.dumps(_need(case.get("args", []), list, f"{name}.args")),
+            "kwargs_json": json.dumps(_need(case.get("kwargs", {}), dict, f"{name}.kwargs")),
+            "expected_json": json.dumps(case["expected"])}
 
 
 def _check_math(obj: dict[str, Any]) -> str:
@@ -162,6 +256,8 @@ def _error_result(reason: str) -> dict[str, Any]:
 
 def _result_dict(kind: str, result: Any) -> dict[str, Any]:
     out = {key: getattr(result, key) for key in RESULT_KEYS[kind]}
+    if kind == "code":
+        out["tests"] = [{"index": t.index, "status": t.status, "detail": t.detail} for t in result.tests]
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
@@ -209,6 +305,20 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
+def _has_code_lines(path: Path) -> bool:
+    """Whether some line is of kind "code" (a cheap byte test first: most lines are not)."""
+    with path.open("rb") as f:
+        for raw in f:
+            if b'"code"' in raw:
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict) and obj.get("kind") == "code":
+                    return True
+    return False
+
+
 def evaluate_file(client: VerifierClient, input_path: Path, output_path: Path, *, batch_size: int = DEFAULT_BATCH,
                   in_flight: int = CHUNKS_IN_FLIGHT, progress: bool = True) -> EvalSummary:
     """Evaluate `input_path` into `output_path` through `client`, with up to `in_flight` chunks
@@ -238,15 +348,17 @@ def evaluate_file(client: VerifierClient, input_path: Path, output_path: Path, *
 
 
 @contextlib.contextmanager
-def _service(server: str | None, workers: int | None) -> Iterator[str]:
-    """The address to use: --server as given, or an embedded server on a free loopback port."""
+def _service(server: str | None, workers: int | None, code: bool) -> Iterator[str]:
+    """The address to use: --server as given, or an embedded server on a free loopback port
+    (with the code sandbox, in full mode, only if `code`)."""
     if server:
         yield server
         return
     # Imported here: `verirl eval --server` needs no worker pool machinery.
     from .config import ServerConfig
     from .server import embedded_server
-    with embedded_server(ServerConfig(**({"math_workers": workers} if workers else {}))) as address:
+    config = ServerConfig(sandbox="full" if code else "off", **({"math_workers": workers} if workers else {}))
+    with embedded_server(config) as address:
         yield address
 
 
@@ -255,7 +367,9 @@ def _run(input_path: Path, output_path: Path, args: argparse.Namespace) -> tuple
         print(f"verirl: input file not found: {input_path}", file=sys.stderr)
         return 2, None
     try:
-        with _service(args.server, args.workers) as address, VerifierClient(address) as client:
+        code = args.server is None and _has_code_lines(input_path)
+        with _service(args.server, args.workers, code) as address, \
+                VerifierClient(address, timeout=args.timeout) as client:
             # No more items in flight than the server's queue holds: beyond it, chunks would only
             # bounce off RESOURCE_EXHAUSTED and burn their retries.
             limits = client.server_info().limits
@@ -274,6 +388,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="use a running service (default: start an embedded one)")
     parser.add_argument("--workers", type=_positive, help="math workers of the embedded service (default: CPU count)")
     parser.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH, help="lines per request")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help=f"seconds one request may take, queue wait included (default {DEFAULT_TIMEOUT_S:g})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
