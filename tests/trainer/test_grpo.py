@@ -107,3 +107,15 @@ def test_resume_matches_uninterrupted_run(tmp_path, seven_data, verifier_address
     w_resumed = weights(tmp_path / "resumed" / "checkpoint-4-final" / "model")
     for k in w_full:
         torch.testing.assert_close(w_resumed[k], w_full[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_grpo_on_cuda_hf_engine(tmp_path, seven_data, verifier_address, dtype):
+    """The GPU path (our GPU machine has no vLLM): the transformers engine and the update on CUDA."""
+    from trainer.grpo import train
+    steps = 8
+    train(load_config(ROOT / "configs/demo.yaml", SEVEN + [
+        f"steps={steps}", "rollout.engine=hf", f"out_dir={tmp_path}", f"data.path={seven_data}",
+        f"reward.address={verifier_address}", "model.device=cuda", f"model.dtype={dtype}"]))
+    assert_learned(tmp_path, steps)
