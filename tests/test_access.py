@@ -44,7 +44,7 @@ from verifier_service.server import create_server
 TOKEN = "tok-" + "a1" * 16
 OTHER_TOKEN = "tok-" + "b2" * 16
 WRONG_TOKEN = "tok-" + "c3" * 16
-BASE = ServerConfig(address="127.0.0.1:0", math_workers=1, cache_size=0, replay_size=0)
+BASE = ServerConfig(address="127.0.0.1:0", math_workers=1, cache_size=0, replay_size=0, sandbox="off")
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -383,7 +383,7 @@ def test_cli_serve_with_token_file_tls_and_json_logs(certs, tmp_path):
     tokens.write_text(f"# trainers\n{TOKEN}\n\n{OTHER_TOKEN}\n")
     argv = [sys.executable, "-m", "verifier_service.cli", "serve", "--address", "0.0.0.0:0", "--workers", "1",
             "--auth-token-file", str(tokens), "--tls-cert", str(certs["server_cert"]), "--tls-key",
-            str(certs["server_key"]), "--log-format", "json"]
+            str(certs["server_key"]), "--log-format", "json", "--sandbox", "off"]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={"PATH": "/usr/bin:/bin", "VERIRL_AUTH_TOKEN": WRONG_TOKEN + "x"})
     try:

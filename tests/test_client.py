@@ -269,7 +269,8 @@ def test_async_client_chunks_retries_and_streams(scripted):
 
 
 def test_real_server_batches_kinds_and_stream():
-    server, port = create_server(ServerConfig(address="127.0.0.1:0", math_workers=1, max_items_per_request=4))
+    server, port = create_server(ServerConfig(address="127.0.0.1:0", math_workers=1, max_items_per_request=4,
+                                              sandbox="off"))
     try:
         with VerifierClient(f"127.0.0.1:{port}") as client:
             results = client.check_math([MathItem(str(i), f"#### {i}", str(i % 5)) for i in range(10)])
@@ -293,7 +294,7 @@ def test_real_server_batches_kinds_and_stream():
 
 
 def test_real_server_restart_on_same_port():
-    config = ServerConfig(address="127.0.0.1:0", math_workers=1)
+    config = ServerConfig(address="127.0.0.1:0", math_workers=1, sandbox="off")
     server, port = create_server(config)
     retry = RetryPolicy(max_attempts=40, initial_backoff_s=0.05, max_backoff_s=0.3, dead_cooldown_s=0.1)
     restarted = []

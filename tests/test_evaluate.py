@@ -41,7 +41,8 @@ def address():
     ('{"response": "4", "gold": "4", "options": {"precison": 6}}', 'no field named "precison"'),
     ('{"response": "4", "gold": "4", "options": {"precision": "six"}}', "precision"),
     ('{"response": "4", "gold": "4", "options": {"extractors": ["BOXED_FIRST"]}}', "BOXED_FIRST"),
-    ('{"kind": "code", "response": "x", "tests": {"stdin": {}}}', 'no field named "stdin"'),
+    ('{"kind": "code", "language": "python", "response": "x", "tests": {"stdin": {}}}',
+     "line 3: 'tests' must have exactly one of stdio, assert, call (got 'stdin')"),
 ])
 def test_bad_lines_are_named(text, reason):
     line = _parse(3, text)
@@ -75,8 +76,8 @@ def write_input(path: Path, n_good: int) -> list[str]:
              for i in range(n_good)]
     lines[3:3] = ["{oops", "", json.dumps({"id": "nogold", "response": "1"}),
                   json.dumps({"id": "huge", "response": "9" * 5000, "gold": "9"}),  # over max_string_bytes
-                  json.dumps({"id": "code", "kind": "code", "response": "print(1)",
-                              "tests": {"stdio": {"cases": [{"input": "", "output": "1"}]}}})]
+                  json.dumps({"id": "code", "kind": "code", "language": "python", "response": "print(1)",
+                              "extraction": "WHOLE", "tests": {"stdio": {"cases": [{"input": "", "output": "1"}]}}})]
     path.write_text("\n".join(lines) + "\n")
     return lines
 
@@ -93,11 +94,11 @@ def test_evaluate_file_keeps_order_and_flags_bad_lines(address, tmp_path):
     assert out[3]["result"]["reason"].startswith("line 4: not JSON")
     assert by_id["nogold"] == {"status": "INVALID_ARGUMENT", "judged": False, "reason": "line 6: 'gold' is missing"}
     assert by_id["huge"]["status"] == "INVALID_ARGUMENT" and by_id["huge"]["reason"].startswith("line 7:")
-    assert not by_id["code"]["judged"]  # no code checker yet: UNAVAILABLE, never a silent fail
+    assert by_id["code"]["status"] == "PASSED"  # the proto's own form of a code line
     assert by_id["g1"]["status"] == "CORRECT" and by_id["g0"]["status"] == "INCORRECT"
     assert set(by_id["g1"]) == set(evaluate.RESULT_KEYS["math"])
-    assert summary.items == 24 and summary.correct == 10 and summary.graded_judged == 20
-    assert summary.not_judged == 4 and summary.by_kind == {"math": 22, "code": 1, "invalid": 1}
+    assert summary.items == 24 and summary.correct == 11 and summary.graded_judged == 21
+    assert summary.not_judged == 3 and summary.by_kind == {"math": 22, "code": 1, "invalid": 1}
 
 
 def parse_args(add, argv):
@@ -120,7 +121,7 @@ def test_run_eval_cli(address, tmp_path, capsys):
 
 def test_run_eval_stops_when_service_is_gone(tmp_path, capsys, monkeypatch):
     fast = RetryPolicy(max_attempts=3, initial_backoff_s=0.01)
-    monkeypatch.setattr(evaluate, "VerifierClient", lambda address: VerifierClient(address, retry=fast))
+    monkeypatch.setattr(evaluate, "VerifierClient", lambda address, **kw: VerifierClient(address, retry=fast, **kw))
     source = tmp_path / "in.jsonl"
     write_input(source, 4)
     args = parse_args(evaluate.add_eval_arguments,

@@ -2,6 +2,7 @@
 
 Math items go through tests/slow_functions.py:math_check, which is the real check unless
 the response is a command ("sleep:S", "spin", "die"): that is how items are made slow.
+These servers run no code (sandbox="off"); the code path is tested in test_server_code.py.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from verifier_service.server import create_server, embedded_server
 
 S = pb.MathResult
 CONFIG = ServerConfig(address="127.0.0.1:0", math_workers=2, math_timeout_s=0.5, max_math_timeout_s=1.0,
-                      max_items_per_request=16, max_string_bytes=1000, metrics_port=0, replay_size=8)
+                      max_items_per_request=16, max_string_bytes=1000, metrics_port=0, replay_size=8, sandbox="off")
 
 
 @pytest.fixture(scope="module", autouse=True)
