@@ -53,8 +53,10 @@ class HFEngine:
                               output_scores=True, return_dict_in_generate=True, eos_token_id=eos,
                               pad_token_id=eos)  # finished rows are padded with EOS: cut at the first
                 if not greedy:
+                    # every knob explicit: a model's generation_config (Qwen's: top_k 20, top_p 0.8,
+                    # repetition_penalty 1.05) must not change the distribution behind the log-probs
                     kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p,
-                                  top_k=sampling.top_k if sampling.top_k > 0 else None)
+                                  top_k=max(sampling.top_k, 0), repetition_penalty=1.0)
                 with torch.no_grad():
                     out = self.model.generate(**enc, **kwargs)
                     # [len(chunk)*n, new_tokens]: log-softmax of the processed scores = sampling log-probs
