@@ -224,8 +224,7 @@ class CallInterceptor(grpc.ServerInterceptor):
                             if record is not None:
                                 record.response(response)
                             yield response
-                        # A cancel also ends the request stream, so the servicer may end "cleanly": not OK.
-                        code = context.code() or (None if context.is_active() else grpc.StatusCode.CANCELLED)
+                        code = context.code()
                     except GeneratorExit:  # grpc closed the stream: the caller went away
                         code = grpc.StatusCode.CANCELLED
                         raise
