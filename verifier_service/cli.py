@@ -111,7 +111,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"verirl serve: {exc}", file=sys.stderr)
         return 1
     print(f"verirl serve: listening on {config.host}:{port} ({config.math_workers} math workers, "
-          f"code sandbox {server.sandbox_summary()}, " + access_summary(config) + (f", metrics on :{server.metrics.port}" if server.metrics.port else "") + ")",
+          f"code sandbox {server.sandbox_summary()}, " + access_summary(config)
+          + (f", metrics on :{server.metrics.port}" if server.metrics.port else "") + ")",
           flush=True)
     while not stop.wait(3600):  # a bare wait() would not wake for signals
         pass

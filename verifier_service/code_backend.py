@@ -227,8 +227,8 @@ class CodeBackend:
             raise InvalidArgument(f"{path}.extraction", f"not a valid CodeExtraction ({item.extraction})")
         if item.language not in self.runner.languages:
             runs = ", ".join(self.runner.languages)
-            return CodeCall(item.id, None, CodeVerdict(
-                CodeStatus.UNAVAILABLE, reason=f"language {item.language!r} is not run by this server (it runs {runs})"))
+            reason = f"language {item.language[:100]!r} is not run by this server (it runs {runs})"
+            return CodeCall(item.id, None, CodeVerdict(CodeStatus.UNAVAILABLE, reason=reason))
         tests = self._tests(item, f"{path}.tests")
         limits = self._limits(item.limits, f"{path}.limits") if item.HasField("limits") else CodeLimits()
         return CodeCall(item.id, CodeRequest(
