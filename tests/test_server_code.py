@@ -137,6 +137,14 @@ def test_verify_stream_mixes_math_and_code(stub):
     assert (rust.status, rust.judged) == (C.UNAVAILABLE, False) and "'rust' is not run by this server" in rust.reason
 
 
+def test_code_metrics(server, stub):
+    stub.RunCode(pb.RunCodeRequest(items=[py("m", DOUBLE, stdio(("1", "2")))]), timeout=60)
+    text = server.metrics.text()
+    for needle in ('verirl_items_total{kind="code",status="PASSED"}', 'verirl_item_seconds_bucket{kind="code"',
+                   "verirl_code_queue_depth 0.0", "verirl_code_running"):
+        assert needle in text, needle
+
+
 def test_server_info_in_full_mode(stub):
     info = stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=5)
     assert list(info.capabilities) == ["math", "code:python", "code:cpp"]
@@ -329,6 +337,12 @@ BAD_LINES = [
     ({"id": "negative", "kind": "code", "language": "python", "response": "x", "tests": {"assert": "assert 1"},
       "limits": {"cpu_time_s": -1}}, "'limits.cpu_time_s' must be >= 0"),
     ({"id": "language", "kind": "code", "response": "x", "tests": {"assert": "assert 1"}}, "'language' is missing"),
+    ({"id": "null", "kind": "code", "language": None, "response": "x", "tests": {"assert": "x"}},
+     "'language' is missing"),
+    ({"id": "type", "kind": "code", "language": "python", "response": 3, "tests": {"assert": "x"}},
+     "'response' must be a string, got int"),
+    ({"id": "bool", "kind": "code", "language": "python", "response": "x", "tests": {"assert": "x"},
+      "limits": {"cpu_time_s": True}}, "'limits.cpu_time_s' must be a number, got bool"),
     ({"id": "too-many", "kind": "code", "language": "python", "response": "x",
       "tests": {"stdio": [{"output": ""}] * 300}}, "max_tests_per_item (256)"),  # refused by the server
 ]

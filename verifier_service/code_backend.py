@@ -211,6 +211,7 @@ class CodeBackend:
         self.queue = CodeQueue(self._run, runner.slots * THREADS_PER_SLOT, config.queue_capacity,
                                shutdown=lambda call: self._result(call, CodeVerdict(
                                    CodeStatus.UNAVAILABLE, reason="the server shut down before this item ran"), 0.0))
+        metrics.watch_code(self.queue.stats)
 
     def defaults(self, options: Any, path: str) -> None:
         return None

@@ -158,12 +158,15 @@ def _parse(number: int, text: str) -> _Line:
     return line
 
 
+_TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", int: "a number", float: "a number"}
+
+
 def _need(value: Any, types: type | tuple[type, ...], name: str) -> Any:
-    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)) \
-            or not isinstance(value, types):
-        names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-        raise ValueError(f"{name!r} must be {names.replace('dict', 'an object').replace('list', 'a list')}, "
-                         f"got {type(value).__name__}")
+    """`value` if it is of `types` (a bool is never a number here); else ValueError naming `name`."""
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) or not isinstance(value, types):
+        wanted = " or ".join(dict.fromkeys(_TYPE_NAMES[t] for t in types))
+        raise ValueError(f"{name!r} must be {wanted}, got {type(value).__name__}")
     return value
 
 
@@ -174,7 +177,7 @@ _LIMITS = ("cpu_time_s", "memory_bytes", "output_bytes", "wall_time_s")
 def _code_data(obj: dict[str, Any]) -> dict[str, Any]:
     """A code line in the issue's short form -> the CodeItem's fields (ValueError names the field)."""
     for name in ("language", "response", "tests"):
-        if name not in obj:
+        if obj.get(name) is None:
             raise ValueError(f"{name!r} is missing")
     data = {k: obj[k] for k in _CODE_KEYS if obj.get(k) is not None}
     _need(data["language"], str, "language")

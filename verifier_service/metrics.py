@@ -36,6 +36,17 @@ class _PoolCollector(Collector):
         yield CounterMetricFamily("verirl_cache_misses", "Cache look-ups that missed", value=s.cache_misses)
 
 
+class _CodeCollector(Collector):
+    def __init__(self, stats: Callable[[], tuple[int, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        queued, running = self._stats()
+        yield GaugeMetricFamily("verirl_code_queue_depth", "Code items waiting for a sandbox thread", value=queued)
+        yield GaugeMetricFamily("verirl_code_running", "Code items taken by a sandbox thread (running or "
+                                "waiting for a free slot)", value=running)
+
+
 class ServiceMetrics:
     def __init__(self, pool_stats: Callable[[], PoolStats]) -> None:
         self.registry = CollectorRegistry()
@@ -52,6 +63,10 @@ class ServiceMetrics:
         self.registry.register(_PoolCollector(pool_stats))
         self._http = None
         self.port: int | None = None
+
+    def watch_code(self, stats: Callable[[], tuple[int, int]]) -> None:
+        """Export the code queue's (queued, running), read at scrape time."""
+        self.registry.register(_CodeCollector(stats))
 
     def observe_request(self, rpc: str, code: str, seconds: float) -> None:
         self.requests.labels(rpc, code).inc()
