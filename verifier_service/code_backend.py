@@ -141,8 +141,9 @@ class CodeQueue:
 
     def close(self, grace_s: float) -> None:
         """Refuse new items, let queued ones start for up to `grace_s` seconds, answer what is still
-        queued with `shutdown(item)`, then wait for the running ones (each is bounded by the runner's
-        own backstop, so this ends) and for the threads."""
+        queued with `shutdown(item)`, then wait for the running ones and for the threads. Not cut at
+        `grace_s`: a run ends by its own limits (its backstop: executions x wall limit + compile),
+        and closing the runner under a run could restart a fork-server behind close's back."""
         deadline = time.monotonic() + grace_s
         with self._lock:
             self._closing = True
@@ -168,7 +169,7 @@ class CodeQueue:
                 if not self._queue:
                     return
                 entry = self._queue.popleft()
-                self._room.notify()
+                self._room.notify_all()  # waiting submitters of different sizes: each checks its own fit
                 self._taken.notify_all()
                 if not entry.future.set_running_or_notify_cancel():
                     continue  # the caller went away before the item started
