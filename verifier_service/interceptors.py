@@ -224,7 +224,9 @@ class CallInterceptor(grpc.ServerInterceptor):
                             if record is not None:
                                 record.response(response)
                             yield response
-                        code = context.code()
+                        # A cancelled call can end the servicer's loop quietly (its request
+                        # iterator just stops): the context knows the caller left.
+                        code = context.code() or (None if context.is_active() else grpc.StatusCode.CANCELLED)
                     except GeneratorExit:  # grpc closed the stream: the caller went away
                         code = grpc.StatusCode.CANCELLED
                         raise

@@ -240,7 +240,8 @@ class VerifierServicer(pb_grpc.VerifierServicer):
                         futures.append(future)
                     future.add_done_callback(functools.partial(deliver, kind))
                     submitted += 1
-                results.put(submitted)
+                # The request iterator also just stops when the caller cancels: that is no end of input.
+                results.put(submitted if context.is_active() else _Abandoned())
             except Exception as exc:  # the boundary of the reader thread: the stream fails with a status
                 results.put(exc)
 

@@ -34,6 +34,7 @@ PATHOLOGICAL = [
     ("1", "1+" * 5000 + "1"),
     ("1", "x^" * 300 + "2"),
     ("1", "9" * 50000),
+    ("1", "9" * 200000),  # past Python's int-from-string limit: must not raise
     ("1", "(" + ",".join(["1"] * 3000) + ")"),
     ("1", "\\begin{pmatrix}" + "\\\\".join(["&".join(["1"] * 40)] * 40) + "\\end{pmatrix}"),
     ("x", "(x+1)^{1000}-(x-1)^{1000}"),

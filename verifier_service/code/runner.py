@@ -250,7 +250,10 @@ class CodeRunner:
         if slot.process is not None and slot.process.poll() is None:
             slot.process.kill()
         self._stop_server(slot)
-        self._start_server(slot)
+        with self._lock:
+            if not self._started:  # close() ran meanwhile: a new fork-server would be orphaned
+                return
+            self._start_server(slot)
 
     def close(self) -> None:
         """Stop the fork-servers, kill what is left, remove the cgroups. Idempotent."""

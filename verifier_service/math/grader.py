@@ -85,6 +85,8 @@ def _judge(gold_text: str, gold_marks: Marks, answer_text: str, answer_marks: Ma
     """Cheapest test first: identical strings, choice letters, plain numbers, then full parsing."""
     if answer_text == gold_text and answer_marks == gold_marks:
         return _Judgement(True, "identical after normalisation", answer_text, gold_text)
+    if len(gold_text) > MAX_LENGTH or len(answer_text) > MAX_LENGTH:
+        return _Judgement(False, f"longer than {MAX_LENGTH} characters and not identical", answer_text, gold_text)
     choice = _CHOICE.match(strip_text_commands(gold_text))
     if choice:
         letter, value = choice.group(1) or choice.group(3), (choice.group(2) or "").strip()
@@ -96,8 +98,6 @@ def _judge(gold_text: str, gold_marks: Marks, answer_text: str, answer_marks: Ma
     fast = _fast_numbers(gold_text, answer_text, options)
     if fast is not None and not (gold_marks.percent or answer_marks.percent):
         return _Judgement(fast, "exact numeric comparison", answer_text, gold_text)
-    if len(gold_text) > MAX_LENGTH or len(answer_text) > MAX_LENGTH:
-        return _Judgement(False, f"longer than {MAX_LENGTH} characters and not identical", answer_text, gold_text)
     gold_parsed = parse_normalized(gold_text, gold_marks)
     answer_parsed = parse_normalized(answer_text, answer_marks)
     gold_norm, answer_norm = describe(gold_parsed), describe(answer_parsed)
