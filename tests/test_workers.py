@@ -176,3 +176,34 @@ def test_busy_worker_dies_with_a_killed_server(slow_fn, tmp_path: Path):
     assert done.returncode == -signal.SIGKILL, done.stderr
     worker = int(done.stdout.split()[0])
     _wait_for(lambda: not _running(worker), timeout=5)
+
+
+def test_a_runaway_among_queued_jobs_times_out_alone(slow_fn):
+    """Jobs queued behind a runaway keep their own deadlines and are answered by the
+    replacement worker."""
+    with WorkerPool(1, queue_capacity=64) as pool:
+        jobs = [Job(slow_fn("echo"), (i,), timeout_s=5.0) for i in range(3)]
+        jobs.append(Job(slow_fn("spin"), (), timeout_s=0.3))
+        jobs += [Job(slow_fn("echo"), (i,), timeout_s=5.0) for i in range(4, 7)]
+        start = time.monotonic()
+        outcomes = [future.result() for future in pool.submit_many(jobs)]
+        assert [o.status for o in outcomes] == [OutcomeStatus.OK] * 3 + [OutcomeStatus.TIMEOUT] + [OutcomeStatus.OK] * 3
+        assert [o.value for o in outcomes if o.status is OutcomeStatus.OK] == [0, 1, 2, 4, 5, 6]
+        assert time.monotonic() - start < 0.3 + SLACK_S + 1.0  # + the replacement's start
+        assert pool.stats().timeouts == 1 and pool.stats().in_flight == 0
+
+
+def test_an_unpicklable_job_among_others_fails_alone(slow_fn):
+    with WorkerPool(1, queue_capacity=64) as pool:
+        jobs = [Job(slow_fn("echo"), ("a",)), Job(slow_fn("echo"), (lambda: None,)), Job(slow_fn("echo"), ("c",))]
+        outcomes = [future.result() for future in pool.submit_many(jobs)]
+        assert [o.status for o in outcomes] == [OutcomeStatus.OK, OutcomeStatus.FAILED, OutcomeStatus.OK]
+        assert outcomes[0].value == "a" and outcomes[2].value == "c" and "arguments" in outcomes[1].reason
+
+
+def test_a_worker_dying_among_queued_jobs_fails_only_its_job(slow_fn, tmp_path: Path):
+    with WorkerPool(1, queue_capacity=64) as pool:
+        jobs = [Job(slow_fn("echo"), ("a",)), Job(slow_fn("die")), Job(slow_fn("echo"), ("c",))]
+        outcomes = [future.result() for future in pool.submit_many(jobs)]
+        assert [o.status for o in outcomes] == [OutcomeStatus.OK, OutcomeStatus.WORKER_DIED, OutcomeStatus.OK]
+        assert outcomes[2].value == "c"
