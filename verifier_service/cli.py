@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 __all__ = ["main", "build_parser"]
 
+PLUGIN_GROUP = "verirl.commands"
 _EVALUATE = "verifier_service.evaluate"
 _BORROWED = {  # subcommand -> (help, adder, runner) in verifier_service.evaluate
     "eval": ("score a JSONL file of responses (embedded service unless --server)", "add_eval_arguments", "run_eval"),
@@ -129,6 +131,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the verifier gRPC service")
     _add_serve_arguments(serve)
     serve.set_defaults(run=_serve)
+    for name in _plugin_commands():  # listed in --help; main() hands them their arguments
+        sub.add_parser(name, help=f"{name} (see `verirl {name} --help`)", add_help=False)
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (help_text, adder, runner) in _BORROWED.items():
         child = sub.add_parser(name, help=help_text)
@@ -139,8 +143,18 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
+def _plugin_commands() -> dict[str, Any]:
+    """Subcommands registered by other packages (pyproject: [project.entry-points."verirl.commands"]),
+    found by name so this package never imports them (the trainer brings torch)."""
+    return {entry.name: entry for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-"):
+        plugin = _plugin_commands().get(argv[0])
+        if plugin is not None:  # e.g. `verirl train grpo --config FILE`: the rest is the plugin's
+            return plugin.load()(argv[1:])
     args = build_parser(argv).parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     return run(args)
