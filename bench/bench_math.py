@@ -70,6 +70,14 @@ def build_pairs(path: Path) -> list[tuple[str, str, bool, str]]:
     return pairs
 
 
+def table_pairs() -> list[tuple[str, str, bool, str]]:
+    """The equivalence table of tests/math_checker (labels written for verirl: a biased judge)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from math_checker.equivalence_cases import CATEGORIES
+
+    return [(gold, answer, label, category) for category, cases in CATEGORIES.items() for gold, answer, label in cases]
+
+
 def _response(answer: str) -> str:
     return f"So the final answer is $\\boxed{{{answer}}}$."
 
@@ -148,6 +156,9 @@ def main() -> None:
     print(f"{len(pairs)} pairs from {args.data.name}")
     mv_s, mv = in_fresh_process(run_math_verify, pairs)
     ours_s, ours = in_fresh_process(run_verirl, pairs)
+    table = table_pairs()
+    table_mv_s, table_mv = in_fresh_process(run_math_verify, table)
+    table_ours_s, table_ours = in_fresh_process(run_verirl, table)
     svc_s, svc, statuses, latencies = through_service(pairs, args.workers)
     latencies.sort()
     report = {
@@ -159,6 +170,14 @@ def main() -> None:
         f"verirl_service_{args.workers}_workers": {
             "pairs_per_s": round(len(pairs) / svc_s, 1), "agreement": agreement(pairs, svc),
             "not_judged": sum(1 for s in statuses if s not in ("CORRECT", "INCORRECT", "NO_ANSWER")),
+        },
+        "our_table": {
+            "pairs": len(table),
+            "note": "tests/math_checker/equivalence_cases.py: labels written for verirl, so a biased judge",
+            "math_verify": {"pairs_per_s": round(len(table) / table_mv_s, 1),
+                            "agreement": agreement(table, table_mv)["all"]},
+            "verirl": {"pairs_per_s": round(len(table) / table_ours_s, 1),
+                       "agreement": agreement(table, table_ours)["all"]},
         },
         "single_item_latency_ms": {
             "p50": round(statistics.median(latencies), 3),
