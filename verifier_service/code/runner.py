@@ -28,24 +28,21 @@ import platform
 import queue
 import re
 import select
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tasks.code_blocks import extract_code
 
 from . import plain, wire
-from .compare import describe_mismatch, output_matches, value_matches
-from .harness import EXIT_MEMORY
 from .isolation import IsolationError, SlotCgroup, cgroup_parents, seccomp_bpf
-from .types import (LANGUAGES, AssertTests, CallTests, CodeLimits, CodeRequest, CodeStatus, CodeVerdict,
-                    StdioTests, TestOutcome)
+from .types import LANGUAGES, AssertTests, CallTests, CodeLimits, CodeRequest, CodeStatus, CodeVerdict, StdioTests
+from .verdicts import InvalidTests, Job, SandboxFault, assemble, case_outcome
 
 __all__ = ["CodeRunner", "RunnerConfig", "SandboxUnavailable"]
 
@@ -92,26 +89,6 @@ class _Slot:
     cgroup: SlotCgroup | None
     process: subprocess.Popen | None = None
     sock: socket.socket | None = None
-
-
-@dataclass
-class _Job:
-    """A validated request: what the sandbox gets (public), what only the test process gets
-    (secret), and what stays here for the comparison."""
-
-    request: CodeRequest
-    code: str
-    limits: CodeLimits
-    public: dict[str, Any]
-    secret: str | None
-    total: int
-    expected: list[Any] = field(default_factory=list)
-    backstop_s: float = 0.0
-    cgroup_memory: int = 0
-
-
-class _SandboxFault(Exception):
-    """The sandbox failed (not the code): SANDBOX_ERROR, and the slot is restarted."""
 
 
 class CodeRunner:
@@ -296,7 +273,7 @@ class CodeRunner:
             verdict = CodeVerdict(CodeStatus.INTERNAL_ERROR, reason=f"{type(err).__name__}: {err}")
         return replace(verdict, id=request.id, elapsed_ms=(time.monotonic() - start) * 1000)
 
-    def _run_in(self, slot: _Slot, job: _Job) -> CodeVerdict:
+    def _run_in(self, slot: _Slot, job: Job) -> CodeVerdict:
         """Run in a slot; a fork-server that died or faulted is restarted (before the run, or
         after it with SANDBOX_ERROR for that run)."""
         if slot.process is None or slot.process.poll() is not None:
@@ -307,9 +284,9 @@ class CodeRunner:
                                    extracted=job.code)
         try:
             return self._execute(slot, job)
-        except _InvalidTests as err:
+        except InvalidTests as err:
             return CodeVerdict(CodeStatus.INVALID_ARGUMENT, reason=str(err), extracted=job.code)
-        except (_SandboxFault, OSError, wire.FrameError) as err:
+        except (SandboxFault, OSError, wire.FrameError) as err:
             verdict = CodeVerdict(CodeStatus.SANDBOX_ERROR, reason=f"{type(err).__name__}: {err}",
                                   extracted=job.code)
         try:
@@ -331,7 +308,7 @@ class CodeRunner:
         resolved["wall_time_s"] = max(resolved["wall_time_s"], 2 * resolved["cpu_time_s"] + 1)
         return CodeLimits(**resolved)
 
-    def _prepare(self, request: CodeRequest) -> _Job | CodeVerdict:
+    def _prepare(self, request: CodeRequest) -> Job | CodeVerdict:
         def invalid(reason: str) -> CodeVerdict:
             return CodeVerdict(CodeStatus.INVALID_ARGUMENT, reason=reason)
 
@@ -400,9 +377,9 @@ class CodeRunner:
         # The run's tmpfs pages are charged to the cgroup too: room for them, so that files left by
         # the code can never starve the init into an OOM kill (that would read as our fault).
         cgroup_memory = memory + _HARNESS_OVERHEAD + self.config.tmp_bytes + self.config.shm_bytes
-        return _Job(request, code, limits, public, secret, total, expected, backstop, cgroup_memory)
+        return Job(request, code, limits, public, secret, total, expected, backstop, cgroup_memory)
 
-    def _execute(self, slot: _Slot, job: _Job) -> CodeVerdict:
+    def _execute(self, slot: _Slot, job: Job) -> CodeVerdict:
         fds: dict[str, int] = {"job": _memfd("job", json.dumps(job.public).encode())}
         if job.secret is not None:
             fds["secret"] = _memfd("tests", job.secret.encode())
@@ -423,9 +400,9 @@ class CodeRunner:
         finally:
             for fd in to_close:
                 os.close(fd)
-        return _assemble(job, records, end)
+        return assemble(job, records, end)
 
-    def _collect(self, slot: _Slot, job: _Job, result_r: int,
+    def _collect(self, slot: _Slot, job: Job, result_r: int,
                  control_w: int) -> tuple[list[tuple[dict, list[bytes]]], dict[str, Any]]:
         deadline = time.monotonic() + job.backstop_s + 10.0
         reader = wire.FrameReader(_MAX_RECORD)
@@ -434,25 +411,25 @@ class CodeRunner:
         while not (reader.closed and end is not None):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise _SandboxFault("the fork-server did not finish the run in time")
+                raise SandboxFault("the fork-server did not finish the run in time")
             watched = ([] if reader.closed else [result_r]) + ([] if end is not None else [slot.sock])
             for fd in select.select(watched, [], [], left)[0]:
                 if fd is slot.sock:
                     message = slot.sock.recv(1 << 16)
                     if not message:
-                        raise _SandboxFault("the fork-server exited")
+                        raise SandboxFault("the fork-server exited")
                     end = json.loads(message)
                     continue
                 for header, blobs in reader.feed(result_r):
                     records.append((header, blobs))
                     if control_w >= 0 and header.get("t") == "exec":
-                        ok = _case_outcome(job, header, blobs).status is CodeStatus.PASSED
+                        ok = case_outcome(job, header, blobs).status is CodeStatus.PASSED
                         try:
                             os.write(control_w, b"G" if ok else b"S")
                         except BrokenPipeError:
                             pass
         if end.get("error"):
-            raise _SandboxFault(end["error"])
+            raise SandboxFault(end["error"])
         return records, end
 
 
@@ -493,133 +470,3 @@ def _remove_stale_root_dirs() -> None:
 
 
 # ---------------------------------------------------------------- from facts to a verdict
-
-def _signal_name(code: int) -> str:
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
-
-
-def _ended(fact: dict[str, Any], language: str, stderr: bytes) -> tuple[CodeStatus, str]:
-    """Status and detail of an execution that did not end normally (or exited non-zero)."""
-    end = fact.get("end")
-    if end == "cpu":
-        return CodeStatus.TIMEOUT, f"CPU time over the limit ({fact.get('cpu_s', 0):.2f} s)"
-    if end == "wall":
-        return CodeStatus.TIMEOUT, "wall-clock backstop reached (sleeping or blocked)"
-    if end == "output":
-        return CodeStatus.OUTPUT_LIMIT, "output over the limit"
-    if end == "oom":
-        return CodeStatus.MEMORY_LIMIT, "killed by the memory limit"
-    if end in ("garbage", "closed"):
-        return CodeStatus.RUNTIME_ERROR, "the solution process stopped answering"
-    code = int(fact.get("code", 1))
-    if language == "python" and code == EXIT_MEMORY:
-        return CodeStatus.MEMORY_LIMIT, "MemoryError"
-    if code == -signal.SIGXCPU:
-        return CodeStatus.TIMEOUT, "CPU time limit (SIGXCPU)"
-    if code == -signal.SIGXFSZ:
-        return CodeStatus.OUTPUT_LIMIT, "file size limit (SIGXFSZ)"
-    if language == "cpp" and code == -signal.SIGABRT and b"bad_alloc" in stderr:
-        return CodeStatus.MEMORY_LIMIT, "std::bad_alloc"
-    tail = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-    how = f"killed by {_signal_name(code)}" if code < 0 else f"exit code {code}"
-    return CodeStatus.RUNTIME_ERROR, f"{how}: {tail[0][:300]}" if tail[0] else how
-
-
-def _case_outcome(job: _Job, header: dict[str, Any], blobs: list[bytes]) -> TestOutcome:
-    index = int(header["i"])
-    cpu = float(header.get("cpu_s", 0.0))
-    stdout, stderr = (blobs + [b"", b""])[:2]
-    tests = job.request.tests
-    if header.get("end") == "reply":
-        reply = header["reply"]
-        if "ok" not in reply:
-            name, message = str(reply.get("exc", "Exception")), str(reply.get("msg", ""))
-            status = CodeStatus.MEMORY_LIMIT if name == "MemoryError" else CodeStatus.RUNTIME_ERROR
-            return TestOutcome(index, status, f"{name}: {message}"[:1000], cpu)
-        try:
-            got = plain.decode(reply["ok"])
-        except (plain.NotPlain, ValueError, RecursionError, TypeError, KeyError) as err:
-            return TestOutcome(index, CodeStatus.FAILED, f"unreadable return value ({err})", cpu)
-        if value_matches(got, job.expected[index], tests.float_rel_tol):
-            return TestOutcome(index, CodeStatus.PASSED, "", cpu)
-        return TestOutcome(index, CodeStatus.FAILED, describe_mismatch(got, job.expected[index]), cpu)
-    if header.get("end") == "exit" and header.get("code") == 0 and isinstance(tests, StdioTests):
-        if output_matches(stdout, job.expected[index], tests.whitespace):
-            return TestOutcome(index, CodeStatus.PASSED, "", cpu)
-        got = stdout.decode("utf-8", "replace")
-        return TestOutcome(index, CodeStatus.FAILED, describe_mismatch(got, job.expected[index]), cpu)
-    load = header.get("load") or {}
-    if load.get("load_error"):
-        status = CodeStatus.MEMORY_LIMIT if load.get("exc") == "MemoryError" else CodeStatus.RUNTIME_ERROR
-        return TestOutcome(index, status, "the solution failed to load: " + str(load["load_error"])[-1000:], cpu)
-    status, detail = _ended(header, job.request.language, stderr)
-    return TestOutcome(index, status, detail, cpu)
-
-
-def _assemble(job: _Job, records: list[tuple[dict, list[bytes]]], end: dict[str, Any]) -> CodeVerdict:
-    cap = job.limits.output_bytes
-    common = {"extracted": job.code, "peak_memory_bytes": int(end.get("peak_memory", 0)),
-              "cpu_time_s": sum(float(h.get("cpu_s", 0.0)) for h, _ in records)}
-    faults = [h for h, _ in records if h.get("t") == "fault"]
-    if faults:
-        raise _SandboxFault(faults[0].get("message", "fault"))
-    outputs: list[tuple[bytes, bytes]] = []
-    outcomes: list[TestOutcome] = []
-    total = job.total
-    for header, blobs in records:
-        kind = header.get("t")
-        if kind == "compile" and not header.get("ok"):
-            detail = "compiler failed" if header.get("end") == "exit" else \
-                "compilation over its limits: " + _ended(header, "cpp", b"")[1]
-            out, err = (blobs + [b"", b""])[:2]
-            return _with_output(CodeVerdict(CodeStatus.COMPILE_ERROR, total=total, reason=detail, **common),
-                                out, err, cap)
-        if kind == "exec":
-            outcomes.append(_case_outcome(job, header, blobs))
-            outputs.append(tuple((blobs + [b"", b""])[:2]))
-        if kind == "assert":
-            outcomes, total = _assert_outcomes(job, header, blobs)
-            outputs.append(tuple((blobs + [b"", b""])[:2]))
-    done = any(h.get("t") == "done" for h, _ in records)
-    if not done:
-        if not end.get("backstop"):
-            raise _SandboxFault("the run ended without a result")
-        outcomes.append(TestOutcome(len(outcomes), CodeStatus.TIMEOUT, "wall-clock backstop of the run"))
-    passed = sum(o.status is CodeStatus.PASSED for o in outcomes)
-    failing = next((o for o in outcomes if o.status is not CodeStatus.PASSED), None)
-    if failing is None and passed < total:
-        failing = TestOutcome(passed, CodeStatus.FAILED, "not run")
-    status = CodeStatus.PASSED if failing is None else failing.status
-    shown = outputs[failing.index] if failing is not None and failing.index < len(outputs) and \
-        job.public["style"] != "assert" else (outputs[-1] if outputs else (b"", b""))
-    verdict = CodeVerdict(status, passed=passed, total=total, tests=tuple(outcomes),
-                          reason=failing.detail if failing else "", **common)
-    return _with_output(verdict, shown[0], shown[1], cap)
-
-
-def _assert_outcomes(job: _Job, header: dict[str, Any], blobs: list[bytes]) -> tuple[list[TestOutcome], int]:
-    report = header.get("tests")
-    if report and report.get("error"):
-        raise _InvalidTests(report["error"])
-    outcomes = [TestOutcome(int(t["i"]), CodeStatus[t["status"]], str(t.get("detail", ""))) for t in
-                (report or {}).get("tests", [])]
-    total = int((report or {}).get("total", max(len(outcomes), 1)))
-    if report is None or report.get("gone"):
-        status, detail = _ended(header, "python", (blobs + [b"", b""])[1])
-        if header.get("end") == "exit" and status is CodeStatus.RUNTIME_ERROR:
-            detail = "the solution process ended before the tests finished (" + detail + ")"
-        outcomes.append(TestOutcome(len(outcomes), status, detail))
-    return outcomes, total
-
-
-class _InvalidTests(ValueError):
-    pass
-
-
-def _with_output(verdict: CodeVerdict, stdout: bytes, stderr: bytes, cap: int) -> CodeVerdict:
-    return replace(verdict, stdout=stdout[:cap].decode("utf-8", "replace"),
-                   stderr=stderr[:max(cap - min(len(stdout), cap), 0)].decode("utf-8", "replace"),
-                   stdout_truncated=len(stdout) > cap, stderr_truncated=len(stdout) + len(stderr) > cap)
