@@ -203,7 +203,9 @@ def _verifier(cfg: GRPOConfig) -> Iterator[Any]:
         return
     from verifier_service.config import ServerConfig
     from verifier_service.server import embedded_server
-    with embedded_server(ServerConfig(math_workers=cfg.reward.server_math_workers)) as address:
+    # The sandbox (root, fork-servers) only when code is rewarded; a math-only run needs neither.
+    sandbox = "full" if cfg.reward.code > 0 else "off"
+    with embedded_server(ServerConfig(math_workers=cfg.reward.server_math_workers, sandbox=sandbox)) as address:
         with VerifierClient(address, timeout=cfg.reward.timeout_s) as client:
             yield client
 
