@@ -148,6 +148,9 @@ TUPLES = [
 ]
 
 MATRICES = [
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "(1, 2)", True), ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "(2, 1)", False),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "[1, 2]", False), ("\\langle 1, 2 \\rangle", "(1,2)", True),
+    ("\\langle 1, 2 \\rangle", "\\langle 2, 1 \\rangle", False),
     ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
     ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}", True),
     ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{pmatrix}1&3\\\\2&4\\end{pmatrix}", False),

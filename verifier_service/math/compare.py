@@ -185,6 +185,9 @@ def _cross_kind(gold: Answer, response: Answer, tol: Tolerance) -> bool:
         if isinstance(a, Bracketed) and (a.open, a.close) == ("(", ")") and isinstance(b, Unordered) \
                 and not b.is_set and _ordered(a.items, b.items, tol):
             return True  # a tuple written without its parentheses: `1, 2` for `(1, 2)`
+        if isinstance(a, Matrix) and isinstance(b, Bracketed) and (b.open, b.close) == ("(", ")") \
+                and _ordered(_vector_items(a), b.items, tol):
+            return True  # a column (or row) vector written as a tuple
         if isinstance(a, Unordered) and len(a.items) == 1:
             return equivalent(a.items[0], b, tol)
         if isinstance(a, Unordered) and not a.is_set and isinstance(b, Unordered):
@@ -192,6 +195,13 @@ def _cross_kind(gold: Answer, response: Answer, tol: Tolerance) -> bool:
         if isinstance(a, Text) and isinstance(b, Value):
             return a.text == _symbol_text(b)
     return False
+
+
+def _vector_items(matrix: Matrix) -> tuple:
+    """The entries of a one-column or one-row matrix, in order (empty for any other shape)."""
+    if all(len(row) == 1 for row in matrix.rows):
+        return tuple(row[0] for row in matrix.rows)
+    return matrix.rows[0] if len(matrix.rows) == 1 else ()
 
 
 def _symbol_text(value: Value) -> str:

@@ -38,6 +38,8 @@ _ALIASES = [
     (re.compile(r"\\mathbb\s*\{?R\}?|ℝ"), r"(-\\infty, \\infty)"),
     (re.compile(r"\\(?:mathbf|mathrm|mathit|boldsymbol|bm|mathnormal)\s*\{"), "{"),
     (re.compile(r"\\(?:dots|ldots|cdots)(?![a-zA-Z])"), r"\\dots "),
+    (re.compile(r"\\langle(?![a-zA-Z])|⟨"), "("),
+    (re.compile(r"\\rangle(?![a-zA-Z])|⟩"), ")"),
 ]
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree(?![a-zA-Z])|\^\{\\text\{o\}\}")
 _PERCENT = re.compile(r"\\?%|\\text\{\s*percent\s*\}|\s+percent\b")
