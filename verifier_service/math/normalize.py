@@ -58,6 +58,9 @@ _REPEATING = re.compile(r"(?<!\d)(\d*)\.(\d*)\\overline\{(\d+)\}")  # (?<!\d): l
 _E_NOTATION = re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([-+]?\d+)$")
 # `3\frac{1}{2}` and `3 1/2` as a whole answer are mixed numbers (3 + 1/2), not products.
 _MIXED_NUMBER = re.compile(r"^(-?)(\d+)(?:\s*\\frac\{(\d+)\}\{(\d+)\}|\s+(\d+)/(\d+))$")
+# `5 million` as a whole answer: the word is a factor, not a unit.
+_SCALES = {"thousand": 3, "million": 6, "billion": 9, "trillion": 12}
+_SCALE_WORD = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(thousand|million|billion|trillion)$", re.IGNORECASE)
 # `2 apples`: a plain number followed by words only (any unit the list above lacks).
 _NUMBER_THEN_WORDS = re.compile(r"^(-?[\d.,]*\d)\s+[a-zA-Z]{3,}(?:\s+[a-zA-Z]+)*$")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:(?:,|\{,\}|\\,| )\d{3})+(?:\.\d+)?$")
@@ -110,6 +113,7 @@ def normalize(answer: str) -> tuple[str, Marks]:
         text = _REPEATING.sub(_repeating_to_fraction, text)
     text = _E_NOTATION.sub(r"\1*10^{\2}", text)
     text = _MIXED_NUMBER.sub(_mixed_to_sum, text)
+    text = _SCALE_WORD.sub(lambda m: f"{m.group(1)}*10^{{{_SCALES[m.group(2).lower()]}}}", text)
     text = _NUMBER_THEN_WORDS.sub(r"\1", text)
     if _THOUSANDS.match(text):
         text = re.sub(r"\{,\}|\\,|,| ", "", text)
