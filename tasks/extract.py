@@ -132,9 +132,16 @@ _NUMBER = re.compile(
 )
 
 
+_SCALE_AFTER = re.compile(r"\s+(thousand|million|billion|trillion)\b", re.IGNORECASE)
+
+
 def _last_number(text: str) -> list[str]:
-    numbers = _NUMBER.findall(text)
-    return [numbers[-1].replace(" ", "")] if numbers else []
+    matches = list(_NUMBER.finditer(text))
+    if not matches:
+        return []
+    last = matches[-1]
+    scale = _SCALE_AFTER.match(text, last.end())  # "$5 million" is 5000000, not 5
+    return [last.group(0).replace(" ", "") + (f" {scale.group(1)}" if scale else "")]
 
 
 def _whole_response(text: str) -> list[str]:

@@ -60,6 +60,8 @@ _E_NOTATION = re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([-+]?\d+)$")
 _MIXED_NUMBER = re.compile(r"^(-?)(\d+)(?:\s*\\frac\{(\d+)\}\{(\d+)\}|\s+(\d+)/(\d+))$")
 # `5 million` as a whole answer: the word is a factor, not a unit.
 _SCALES = {"thousand": 3, "million": 6, "billion": 9, "trillion": 12}
+_SCALE_IN_TEXT = re.compile(r"\\text\{\s*(?:thousand|million|billion|trillion)\s*\}\s*$", re.IGNORECASE)
+_SCALE_ONLY = re.compile(r"^\s*\\\w+\s*\{\s*(thousand|million|billion|trillion)\s*\}\s*$", re.IGNORECASE)
 _SCALE_WORD = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(thousand|million|billion|trillion)$", re.IGNORECASE)
 # `2 apples`: a plain number followed by words only (any unit the list above lacks).
 _NUMBER_THEN_WORDS = re.compile(r"^(-?[\d.,]*\d)\s+[a-zA-Z]{3,}(?:\s+[a-zA-Z]+)*$")
@@ -113,6 +115,7 @@ def normalize(answer: str) -> tuple[str, Marks]:
         text = _REPEATING.sub(_repeating_to_fraction, text)
     text = _E_NOTATION.sub(r"\1*10^{\2}", text)
     text = _MIXED_NUMBER.sub(_mixed_to_sum, text)
+    text = strip_text_commands(text) if _SCALE_IN_TEXT.search(text) else text
     text = _SCALE_WORD.sub(lambda m: f"{m.group(1)}*10^{{{_SCALES[m.group(2).lower()]}}}", text)
     text = _NUMBER_THEN_WORDS.sub(r"\1", text)
     if _THOUSANDS.match(text):
@@ -125,8 +128,9 @@ _UNIT_TEXT = re.compile(r"(?<=[\d}])\s*\\(?:text|mbox|textnormal|mathrm)\s*\{\s*
 
 
 def _unit_text_after_number(text: str) -> str:
-    r"""`5.4 \text{ cents}` -> `5.4`: a word in \text after a number is a unit."""
-    return _UNIT_TEXT.sub("", text)
+    r"""`5.4 \text{ cents}` -> `5.4`: a word in \text after a number is a unit
+    (but `\text{ million}` is a factor: it becomes a plain word for _SCALE_WORD)."""
+    return _UNIT_TEXT.sub(lambda m: m.group(0) if _SCALE_ONLY.match(m.group(0)) else "", text)
 
 
 def _strip_unit_words(text: str) -> str:
