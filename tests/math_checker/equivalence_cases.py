@@ -248,6 +248,8 @@ EXTRACTION += [  # whole responses with harder answers
 ]
 
 EXTRACTION += [  # GSM8K-style prose
+ ("5000000", "The company earned $5 million.", True), ("5000000", "\\boxed{\\$5 \\text{ million}}", True),
+ ("5", "The company earned $5 million.", False),
 
  ("1200", "She earns 1,200 dollars.\nThe answer is $1,200.00.", True),
  ("5", "Final Answer: The final answer is $5$. I hope it is correct.", True),
