@@ -1,6 +1,7 @@
 """`verirl train ...`: the trainer's command line, exposed as `main(argv)`.
 
     verirl train grpo --config configs/demo.yaml rollout.group_size=4 optim.lr=1e-4
+    verirl train sft --config configs/sft_demo.yaml steps=100
 
 The `verirl` CLI (verifier_service/cli.py) hands everything after `train` to `main` and imports this
 module lazily inside that subcommand, so the service's commands never import torch. Also runnable as
@@ -10,18 +11,28 @@ module lazily inside that subcommand, so the service's commands never import tor
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 __all__ = ["main", "build_parser", "RECIPES"]
 
-RECIPES = ("grpo",)  # sft, rm, prm, dpo, ppo join here (issue 4)
+# recipe -> (config loader, train function, result keys printed), as "module:name"; imported lazily
+RECIPES = {
+    "grpo": ("trainer.config:load_config", "trainer.grpo:train", ("step", "reward_mean", "reward_history")),
+    "sft": ("trainer.sft_config:load_sft_config", "trainer.sft:train", ("step", "loss", "eval_history", "model_dir")),
+}  # rm, prm, dpo, ppo join here (issue 4)
+
+
+def _resolve(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="verirl train", description="Train a policy with a recipe.")
-    parser.add_argument("recipe", choices=RECIPES)
+    parser.add_argument("recipe", choices=sorted(RECIPES))
     parser.add_argument("--config", required=True, help="YAML file (configs/*.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-5")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -30,18 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
-    from trainer.config import load_config, to_dict
+    from trainer.config import to_dict
+    load, run, keys = RECIPES[args.recipe]
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = _resolve(load)(args.config, args.overrides)
     except (ValueError, OSError) as exc:
         print(f"verirl train: {exc}", file=sys.stderr)
         return 2
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    from trainer.grpo import train
-    result = train(cfg)
-    print(json.dumps({k: result[k] for k in ("step", "reward_mean", "reward_history") if k in result}))
+    result = _resolve(run)(cfg)
+    print(json.dumps({k: result[k] for k in keys if k in result}))
     return 0
 
 
