@@ -7,9 +7,14 @@ boundaries of process supervision are exact).
 
     build_tiny(path, seed=0)  ->  path holding config.json, model.safetensors, tokenizer files
 
-The tokenizer is a `tokenizers` WordLevel model over single characters (a pre-tokenizer isolates every
-character, newline and space included) with a Fuse decoder (tokens joined without spaces), saved as a transformers fast tokenizer with a Qwen-style chat
-template. Characters outside the vocabulary become <unk>.
+The tokenizer is a byte-level BPE without merges over the printable ASCII characters and newline (one
+token per character), saved as a transformers fast tokenizer with a Qwen-style chat template. Why
+byte-level: transformers 5 loads any tokenizer of a `qwen2` model directory as `Qwen2Tokenizer`
+(AutoTokenizer ignores the saved class for that model type), which imposes Qwen's byte-level
+pre-tokenizer and decoder; a plain character vocabulary then silently loses every space and newline
+(" " is looked up as "Ġ"). With the vocabulary in byte-level form (" " stored as "Ġ", "\n" as "Ċ"), the
+tokenizer built here and the one AutoTokenizer (and vLLM) reload give the same ids. Characters outside
+the vocabulary become <unk> here and are dropped by the reloaded tokenizer: keep text to printable ASCII.
 """
 
 from __future__ import annotations
@@ -23,6 +28,16 @@ __all__ = ["TinyConfig", "SPECIAL_TOKENS", "CHAT_TEMPLATE", "build_tokenizer", "
 EOS, PAD, UNK, IM_START, IM_END = "<|endoftext|>", "<|pad|>", "<unk>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = (EOS, PAD, UNK, IM_START, IM_END)
 CHARACTERS = "\n" + "".join(c for c in string.printable if c.isprintable())  # printable ASCII + newline
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character map, which byte-level tokenizers (Qwen's) use."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = [b for b in range(256) if b not in kept]
+    return {**{b: chr(b) for b in kept}, **{b: chr(256 + i) for i, b in enumerate(shifted)}}
+
+
+_BYTE_LEVEL = _bytes_to_unicode()
 
 # Qwen's template, reduced: the turn end is EOS so that a completion ends with the model's stop token.
 CHAT_TEMPLATE = (
@@ -46,15 +61,15 @@ class TinyConfig:
 
 def build_tokenizer():
     """The character-level fast tokenizer (a transformers PreTrainedTokenizerFast)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for ch in CHARACTERS:
-        vocab[ch] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
+    for ch in CHARACTERS:  # the same ids as a plain character vocabulary, in byte-level form
+        vocab[_BYTE_LEVEL[ord(ch)]] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(list(SPECIAL_TOKENS))
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, unk_token=UNK,
                                    bos_token=None, chat_template=CHAT_TEMPLATE, padding_side="left")

@@ -37,6 +37,18 @@ def ids(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=False).input_ids
 
 
+def test_reloaded_tiny_tokenizer_keeps_spaces_and_newlines(tok, tiny_dir):
+    """SFT (and GRPO, vLLM) load the tokenizer with AutoTokenizer, which gives a qwen2 directory a
+    Qwen2Tokenizer: it must give the ids of the tokenizer built in memory, one per character."""
+    from transformers import AutoTokenizer
+
+    from trainer.tiny import CHARACTERS
+    reloaded = AutoTokenizer.from_pretrained(tiny_dir)
+    text = "<|im_start|>user\nAnn has 12 apples.\n19 - 5 = 14\n#### 14<|endoftext|>" + CHARACTERS
+    assert ids(reloaded, text) == ids(tok, text) and len(ids(tok, text)) == len(text) - len("<|im_start|><|endoftext|>") + 2
+    assert reloaded.decode(ids(reloaded, text)) == text == tok.decode(ids(tok, text))
+
+
 def test_labels_are_exactly_the_completion_tokens(tok):
     a, b, c, d, x = (tok.convert_tokens_to_ids(ch) for ch in "abcdx")
     eos = tok.eos_token_id
