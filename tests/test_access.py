@@ -29,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from verifier_service import cli, logs
+from verifier_service import backends, cli, logs
 from verifier_service.client import (
     AsyncVerifierClient, MathItem, RetryPolicy, VerifierCallError, VerifierClient,
 )
@@ -417,14 +417,16 @@ def test_a_bad_certificate_is_a_clear_error(certs, tmp_path):
         create_server(BASE.replace(tls_cert_file=str(tmp_path / "missing.pem"), tls_key_file=str(bad)))
 
 
-def test_a_stream_the_caller_left_is_logged_cancelled(token_server, access_lines):
-    """The caller leaves while the stream is open (its deadline passes with the request side
-    still open). A plain cancel() is not used: the client may half-close its side first, and
-    then the server can legitimately finish the stream as OK before it sees the cancel."""
+def test_a_stream_the_caller_left_is_logged_cancelled(token_server, access_lines, monkeypatch, slow_fn):
+    """The caller leaves (its deadline passes) while the server still owes it a result, so the
+    server cannot end the stream as OK first: with nothing outstanding, the end of the request
+    side and the cancel race, and either may reach the server first."""
+    monkeypatch.setattr(backends, "MATH_CHECK_FN", slow_fn("math_check"))  # "sleep:S" responses sleep
     release = threading.Event()
 
     def requests():
         yield pb.VerifyRequest(math=pb.MathItem(id="first", gold="1", response="1"))
+        yield pb.VerifyRequest(math=pb.MathItem(id="slow", gold="1", response="sleep:1.5"))
         release.wait(10)  # keeps the request side open past the deadline
 
     with grpc.insecure_channel(token_server) as channel:
