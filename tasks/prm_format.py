@@ -1,0 +1,153 @@
+"""How a process reward model (PRM) reads a chain of steps: the shared input format.
+
+One contract for the three places that touch a PRM: the trainer that writes one, the verifier service
+that serves it, and the evaluation that scores it. A PRM model directory is a Hugging Face directory
+(config, weights, tokenizer) plus `verirl_prm.json` holding a `PRMFormat`:
+
+    {"kind": "token_classification" | "causal_lm", "step_tag": "<string>", "step_separator": "\\n\\n",
+     "good_token": "+", "bad_token": "-", "correct_label": 1, "default_aggregation": "min",
+     "max_length": 4096}
+
+`render_ids` turns (problem, steps) into token ids and the positions where step scores are read:
+
+    ids = tok(problem) + sum over steps j of [tok(separator + step_j) + tok(step_tag)]
+
+each piece tokenized on its own, without special tokens. The score of step j is read at the LAST token
+of step j's tag. Why segment by segment: tokenizing the joined text lets a BPE merge a tag with its
+neighbours, so the tag's position would depend on the text around it; piecewise tokenization puts the
+tags at the same places in training and in serving, by construction.
+
+Reading P(correct) at a tag position (done by the consumers, which own torch):
+  token_classification, 2 labels  ->  softmax(logits)[correct_label]
+  token_classification, 1 label   ->  sigmoid(logit)            (also a Bradley-Terry reward model:
+                                                                 one "step" = the response)
+  causal_lm                       ->  softmax(logit[good_id], logit[bad_id])[0]   (Math-Shepherd)
+
+This module imports nothing of the project and no torch; the tokenizer is any callable with the
+Hugging Face `tokenizer(text, add_special_tokens=False)["input_ids"]` interface.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+__all__ = ["PRMFormat", "FORMAT_FILE", "KINDS", "AGGREGATIONS", "render_ids", "label_token_ids", "tokenize"]
+
+FORMAT_FILE = "verirl_prm.json"
+KINDS = ("token_classification", "causal_lm")
+AGGREGATIONS = ("min", "prod", "last", "mean")
+
+
+@dataclass(frozen=True)
+class PRMFormat:
+    """What a PRM expects around the steps and where its answer is read.
+
+    kind: "token_classification" (a per-token head) or "causal_lm" (next-token good/bad probabilities).
+    step_tag: text appended after every step; the score is read at its last token.
+    step_separator: text put before every step (also before the first, after the problem).
+    good_token, bad_token: the label tokens of a causal_lm PRM (each must be one token).
+    correct_label: the class index meaning "correct" of a 2-label token_classification PRM.
+    default_aggregation: how step scores become one score when a request does not say.
+    max_length: the longest rendered chain in tokens; a longer one is refused, never truncated.
+    """
+
+    kind: str
+    step_tag: str
+    step_separator: str = "\n\n"
+    good_token: str = "+"
+    bad_token: str = "-"
+    correct_label: int = 1
+    default_aggregation: str = "min"
+    max_length: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"PRMFormat.kind: must be one of {KINDS}, got {self.kind!r}")
+        if not isinstance(self.step_tag, str) or not self.step_tag:
+            raise ValueError("PRMFormat.step_tag: must be a non-empty string")
+        if not isinstance(self.step_separator, str):
+            raise ValueError("PRMFormat.step_separator: must be a string")
+        if self.kind == "causal_lm":
+            for name in ("good_token", "bad_token"):
+                if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                    raise ValueError(f"PRMFormat.{name}: must be a non-empty string for a causal_lm PRM")
+            if self.good_token == self.bad_token:
+                raise ValueError("PRMFormat.good_token: must differ from bad_token")
+        if self.correct_label not in (0, 1) or isinstance(self.correct_label, bool):
+            raise ValueError(f"PRMFormat.correct_label: must be 0 or 1, got {self.correct_label!r}")
+        if self.default_aggregation not in AGGREGATIONS:
+            raise ValueError(f"PRMFormat.default_aggregation: must be one of {AGGREGATIONS}, "
+                             f"got {self.default_aggregation!r}")
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
+            raise ValueError(f"PRMFormat.max_length: must be a positive integer, got {self.max_length!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PRMFormat":
+        """Build from a mapping; unknown keys are an error (a misspelled key never falls back silently)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"PRMFormat: unknown keys {unknown} (known: {sorted(known)})")
+        missing = [k for k in ("kind", "step_tag") if k not in data]
+        if missing:
+            raise ValueError(f"PRMFormat: missing required keys {missing}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **overrides: Any) -> "PRMFormat":
+        """A copy with some keys changed (flags over the file); unknown keys are an error."""
+        return PRMFormat.from_dict({**self.to_dict(), **overrides})
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "PRMFormat":
+        path = Path(directory) / FORMAT_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: must hold a JSON object")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / FORMAT_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def tokenize(tokenizer: Any, text: str) -> list[int]:
+    """Ids of `text` alone, without special tokens (the unit of segment-wise rendering)."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+
+def render_ids(tokenizer: Any, fmt: PRMFormat, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+    """(input_ids, tag_positions): the chain as the PRM reads it; tag_positions[j] is where step j is scored."""
+    tag = tokenize(tokenizer, fmt.step_tag)
+    if not tag:
+        raise ValueError(f"step_tag {fmt.step_tag!r} tokenizes to nothing")
+    ids = tokenize(tokenizer, problem)
+    positions = []
+    for step in steps:
+        ids.extend(tokenize(tokenizer, fmt.step_separator + step))
+        ids.extend(tag)
+        positions.append(len(ids) - 1)
+    return ids, positions
+
+
+def label_token_ids(tokenizer: Any, fmt: PRMFormat) -> tuple[int, int]:
+    """(good_id, bad_id) of a causal_lm PRM; each label must be exactly one token."""
+    out = []
+    for name in ("good_token", "bad_token"):
+        ids = tokenize(tokenizer, getattr(fmt, name))
+        if len(ids) != 1:
+            raise ValueError(f"{name} {getattr(fmt, name)!r} must be one token, tokenizes to {ids}")
+        out.append(ids[0])
+    return out[0], out[1]
