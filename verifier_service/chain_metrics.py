@@ -1,0 +1,270 @@
+"""Summaries of scored reasoning chains: ProcessBench metrics and best-of-N / majority / pass@k curves.
+
+Pure functions over `ChainRecord`s (one per evaluated "steps" line); `verirl eval` builds the records
+from the service's results, and `report.py` draws what these return. Nothing here talks to the service:
+answer equivalence (which final answers count as the same for voting) is decided before, by the math
+checker, and arrives as `ChainRecord.answer`, a cluster key.
+
+Definitions (what the issue left open is decided here and said in docs/eval_chains.md):
+- ProcessBench (Zheng et al. 2024): on chains labelled erroneous, a hit is a predicted first error
+  equal to the label; on chains labelled correct (-1), a hit is a prediction of -1. F1 is the harmonic
+  mean of the two accuracies.
+- pass@k: the unbiased estimator of Chen et al. 2021, 1 - C(n-c, k) / C(n, k), per group, averaged.
+- Curves at N = 1, 2, 4, ... and the largest group size: for each group of at least N responses, the
+  average over ALL subsets of N responses when there are at most `draws` of them (exact), else over
+  `draws` seeded random subsets. Majority vote picks the most frequent answer key, PRM best-of-N the
+  response with the highest aggregate score, weighted best-of-N the answer key with the largest sum
+  of aggregate scores (Li et al. 2023, Uesato et al. 2022). Ties go to the one first in file order.
+  A response with no extracted answer does not vote; a subset in which nobody votes counts as wrong.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["ChainRecord", "ProcessBench", "Curves", "ChainSummary", "processbench", "pass_at_k", "curve_sizes",
+           "curves", "predicted_first_error", "f1_by_threshold", "labelled_step_scores", "summarize", "DRAWS"]
+
+DRAWS = 256  # subsets per group and N before averaging turns from exact to sampled
+
+
+@dataclass(frozen=True)
+class ChainRecord:
+    """One evaluated chain. `aggregate`/`first_error` are None when the PRM did not judge it; `correct`
+    is the math checker's verdict on the final answer (None: no gold, or not judged); `answer` is the
+    key of its equivalence class of final answers (None: nothing extracted)."""
+
+    id: str
+    step_scores: tuple[float, ...] = ()
+    aggregate: float | None = None
+    first_error: int | None = None
+    label: int | None = None
+    group: str | None = None
+    correct: bool | None = None
+    answer: str | None = None
+
+
+@dataclass(frozen=True)
+class ProcessBench:
+    erroneous_accuracy: float | None  # None where there is no chain of that kind
+    correct_accuracy: float | None
+    f1: float | None
+    erroneous: int                    # labelled chains of each kind that the PRM judged
+    correct: int
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Accuracy against N; each list is aligned with `sizes`; `groups[i]` groups have >= sizes[i] responses."""
+
+    sizes: tuple[int, ...]
+    groups: tuple[int, ...]
+    majority: tuple[float, ...]
+    best_of_n: tuple[float, ...]
+    weighted_best_of_n: tuple[float, ...]
+    pass_at_k: tuple[float, ...]
+    subsets: str  # how the average over subsets was taken, for the report
+
+
+@dataclass(frozen=True)
+class ChainSummary:
+    chains: int                      # "steps" lines
+    judged: int                      # of them, scored by the PRM
+    labelled: int
+    answers_checked: int             # final answers the math checker judged against a gold
+    answer_accuracy: float | None    # correct / answers_checked
+    processbench: ProcessBench | None
+    curves: Curves | None
+    grouped_out: dict[str, int] = field(default_factory=dict)  # why records were left out of the groups
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self) -> str:
+        lines = [f"chains: {self.chains} ({self.judged} scored by the PRM, {self.labelled} labelled, "
+                 f"{self.answers_checked} final answers checked)"]
+        if self.answer_accuracy is not None:
+            lines.append(f"final answer accuracy: {self.answer_accuracy:.4f}")
+        pb = self.processbench
+        if pb is not None:
+            lines.append(f"ProcessBench: erroneous acc {_fmt(pb.erroneous_accuracy)} ({pb.erroneous} chains), "
+                         f"correct acc {_fmt(pb.correct_accuracy)} ({pb.correct} chains), F1 {_fmt(pb.f1)}")
+        c = self.curves
+        if c is not None:
+            lines.append(f"{'N':>5} {'groups':>6} {'majority':>9} {'best-of-N':>10} {'weighted':>9} {'pass@N':>7}")
+            for row in zip(c.sizes, c.groups, c.majority, c.best_of_n, c.weighted_best_of_n, c.pass_at_k):
+                lines.append(f"{row[0]:>5} {row[1]:>6} {row[2]:>9.4f} {row[3]:>10.4f} {row[4]:>9.4f} {row[5]:>7.4f}")
+        return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _harmonic(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None:
+        return None
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
+def processbench(records: Iterable[ChainRecord]) -> ProcessBench | None:
+    """ProcessBench's metrics over the labelled chains the PRM judged (None if there are none)."""
+    hits = {True: 0, False: 0}   # keyed by "labelled erroneous"
+    seen = {True: 0, False: 0}
+    for r in records:
+        if r.label is None or r.first_error is None:
+            continue
+        wrong = r.label != -1
+        seen[wrong] += 1
+        hits[wrong] += int(r.first_error == r.label)
+    if not seen[True] and not seen[False]:
+        return None
+    err = hits[True] / seen[True] if seen[True] else None
+    ok = hits[False] / seen[False] if seen[False] else None
+    return ProcessBench(err, ok, _harmonic(err, ok), seen[True], seen[False])
+
+
+def predicted_first_error(step_scores: Sequence[float], threshold: float) -> int:
+    """The first step scored below `threshold`, -1 if none (the service's rule, for threshold sweeps)."""
+    return next((i for i, s in enumerate(step_scores) if s < threshold), -1)
+
+
+def f1_by_threshold(records: Sequence[ChainRecord], thresholds: Sequence[float]) -> list[float | None]:
+    """ProcessBench F1 if the first error were predicted at each threshold instead of the service's."""
+    labelled = [r for r in records if r.label is not None and r.first_error is not None]
+    out = []
+    for t in thresholds:
+        pb = processbench(ChainRecord(r.id, r.step_scores, r.aggregate, predicted_first_error(r.step_scores, t),
+                                      r.label) for r in labelled)
+        out.append(None if pb is None else pb.f1)
+    return out
+
+
+def labelled_step_scores(records: Iterable[ChainRecord]) -> tuple[list[float], list[float]]:
+    """(scores of steps labelled right, scores of labelled first errors). Steps after a first error have
+    no label of their own in ProcessBench, so they are left out."""
+    good, bad = [], []
+    for r in records:
+        if r.label is None or r.first_error is None:
+            continue
+        end = len(r.step_scores) if r.label == -1 else r.label
+        good.extend(r.step_scores[:end])
+        if r.label != -1 and r.label < len(r.step_scores):
+            bad.append(r.step_scores[r.label])
+    return good, bad
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Chance that k of n samples, c of them correct, drawn without replacement, hold a correct one."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    # 1 - prod_{i=n-c+1}^{n} (1 - k/i): the ratio of binomials without big integers (Chen et al. 2021)
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def curve_sizes(largest: int) -> tuple[int, ...]:
+    """1, 2, 4, ... below `largest`, then `largest` itself."""
+    sizes = [1 << i for i in range(largest.bit_length()) if 1 << i < largest]
+    return (*sizes, largest) if largest >= 1 else ()
+
+
+# Each picker gets a subset (records in file order) and says whether its choice is correct.
+def _majority(subset: Sequence[ChainRecord]) -> bool:
+    return _vote(subset, lambda r: 1.0)
+
+
+def _weighted(subset: Sequence[ChainRecord]) -> bool:
+    return _vote(subset, lambda r: r.aggregate)
+
+
+def _vote(subset: Sequence[ChainRecord], weight) -> bool:
+    totals: dict[str, float] = {}
+    first: dict[str, ChainRecord] = {}
+    for r in subset:
+        if r.answer is None:
+            continue
+        totals[r.answer] = totals.get(r.answer, 0.0) + weight(r)
+        first.setdefault(r.answer, r)
+    if not totals:
+        return False
+    best = max(totals.values())
+    winner = next(key for key in totals if totals[key] == best)  # dicts keep file order: ties go first
+    return bool(first[winner].correct)
+
+
+def _best_of_n(subset: Sequence[ChainRecord]) -> bool:
+    best = max(r.aggregate for r in subset)
+    return bool(next(r for r in subset if r.aggregate == best).correct)
+
+
+def _subsets(n: int, size: int, draws: int, rng: random.Random) -> Iterable[tuple[int, ...]]:
+    if math.comb(n, size) <= draws:
+        return itertools.combinations(range(n), size)
+    return (tuple(sorted(rng.sample(range(n), size))) for _ in range(draws))
+
+
+def curves(records: Iterable[ChainRecord], *, draws: int = DRAWS, seed: int = 0) -> tuple[Curves | None, dict]:
+    """The curves over the records that have a group, a PRM aggregate and a checked answer; also the count
+    of grouped records left out, by reason. None when no group has a usable record."""
+    groups: dict[str, list[ChainRecord]] = {}
+    left_out: dict[str, int] = {}
+    for r in records:
+        if r.group is None:
+            continue
+        reason = "not scored by the PRM" if r.aggregate is None else "no checked final answer" \
+            if r.correct is None else ""
+        if reason:
+            left_out[reason] = left_out.get(reason, 0) + 1
+            continue
+        groups.setdefault(r.group, []).append(r)
+    if not groups:
+        return None, left_out
+    largest = max(len(g) for g in groups.values())
+    sizes = curve_sizes(largest)
+    pickers = (_majority, _best_of_n, _weighted)
+    rows: dict[str, list[float]] = {"majority": [], "best": [], "weighted": [], "pass": []}
+    counts = []
+    for size in sizes:
+        sums = [0.0, 0.0, 0.0]
+        passes = 0.0
+        used = 0
+        for name, members in groups.items():
+            if len(members) < size:
+                continue
+            used += 1
+            rng = random.Random(f"{seed}:{name}:{size}")
+            picks = [0, 0, 0]
+            total = 0
+            for idx in _subsets(len(members), size, draws, rng):
+                subset = [members[i] for i in idx]
+                total += 1
+                for j, pick in enumerate(pickers):
+                    picks[j] += pick(subset)
+            for j in range(3):
+                sums[j] += picks[j] / total
+            passes += pass_at_k(len(members), sum(bool(r.correct) for r in members), size)
+        counts.append(used)
+        for key, value in zip(("majority", "best", "weighted"), sums):
+            rows[key].append(value / used)
+        rows["pass"].append(passes / used)
+    how = (f"per group and N: every subset of N responses when there are at most {draws}, "
+           f"else {draws} random subsets (seed {seed})")
+    return Curves(sizes, tuple(counts), tuple(rows["majority"]), tuple(rows["best"]), tuple(rows["weighted"]),
+                  tuple(rows["pass"]), how), left_out
+
+
+def summarize(records: Sequence[ChainRecord], *, draws: int = DRAWS, seed: int = 0) -> ChainSummary:
+    checked = [r.correct for r in records if r.correct is not None]
+    curve, left_out = curves(records, draws=draws, seed=seed)
+    return ChainSummary(
+        chains=len(records), judged=sum(r.aggregate is not None for r in records),
+        labelled=sum(r.label is not None for r in records), answers_checked=len(checked),
+        answer_accuracy=sum(checked) / len(checked) if checked else None,
+        processbench=processbench(records), curves=curve, grouped_out=left_out)
