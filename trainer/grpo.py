@@ -28,7 +28,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -221,8 +221,11 @@ def _json_line(values: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- the recipe
-def train(cfg: GRPOConfig) -> dict[str, Any]:
-    """Run GRPO; returns the last step's metrics plus `reward_history`. Writes into cfg.out_dir."""
+def train(cfg: GRPOConfig, on_step: Callable[[int, dict[str, Any], Any], bool | None] | None = None) -> dict[str, Any]:
+    """Run GRPO; returns the last step's metrics plus `reward_history`. Writes into cfg.out_dir.
+
+    `on_step(step, metrics, policy)` runs after each step's log line (a progress bar, a held-out
+    evaluation, a time budget); returning True stops the run after that step, final checkpoint written."""
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
@@ -352,11 +355,14 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
             }
             log.write(_json_line(metrics))
             log.flush()
+            stop = bool(on_step(step + 1, metrics, policy)) if on_step is not None else False
             for i in range(min(cfg.log_samples, N)):
                 samples_log.write(json.dumps({"step": step + 1, "prompt": groups[i // G].prompt,
                                               "completion": completions[i].text,
                                               "reward": scored.rewards[i]}) + "\n")
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
                 save_checkpoint(out / f"checkpoint-{state.step}", policy, tokenizer, optimizer, scheduler, state)
+            if stop:
+                break
         save_checkpoint(out / f"checkpoint-{state.step}-final", policy, tokenizer, optimizer, scheduler, state)
     return {**metrics, "reward_history": history}

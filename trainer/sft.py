@@ -37,7 +37,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -219,8 +219,9 @@ def greedy_accuracy(model: Any, tokenizer: Any, problems: Sequence[Problem], pro
 
 
 # ---------------------------------------------------------------- the recipe
-def train(cfg: SFTConfig) -> dict[str, Any]:
-    """Run SFT; returns the last step's metrics plus `eval_history` and `model_dir` (for GRPO's model.path)."""
+def train(cfg: SFTConfig, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run SFT; returns the last step's metrics plus `eval_history` and `model_dir` (for GRPO's model.path).
+    `on_step(step, metrics)` runs after each step's log line (a progress bar, say)."""
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
@@ -297,6 +298,8 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
                 history.append({k: v for k, v in metrics.items() if k == "step" or k.startswith("eval_")})
             log.write(json.dumps(metrics) + "\n")
             log.flush()
+            if on_step is not None:
+                on_step(state.step, metrics)
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
                 save_checkpoint(out / f"checkpoint-{state.step}", model, tokenizer, optimizer, scheduler, state)
     final = out / "final"
