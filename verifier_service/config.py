@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .prm.config import PRMConfig
+
 __all__ = ["ServerConfig", "DEFAULT_ADDRESS", "MiB", "MIN_TOKEN_CHARS", "SANDBOX_MODES", "read_token_file"]
 
 MiB = 1 << 20
@@ -49,6 +51,9 @@ class ServerConfig:
     # Code sandbox (docs/sandbox.md). Code items share queue_capacity's bound, in a queue of their own.
     sandbox: str = "full"                 # "full": every protection or no code at all; "weak": what exists; "off"
     code_slots: int = 0                   # programs run at once (one core each); 0: one per CPU core
+    # Process reward model (docs/prm.md): None serves no PRM (steps/candidates answer UNAVAILABLE).
+    # A dict (from from_dict) becomes a PRMConfig, whose unknown keys are errors too.
+    prm: PRMConfig | None = None
     # Observability
     metrics_port: int | None = None       # Prometheus text over HTTP; None: off, 0: a free port
     metrics_address: str = "127.0.0.1"
@@ -61,6 +66,8 @@ class ServerConfig:
     allow_insecure_remote: bool = False   # bind a non-loopback address with no authentication at all
 
     def __post_init__(self) -> None:
+        if isinstance(self.prm, Mapping):
+            object.__setattr__(self, "prm", PRMConfig.from_dict(self.prm))
         positive = ("rpc_threads", "max_concurrent_rpcs", "max_message_bytes", "max_items_per_request", "max_string_bytes",
                     "max_tests_per_item", "math_workers", "queue_capacity")
         for name in positive:

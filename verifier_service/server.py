@@ -28,6 +28,7 @@ from .code_backend import CodeBackend, start_sandbox
 from .config import ServerConfig
 from .interceptors import CallInterceptor, TokenAuthInterceptor
 from .metrics import ServiceMetrics
+from .prm_backend import PRMService, start_prm
 from .proto import verifier_pb2 as pb
 from .proto import verifier_pb2_grpc as pb_grpc
 from .servicer import VerifierServicer
@@ -48,13 +49,19 @@ class VerifierServer:
         self.pool = WorkerPool(config.math_workers, queue_capacity=config.queue_capacity,
                                cache_size=config.cache_size, recycle_after=config.worker_recycle_after)
         self.code: CodeBackend | None = None
+        self.prm: PRMService | None = None
         try:
             self.metrics = ServiceMetrics(self.pool.stats)
             runner, self.sandbox = start_sandbox(config)
             if runner is not None:
                 self.code = CodeBackend(runner, config, self.metrics)
             backends = build_backends(self.pool, config, self.metrics, self.code, self.sandbox.reason)
-            self.servicer = VerifierServicer(config, backends, self.metrics, config.math_workers, self.sandbox)
+            if config.prm is not None:  # asked for explicitly: a PRM that does not load fails the start
+                self.prm = start_prm(config.prm, config.queue_capacity)
+                backends.update(self.prm.backends(backends["math"], config, self.metrics))
+            prm_info = ("", "") if self.prm is None else (self.prm.model, self.prm.details())
+            self.servicer = VerifierServicer(config, backends, self.metrics, config.math_workers, self.sandbox,
+                                             prm_info)
             self.health = health.HealthServicer()
             credentials = _server_credentials(config)  # before anything binds: a bad file fails fast
             interceptors: list[grpc.ServerInterceptor] = [CallInterceptor(access_log=config.access_log)]
@@ -84,6 +91,8 @@ class VerifierServer:
             self.pool.close(grace_s=0)
             if self.code is not None:
                 self.code.close(grace_s=0)
+            if self.prm is not None:
+                self.prm.close(grace_s=0)
             raise
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
@@ -128,6 +137,8 @@ class VerifierServer:
             self.pool.close(grace_s=max(0.0, deadline - time.monotonic()))
             if self.code is not None:
                 self.code.close(grace_s=max(0.0, deadline - time.monotonic()))
+            if self.prm is not None:
+                self.prm.close(grace_s=max(0.0, deadline - time.monotonic()))
             self.metrics.stop()
             self._stopped.set()
             log.info("verifier on %s stopped", self.address)

@@ -133,8 +133,10 @@ class _ReplayRecord:
 
 class VerifierServicer(pb_grpc.VerifierServicer):
     def __init__(self, config: ServerConfig, backends: dict[str, Backend], metrics: ServiceMetrics,
-                 math_workers: int, sandbox: SandboxState = SandboxState("off")) -> None:
+                 math_workers: int, sandbox: SandboxState = SandboxState("off"),
+                 prm_info: tuple[str, str] = ("", "")) -> None:
         self.config = config
+        self.prm_model, self.prm_details = prm_info  # ServerInfo's words on the PRM; empty: none served
         self.sandbox = sandbox
         self.backends = backends
         self.metrics = metrics
@@ -290,4 +292,5 @@ class VerifierServicer(pb_grpc.VerifierServicer):
                 max_code_memory_bytes=sandbox.max_limits.memory_bytes))
         return pb.ServerInfo(version=__version__, capabilities=self.capabilities, limits=limits,
                              math_workers=self.math_workers, code_slots=sandbox.slots, sandbox_mode=sandbox.mode,
-                             sandbox_missing=sandbox.missing)
+                             sandbox_missing=sandbox.missing, prm_model=self.prm_model,
+                             prm_details=self.prm_details)

@@ -1,0 +1,150 @@
+"""The PRM forward pass (torch side): load a model directory, score tag positions of padded batches.
+
+Imported only where the model runs (the PRM process, or an offline PRMScorer), never by the
+server process. Every forward runs under `torch.inference_mode()`; on a GPU the weights are
+bf16, on a CPU fp32. P(correct) is computed in fp32 from the head's outputs.
+
+Two kinds (tasks/prm_format.py), one pair of named functions each, picked once at load:
+  token_classification  full model -> logits [B, T, L] -> gather tags -> softmax[correct_label]
+                        (L == 2) or sigmoid (L == 1)
+  causal_lm             base model -> hidden [B, T, H] -> gather tags -> hidden @ W[[good, bad]]^T
+                        -> softmax[0]. Only the two label rows of the LM head are applied: the full
+                        vocabulary projection (151,936 columns for Qwen) would dominate the cost.
+                        Assumes a plain linear LM head (Qwen2, Llama, Mistral; not logit soft-capping).
+
+Rows are right-padded: a real token never attends to padding (causal attention, and the mask),
+and position ids stay 0..len-1, so a padded row scores exactly as it would alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from tasks.prm_format import PRMFormat, label_token_ids
+
+from .text import load_tokenizer
+
+__all__ = ["PRMModel"]
+
+
+@dataclass(frozen=True)
+class _Head:
+    features: Callable[..., Any]   # (model, **inputs) -> [B, T, F]
+    probs: Callable[[Any], Any]    # [N, F] gathered at tags -> [N] P(correct), fp32
+
+
+class PRMModel:
+    """A loaded PRM; `score_rows` and `score_candidates` return P(correct) at the tag positions."""
+
+    def __init__(self, model: Any, fmt: PRMFormat, device: str, head: _Head) -> None:
+        self.model = model
+        self.fmt = fmt
+        self.device = device
+        self._head = head
+
+    @classmethod
+    def load(cls, directory: str, fmt: PRMFormat, device: str = "auto") -> PRMModel:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        auto = AutoModelForCausalLM if fmt.kind == "causal_lm" else AutoModelForTokenClassification
+        model = auto.from_pretrained(directory, dtype=dtype).to(device).eval()
+        if fmt.kind == "causal_lm":
+            good, bad = label_token_ids(load_tokenizer(directory), fmt)
+            head = _causal_lm_head(model, good, bad)
+        else:
+            head = _token_classification_head(model.config.num_labels, fmt.correct_label)
+        return cls(model, fmt, device, head)
+
+    def describe(self) -> dict[str, Any]:
+        params = sum(p.numel() for p in self.model.parameters())
+        return {"device": self.device, "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+                "params": params, "architecture": type(self.model).__name__}
+
+    def score_rows(self, rows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]) -> list[list[float]]:
+        """One forward pass over `rows` (right-padded); P(correct) at each row's positions."""
+        import torch
+
+        with torch.inference_mode():
+            ids, mask = self._pad(rows)                                    # [B, T]
+            x = self._head.features(self.model, input_ids=ids, attention_mask=mask)  # [B, T, F]
+            return self._gather(x, positions)
+
+    def score_candidates(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]],
+                         positions: Sequence[int]) -> list[float]:
+        """K candidate continuations of one prefix: the prefix runs once, its KV cache is repeated
+        K times, and the K suffixes (right-padded) attend to it. Scores at each suffix's position."""
+        import torch
+        from transformers import DynamicCache
+
+        with torch.inference_mode():
+            k, p = len(suffixes), len(prefix)
+            cache = DynamicCache(config=self.model.config)
+            prefix_ids = torch.tensor([list(prefix)], dtype=torch.long, device=self.device)   # [1, P]
+            self.model.base_model(input_ids=prefix_ids, past_key_values=cache, use_cache=True)
+            cache.batch_repeat_interleave(k)                                # every layer's K/V: [K, heads, P, d]
+            ids, suffix_mask = self._pad(suffixes)                          # [K, S]
+            mask = torch.cat([torch.ones(k, p, dtype=torch.long, device=self.device), suffix_mask], dim=1)  # [K, P+S]
+            position_ids = torch.arange(p, p + ids.shape[1], device=self.device).expand(k, -1)      # [K, S]
+            x = self._head.features(self.model, input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                                    past_key_values=cache, use_cache=True)  # [K, S, F]
+            return [row[0] for row in self._gather(x, [[pos] for pos in positions])]
+
+    def _pad(self, rows: Sequence[Sequence[int]]) -> tuple[Any, Any]:
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)     # pad id 0: masked, and after every real token
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, :len(row)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _gather(self, x: Any, positions: Sequence[Sequence[int]]) -> list[list[float]]:
+        import torch
+
+        rows = torch.tensor([i for i, pos in enumerate(positions) for _ in pos], dtype=torch.long, device=x.device)
+        cols = torch.tensor([p for pos in positions for p in pos], dtype=torch.long, device=x.device)
+        flat = self._head.probs(x[rows, cols]).tolist()                   # [N]
+        out, start = [], 0
+        for pos in positions:
+            out.append(flat[start:start + len(pos)])
+            start += len(pos)
+        return out
+
+
+def _token_classification_head(num_labels: int, correct_label: int) -> _Head:
+    import torch
+
+    def features(model: Any, **inputs: Any) -> Any:
+        return model(**inputs).logits                                       # [B, T, L]
+
+    if num_labels == 1:
+        return _Head(features, lambda logits: torch.sigmoid(logits.float()[:, 0]))
+    if num_labels == 2:
+        return _Head(features, lambda logits: torch.softmax(logits.float(), dim=-1)[:, correct_label])
+    raise ValueError(f"a token_classification PRM must have 1 or 2 labels, this one has {num_labels}")
+
+
+def _causal_lm_head(model: Any, good: int, bad: int) -> _Head:
+    import torch
+
+    lm_head = model.get_output_embeddings()
+    weight = lm_head.weight[[good, bad]].float()                           # [2, H]
+    bias = None if lm_head.bias is None else lm_head.bias[[good, bad]].float()
+
+    def features(model: Any, **inputs: Any) -> Any:
+        return model.base_model(**inputs).last_hidden_state                # [B, T, H]
+
+    def probs(hidden: Any) -> Any:
+        logits = hidden.float() @ weight.T                                 # [N, 2]
+        if bias is not None:
+            logits = logits + bias
+        return torch.softmax(logits, dim=-1)[:, 0]
+
+    return _Head(features, probs)
