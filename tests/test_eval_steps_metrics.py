@@ -106,14 +106,29 @@ def test_curves_average_over_groups_of_different_sizes_and_leave_out_unusable():
     records = group_a() + [R("c1", group="c", answer="1", correct=True, aggregate=0.2),
                            R("c2", group="c", answer="2", correct=False, aggregate=0.3),
                            R("c3", group="c", answer="2", correct=None, aggregate=0.3),   # no gold
-                           R("c4", group="c", answer="2", correct=False, aggregate=None),  # PRM failed
                            R("x", answer="1", correct=True, aggregate=0.5)]               # no group
     c, left_out = curves(records)
-    assert left_out == {"no checked final answer": 1, "not scored by the PRM": 1}
-    assert c.sizes == (1, 2, 4) and c.groups == (2, 2, 1)
+    assert left_out == {"no checked final answer": 1}
+    assert c.sizes == (1, 2, 4) and c.groups == (2, 2, 1) and c.prm_groups == (2, 2, 1)
     assert c.best_of_n[0] == pytest.approx((0.25 + 0.5) / 2)
     assert c.best_of_n[1] == pytest.approx((0.5 + 0.0) / 2)  # group c's pair: c2 (0.3) beats c1
     assert c.pass_at_k[2] == 1.0
+
+
+def test_without_prm_scores_majority_and_pass_at_k_remain():
+    records = group_a() + [R("d1", group="d", answer="2", correct=True),          # the PRM scored nothing of d
+                           R("d2", group="d", answer="2", correct=True),
+                           R("d3", group="d", answer="3", correct=False)]
+    c, left_out = curves(records)
+    assert left_out == {"PRM curves only: not scored by the PRM": 3}
+    assert c.sizes == (1, 2, 4) and c.groups == (2, 2, 1) and c.prm_groups == (1, 1, 1)
+    assert c.majority[0] == pytest.approx((0.25 + 2 / 3) / 2) and c.majority[1] == pytest.approx((0.5 + 1) / 2)
+    assert c.best_of_n == (0.25, 0.5, 1.0)  # group a alone
+    only_d, _ = curves(records[4:])
+    assert only_d.sizes == (1, 2, 3) and only_d.prm_groups == (0, 0, 0)
+    assert only_d.best_of_n == (None,) * 3 and only_d.weighted_best_of_n == (None,) * 3
+    assert only_d.pass_at_k == (pytest.approx(2 / 3), 1.0, 1.0)
+    assert "   n/a       n/a" in summarize(records[4:]).format()
 
 
 def test_sampled_subsets_match_the_exact_best_of_n():

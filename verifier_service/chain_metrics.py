@@ -15,6 +15,7 @@ Definitions (what the issue left open is decided here and said in docs/eval_chai
   `draws` seeded random subsets. Majority vote picks the most frequent answer key, PRM best-of-N the
   response with the highest aggregate score, weighted best-of-N the answer key with the largest sum
   of aggregate scores (Li et al. 2023, Uesato et al. 2022). Ties go to the one first in file order.
+  The two PRM curves only use groups whose every response the PRM scored.
   A response with no extracted answer does not vote; a subset in which nobody votes counts as wrong.
 """
 
@@ -60,13 +61,15 @@ class ProcessBench:
 
 @dataclass(frozen=True)
 class Curves:
-    """Accuracy against N; each list is aligned with `sizes`; `groups[i]` groups have >= sizes[i] responses."""
+    """Accuracy against N; each tuple is aligned with `sizes`; `groups[i]` groups have >= sizes[i] responses,
+    `prm_groups[i]` of them scored by the PRM throughout (the PRM curves' groups; None where 0)."""
 
     sizes: tuple[int, ...]
     groups: tuple[int, ...]
+    prm_groups: tuple[int, ...]
     majority: tuple[float, ...]
-    best_of_n: tuple[float, ...]
-    weighted_best_of_n: tuple[float, ...]
+    best_of_n: tuple[float | None, ...]
+    weighted_best_of_n: tuple[float | None, ...]
     pass_at_k: tuple[float, ...]
     subsets: str  # how the average over subsets was taken, for the report
 
@@ -97,8 +100,8 @@ class ChainSummary:
         c = self.curves
         if c is not None:
             lines.append(f"{'N':>5} {'groups':>6} {'majority':>9} {'best-of-N':>10} {'weighted':>9} {'pass@N':>7}")
-            for row in zip(c.sizes, c.groups, c.majority, c.best_of_n, c.weighted_best_of_n, c.pass_at_k):
-                lines.append(f"{row[0]:>5} {row[1]:>6} {row[2]:>9.4f} {row[3]:>10.4f} {row[4]:>9.4f} {row[5]:>7.4f}")
+            for n, g, m, b, w, p in zip(c.sizes, c.groups, c.majority, c.best_of_n, c.weighted_best_of_n, c.pass_at_k):
+                lines.append(f"{n:>5} {g:>6} {m:>9.4f} {_fmt(b):>10} {_fmt(w):>9} {p:>7.4f}")
         return "\n".join(lines)
 
 
@@ -210,54 +213,67 @@ def _subsets(n: int, size: int, draws: int, rng: random.Random) -> Iterable[tupl
     return (tuple(sorted(rng.sample(range(n), size))) for _ in range(draws))
 
 
+def _group_average(members: Sequence[ChainRecord], size: int, pickers, draws: int,
+                   rng: random.Random) -> list[float]:
+    """Each picker's share of correct picks over the subsets of `size` of one group."""
+    picks = [0] * len(pickers)
+    total = 0
+    for idx in _subsets(len(members), size, draws, rng):
+        subset = [members[i] for i in idx]
+        total += 1
+        for j, pick in enumerate(pickers):
+            picks[j] += pick(subset)
+    return [p / total for p in picks]
+
+
 def curves(records: Iterable[ChainRecord], *, draws: int = DRAWS, seed: int = 0) -> tuple[Curves | None, dict]:
-    """The curves over the records that have a group, a PRM aggregate and a checked answer; also the count
-    of grouped records left out, by reason. None when no group has a usable record."""
+    """The curves over the grouped records with a checked final answer; also the count of grouped records
+    left out, by reason. Majority vote and pass@N need no PRM; the two PRM curves use the groups whose
+    every member the PRM scored (`prm_groups`), and are None at an N where there is none.
+    None when no group has a usable record."""
     groups: dict[str, list[ChainRecord]] = {}
     left_out: dict[str, int] = {}
     for r in records:
         if r.group is None:
             continue
-        reason = "not scored by the PRM" if r.aggregate is None else "no checked final answer" \
-            if r.correct is None else ""
-        if reason:
-            left_out[reason] = left_out.get(reason, 0) + 1
+        if r.correct is None:
+            left_out["no checked final answer"] = left_out.get("no checked final answer", 0) + 1
             continue
         groups.setdefault(r.group, []).append(r)
     if not groups:
         return None, left_out
-    largest = max(len(g) for g in groups.values())
-    sizes = curve_sizes(largest)
-    pickers = (_majority, _best_of_n, _weighted)
-    rows: dict[str, list[float]] = {"majority": [], "best": [], "weighted": [], "pass": []}
-    counts = []
+    unscored = sum(r.aggregate is None for g in groups.values() for r in g)
+    if unscored:
+        left_out["PRM curves only: not scored by the PRM"] = unscored
+    sizes = curve_sizes(max(len(g) for g in groups.values()))
+    rows: dict[str, list[float | None]] = {"majority": [], "best": [], "weighted": [], "pass": []}
+    counts, prm_counts = [], []
     for size in sizes:
-        sums = [0.0, 0.0, 0.0]
-        passes = 0.0
-        used = 0
+        majority = passes = best = weighted = 0.0
+        used = scored = 0
         for name, members in groups.items():
             if len(members) < size:
                 continue
             used += 1
             rng = random.Random(f"{seed}:{name}:{size}")
-            picks = [0, 0, 0]
-            total = 0
-            for idx in _subsets(len(members), size, draws, rng):
-                subset = [members[i] for i in idx]
-                total += 1
-                for j, pick in enumerate(pickers):
-                    picks[j] += pick(subset)
-            for j in range(3):
-                sums[j] += picks[j] / total
             passes += pass_at_k(len(members), sum(bool(r.correct) for r in members), size)
+            if all(r.aggregate is not None for r in members):
+                scored += 1
+                m, b, w = _group_average(members, size, (_majority, _best_of_n, _weighted), draws, rng)
+                best, weighted = best + b, weighted + w
+            else:
+                m, = _group_average(members, size, (_majority,), draws, rng)
+            majority += m
         counts.append(used)
-        for key, value in zip(("majority", "best", "weighted"), sums):
-            rows[key].append(value / used)
+        prm_counts.append(scored)
+        rows["majority"].append(majority / used)
         rows["pass"].append(passes / used)
+        rows["best"].append(best / scored if scored else None)
+        rows["weighted"].append(weighted / scored if scored else None)
     how = (f"per group and N: every subset of N responses when there are at most {draws}, "
            f"else {draws} random subsets (seed {seed})")
-    return Curves(sizes, tuple(counts), tuple(rows["majority"]), tuple(rows["best"]), tuple(rows["weighted"]),
-                  tuple(rows["pass"]), how), left_out
+    return Curves(sizes, tuple(counts), tuple(prm_counts), tuple(rows["majority"]), tuple(rows["best"]),
+                  tuple(rows["weighted"]), tuple(rows["pass"]), how), left_out
 
 
 def summarize(records: Sequence[ChainRecord], *, draws: int = DRAWS, seed: int = 0) -> ChainSummary:

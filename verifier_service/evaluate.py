@@ -14,8 +14,10 @@ where T is one of
 (the proto's own form, {"stdio": {"cases": [...]}}, {"assert_code": {...}}, is taken too) and
 "limits" (optional) has cpu_time_s, memory_bytes, output_bytes, wall_time_s. The code is
 the response's last fenced block (the proto's default); "extraction": "WHOLE" takes bare code.
-"kind" defaults to "math"; "steps" and "candidates" lines carry the proto's item
-fields and go to the server as they are. Other keys are kept and ignored.
+"kind" defaults to "math"; "candidates" lines carry the proto's item fields and go to the
+server as they are; "steps" lines (reasoning chains, with optional "gold", "label" and "group")
+are described in eval_steps.py, and their summaries (ProcessBench, best-of-N, pass@k) and the
+--report page come after the run. Other keys are kept and ignored.
 Output: each input object plus "result" ({"status", "judged", "correct", "score",
 "extracted", "normalized", "reason"} for math; {"status", "judged", "correct",
 "score", "passed", "total", "tests": [{"index", "status", "detail"}], "reason"} for
@@ -53,6 +55,8 @@ from tqdm import tqdm
 
 from .client import VerifierCallError, VerifierClient
 from .client_types import KINDS, to_item
+from .eval_steps import (DEFAULT_THRESHOLD, Chains, answer_response, answer_result, check_steps_line, finish,
+                         steps_result)
 
 __all__ = ["EvalSummary", "evaluate_file", "add_eval_arguments", "run_eval", "add_demo_arguments", "run_demo",
            "SAMPLES"]
@@ -126,9 +130,10 @@ class _Line:
     kind: str
     item: Any = None             # the proto item; None for a bad line
     error: str = ""
+    answer_item: Any = None      # steps with a gold: the MathItem that checks the final answer
 
 
-def _parse(number: int, text: str) -> _Line:
+def _parse(number: int, text: str, threshold: float = DEFAULT_THRESHOLD) -> _Line:
     """One input line -> its item, or a per-line error naming the problem."""
     try:
         obj = json.loads(text)
@@ -142,7 +147,7 @@ def _parse(number: int, text: str) -> _Line:
                      error=f"line {number}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
     line = _Line(number, obj, kind)
     fields = KINDS[kind].item.DESCRIPTOR.fields_by_name
-    problem = _check_math(obj) if kind == "math" else ""
+    problem = _check_math(obj) if kind == "math" else check_steps_line(obj) if kind == "steps" else ""
     if problem:
         line.error = f"line {number}: {problem}"
         return line
@@ -152,10 +157,21 @@ def _parse(number: int, text: str) -> _Line:
             data["gold"] = str(data["gold"])  # numeric golds (42, 0.5) are common in GSM8K-style files
         if kind == "code":
             data = _code_data(obj)
+        if kind == "steps":
+            line.answer_item = _answer_item(number, obj)
+            data.pop("gold", None)  # checked apart (eval_steps.py says why)
+            data.setdefault("threshold", threshold)
         line.item = to_item(KINDS[kind], {"id": str(number), **data}, label="")
     except ValueError as exc:
         line.error = f"line {number}: {exc}"
     return line
+
+
+def _answer_item(number: int, obj: dict[str, Any]) -> Any:
+    if obj.get("gold") is None:
+        return None
+    return to_item(KINDS["math"], {"id": str(number), "response": answer_response(obj), "gold": str(obj["gold"])},
+                   label="")
 
 
 _TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", int: "a number", float: "a number"}
@@ -258,25 +274,29 @@ def _error_result(reason: str) -> dict[str, Any]:
 
 
 def _result_dict(kind: str, result: Any) -> dict[str, Any]:
+    if kind == "steps":
+        return steps_result(result)
     out = {key: getattr(result, key) for key in RESULT_KEYS[kind]}
     if kind == "code":
         out["tests"] = [{"index": t.index, "status": t.status, "detail": t.detail} for t in result.tests]
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
-def _send(client: VerifierClient, kind: str, lines: list[_Line]) -> list[dict[str, Any]]:
-    """One batched call; if the server refuses the batch as malformed (one item over a limit),
-    the lines go one by one so that only the offending line gets the error."""
+def _send(client: VerifierClient, kind: str, lines: list[_Line],
+          items: list[Any] | None = None) -> list[dict[str, Any]]:
+    """One batched call of `items` (default: the lines' items); if the server refuses the batch as
+    malformed (one item over a limit), the lines go one by one so that only the offending line gets the error."""
     call = getattr(client, _CALLS[kind])
+    items = [line.item for line in lines] if items is None else items
     try:
-        return [_result_dict(kind, r) for r in call([line.item for line in lines])]
+        return [_result_dict(kind, r) for r in call(items)]
     except VerifierCallError as exc:
         if exc.code != "INVALID_ARGUMENT":
             raise
     out = []
-    for line in lines:
+    for line, item in zip(lines, items):
         try:
-            out.append(_result_dict(kind, call([line.item])[0]))
+            out.append(_result_dict(kind, call([item])[0]))
         except VerifierCallError as exc:
             if exc.code != "INVALID_ARGUMENT":
                 raise
@@ -293,13 +313,18 @@ def _evaluate_chunk(client: VerifierClient, lines: list[_Line]) -> list[tuple[_L
     for kind, indices in by_kind.items():
         for i, result in zip(indices, _send(client, kind, [lines[i] for i in indices])):
             results[i] = result
+    asking = [i for i in by_kind.get("steps", ()) if lines[i].answer_item is not None]
+    if asking:  # the final answers of chains with a gold, through the math checker
+        answers = _send(client, "math", [lines[i] for i in asking], [lines[i].answer_item for i in asking])
+        for i, answer in zip(asking, answers):
+            results[i]["answer"] = answer_result(answer)
     return list(zip(lines, results))
 
 
-def _chunks(source: TextIO, size: int) -> Iterator[list[_Line]]:
+def _chunks(source: TextIO, size: int, threshold: float) -> Iterator[list[_Line]]:
     numbered = ((n, text) for n, text in enumerate(source, start=1) if text.strip())
     while chunk := list(itertools.islice(numbered, size)):
-        yield [_parse(n, text) for n, text in chunk]
+        yield [_parse(n, text, threshold) for n, text in chunk]
 
 
 def _count_lines(path: Path) -> int:
@@ -323,9 +348,11 @@ def _has_code_lines(path: Path) -> bool:
 
 
 def evaluate_file(client: VerifierClient, input_path: Path, output_path: Path, *, batch_size: int = DEFAULT_BATCH,
-                  in_flight: int = CHUNKS_IN_FLIGHT, progress: bool = True) -> EvalSummary:
+                  in_flight: int = CHUNKS_IN_FLIGHT, progress: bool = True, chains: Chains | None = None,
+                  threshold: float = DEFAULT_THRESHOLD) -> EvalSummary:
     """Evaluate `input_path` into `output_path` through `client`, with up to `in_flight` chunks
-    of `batch_size` lines sent at once; see the module docstring."""
+    of `batch_size` lines sent at once; see the module docstring. Steps lines are also added to
+    `chains` (for the summaries); `threshold` is their first-error threshold unless a line sets one."""
     summary = EvalSummary()
     started = time.monotonic()
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -340,9 +367,11 @@ def evaluate_file(client: VerifierClient, input_path: Path, output_path: Path, *
                 for line, result in pending.popleft().result():
                     out.write(json.dumps({**line.obj, "result": result}, ensure_ascii=False) + "\n")
                     summary.add(line.kind, result)
+                    if chains is not None and line.kind == "steps":
+                        chains.add(line.number, line.obj, result, well_formed=not line.error)
                     bar.update(1)
 
-        for chunk in _chunks(source, batch_size):
+        for chunk in _chunks(source, batch_size, threshold):
             pending.append(pool.submit(_evaluate_chunk, client, chunk))
             drain(in_flight)
         drain(0)
@@ -351,38 +380,52 @@ def evaluate_file(client: VerifierClient, input_path: Path, output_path: Path, *
 
 
 @contextlib.contextmanager
-def _service(server: str | None, workers: int | None, code: bool) -> Iterator[str]:
+def _service(server: str | None, workers: int | None, code: bool, prm: Path | None = None) -> Iterator[str]:
     """The address to use: --server as given, or an embedded server on a free loopback port
-    (with the code sandbox, in full mode, only if `code`)."""
+    (with the code sandbox, in full mode, only if `code`; with the PRM of directory `prm` if given)."""
     if server:
         yield server
         return
     # Imported here: `verirl eval --server` needs no worker pool machinery.
     from .config import ServerConfig
     from .server import embedded_server
-    config = ServerConfig(sandbox="full" if code else "off", **({"math_workers": workers} if workers else {}))
+    config = ServerConfig(sandbox="full" if code else "off", **({"math_workers": workers} if workers else {}),
+                          **({"prm": {"dir": str(prm)}} if prm else {}))
     with embedded_server(config) as address:
         yield address
 
 
-def _run(input_path: Path, output_path: Path, args: argparse.Namespace) -> tuple[int, EvalSummary | None]:
+def _run(input_path: Path, output_path: Path, args: argparse.Namespace, *, prm: Path | None = None,
+         report: Path | None = None, threshold: float = DEFAULT_THRESHOLD) -> tuple[int, EvalSummary | None]:
     if not input_path.is_file():
         print(f"verirl: input file not found: {input_path}", file=sys.stderr)
         return 2, None
+    if prm is not None and args.server:
+        print("verirl: --prm starts an embedded service; with --server the server's own PRM is used",
+              file=sys.stderr)
+        return 2, None
+    chains = Chains()
     try:
         code = args.server is None and _has_code_lines(input_path)
-        with _service(args.server, args.workers, code) as address, \
+        with _service(args.server, args.workers, code, prm) as address, \
                 VerifierClient(address, timeout=args.timeout) as client:
             # No more items in flight than the server's queue holds: beyond it, chunks would only
             # bounce off RESOURCE_EXHAUSTED and burn their retries.
             limits = client.server_info().limits
             room = limits.queue_capacity // args.batch_size if limits and limits.queue_capacity else CHUNKS_IN_FLIGHT
             summary = evaluate_file(client, input_path, output_path, batch_size=args.batch_size,
-                                    in_flight=max(1, min(CHUNKS_IN_FLIGHT, room)), progress=not args.no_progress)
+                                    in_flight=max(1, min(CHUNKS_IN_FLIGHT, room)), progress=not args.no_progress,
+                                    chains=chains, threshold=threshold)
+            steps = finish(client, chains, report=report, source=f"{input_path} -> {output_path}") \
+                if chains.items or report else None
     except VerifierCallError as exc:
         print(f"verirl: the verifier service failed, run stopped: {exc}", file=sys.stderr)
         return 1, None
     print(summary.format())
+    if steps is not None:
+        print(steps.format())
+    if report is not None:
+        print(f"report: {report}")
     return 0, summary
 
 
@@ -396,6 +439,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -407,12 +457,20 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="JSONL file, one item per line")
     parser.add_argument("-o", "--output", type=Path, required=True, help="JSONL file to write")
     _add_common(parser)
+    chains = parser.add_argument_group("reasoning chains", 'lines of kind "steps" (docs/eval_chains.md)')
+    chains.add_argument("--prm", type=Path, metavar="DIR",
+                        help="score steps with this PRM directory in the embedded service (not with --server)")
+    chains.add_argument("--report", type=Path, metavar="FILE.html",
+                        help="write a self-contained HTML page: summaries, plots, the chains' step scores")
+    chains.add_argument("--threshold", type=_probability, default=DEFAULT_THRESHOLD,
+                        help="a step scored below it is a predicted error, for lines without their own "
+                             f"(default {DEFAULT_THRESHOLD:g})")
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """`verirl eval`: exit 0 when every line got a result (bad lines included), 1 when the service
     failed, 2 when the input is missing."""
-    return _run(args.input, args.output, args)[0]
+    return _run(args.input, args.output, args, prm=args.prm, report=args.report, threshold=args.threshold)[0]
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:

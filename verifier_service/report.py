@@ -168,7 +168,7 @@ def _summary_table(summary: ChainSummary) -> str:
     c = summary.curves
     if c is not None:
         head = "<tr><th>N</th><th>groups</th><th>majority</th><th>best-of-N</th><th>weighted</th><th>pass@N</th></tr>"
-        lines = "".join(f"<tr><td>{n}</td><td>{g}</td><td>{m:.4f}</td><td>{b:.4f}</td><td>{w:.4f}</td>"
+        lines = "".join(f"<tr><td>{n}</td><td>{g}</td><td>{m:.4f}</td><td>{_num(b)}</td><td>{_num(w)}</td>"
                         f"<td>{p:.4f}</td></tr>" for n, g, m, b, w, p in
                         zip(c.sizes, c.groups, c.majority, c.best_of_n, c.weighted_best_of_n, c.pass_at_k))
         table += f'<table id="curves">{head}{lines}</table><p class="note">{_e(c.subsets)}</p>'
