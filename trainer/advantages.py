@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["AdvantageInput", "Advantages", "ADVANTAGES", "NEEDS_STEPS", "group_stats",
+__all__ = ["AdvantageInput", "Advantages", "ADVANTAGES", "NEEDS_STEPS", "group_stats", "zero_variance",
            "grpo", "grpo_batch_std", "dr_grpo", "process", "outcome_process"]
 
 ZERO_STD = 1e-8  # a group whose std is below this carries no signal
@@ -69,6 +69,12 @@ def group_stats(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor
 
 def _zero(std: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     return ((std < ZERO_STD) | (count < 2)).squeeze(-1)  # [B]
+
+
+def zero_variance(rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[B] bool: groups ([B, G] outcome rewards) that carry no signal, as the outcome advantages judge them."""
+    _, std, count = group_stats(rewards, valid)
+    return _zero(std, count)
 
 
 def _broadcast(seq_adv: torch.Tensor, inp: AdvantageInput) -> torch.Tensor:

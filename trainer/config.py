@@ -28,12 +28,15 @@ from typing import Any, Mapping, Sequence
 from trainer.advantages import ADVANTAGES
 from trainer.losses import AGGREGATIONS, IS_CORRECTIONS, KL_ESTIMATORS
 from trainer.rewards import UNJUDGED_POLICIES
+from trainer.logging_sinks import LogConfig
 from trainer.rollout import ENGINES
+from trainer.step_sampler import StepSamplerConfig
 
 __all__ = ["ModelConfig", "DataConfig", "RolloutConfig", "RewardConfig", "AlgoConfig", "OptimConfig",
-           "GRPOConfig", "SCHEDULES", "load_config", "from_dict", "apply_overrides", "to_dict"]
+           "GRPOConfig", "LogConfig", "StepSamplerConfig", "SCHEDULES", "SAMPLERS", "load_config", "from_dict", "apply_overrides", "to_dict"]
 
 SCHEDULES = ("constant", "linear", "cosine")  # after `warmup_steps` of linear warm-up
+SAMPLERS = ("groups", "prm_steps")  # plain groups from the engine | PRM-guided step-level rejection sampling
 
 
 def _one_of(value: str, known: Any, key: str) -> None:
@@ -88,11 +91,18 @@ class RolloutConfig:
     kv_cache_gb: float = 1.0       # vLLM CPU KV cache
     gpu_memory_utilization: float = 0.3
     hf_max_batch_sequences: int = 256
+    score_chunks: int = 1          # generate in this many chunks, scoring chunk i while chunk i+1 generates
+    sync_bucket_mb: float = 256.0  # vLLM weight sync: at most this many MiB converted at a time
+    vllm_sleep: bool = False       # release vLLM's memory during the update (GPU builds; a no-op on CPU)
+    sampler: str = "groups"        # groups | prm_steps (the `step_sampler` section; needs a PRM server)
 
     def __post_init__(self) -> None:
         _one_of(self.engine, ENGINES, "rollout.engine")
+        _one_of(self.sampler, SAMPLERS, "rollout.sampler")
         if self.group_size < 2 or self.prompts_per_step < 1:
             raise ValueError("rollout.group_size must be >= 2 and rollout.prompts_per_step >= 1")
+        if self.score_chunks < 1 or self.sync_bucket_mb <= 0:
+            raise ValueError("rollout.score_chunks must be >= 1 and rollout.sync_bucket_mb > 0")
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,8 @@ class AlgoConfig:
     advantage: str = "grpo"
     process_weight: float = 1.0    # outcome_process: weight of the process part
     filter_zero_std: bool = True
+    dynamic_sampling: bool = False # DAPO: sample more prompts until the batch has prompts_per_step groups with signal
+    max_sampling_rounds: int = 3   # cap on the extra generation rounds of dynamic sampling
     mask_truncated: bool = False   # overlong filtering: completions cut at max_tokens take no part
     aggregation: str = "token"
     eps_low: float = 0.2
@@ -133,6 +145,8 @@ class AlgoConfig:
         _one_of(self.aggregation, AGGREGATIONS, "algo.aggregation")
         _one_of(self.kl, KL_ESTIMATORS, "algo.kl")
         _one_of(self.is_level, IS_CORRECTIONS, "algo.is_level")
+        if self.max_sampling_rounds < 0:
+            raise ValueError("algo.max_sampling_rounds must be >= 0")
         if min(self.ppo_epochs, self.mini_batches, self.micro_batch_size) < 1 or self.is_cap < 1:
             raise ValueError("algo: ppo_epochs, mini_batches, micro_batch_size must be >= 1; is_cap >= 1")
 
@@ -164,6 +178,8 @@ class GRPOConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    step_sampler: StepSamplerConfig = field(default_factory=StepSamplerConfig)
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:

@@ -3,7 +3,10 @@
     python -m trainer.cli grpo --config configs/demo.yaml [key=value ...]
 
 Each step: sample `group_size` completions for each of `prompts_per_step` prompts with the rollout
-engine; score them through the verifier service (gRPC); turn rewards into advantages; compute the
+engine (or grow them step by step with the PRM-guided step sampler, trainer/step_sampler.py); score
+them through the verifier service (gRPC), chunk by chunk while the next chunk generates
+(`rollout.score_chunks`); with dynamic sampling, sample more prompts until the batch has enough groups
+with reward variance; turn rewards into advantages; compute the
 trainer's log-probs of the sampled tokens under the sampling weights ("old"), and the reference's when
 beta > 0; run `ppo_epochs` passes of `mini_batches` optimizer steps, each accumulated over micro-batches;
 sync the new weights into the engine; log; checkpoint. Batch shapes: see trainer/config.py.
@@ -13,8 +16,12 @@ Where this departs from the papers (DeepSeekMath GRPO, DAPO, Dr. GRPO):
     and the trainer differ numerically (bf16 vs fp32, other kernels), and the ratio must be 1 at the
     first update. The engine/trainer gap is handled by a capped importance weight instead (losses.py).
   * the KL term is in the loss (as in DeepSeekMath), not in the reward; beta 0 loads no reference.
-  * zero-variance groups are dropped from the loss (filter by std), not resampled: the batch shrinks.
-    Dynamic sampling (refilling the batch) is not implemented yet.
+  * zero-variance groups are dropped from the loss (filter by std) and counted. With
+    `algo.dynamic_sampling` (DAPO) more prompts are sampled instead, but at most `max_sampling_rounds`
+    extra rounds, each of about (missing groups / share of useful groups so far) prompts, where DAPO
+    samples whole batches until full; when the cap is hit the batch is filled with zero-variance groups,
+    which the filter then drops (the batch shrinks, as without dynamic sampling). Surplus useful groups
+    of the last round are discarded, as in DAPO. The data position advances by every prompt drawn.
   * the LR schedule advances once per GRPO step, not per optimizer step.
   * weights are synced once after the step's last optimizer step, not after each one: nothing samples
     in between, so earlier syncs would be wasted copies.
@@ -24,8 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -34,15 +43,19 @@ import torch
 
 from tasks.prompts import format_prompt
 from tasks.types import Problem
-from trainer.advantages import ADVANTAGES, NEEDS_STEPS, AdvantageInput
+from trainer.advantages import ADVANTAGES, NEEDS_STEPS, AdvantageInput, zero_variance
 from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint
 from trainer.config import GRPOConfig, to_dict
 from trainer.losses import BatchScale, GRPOLoss, LossSettings, token_logprobs
 from trainer.optim import build_optimizer, build_scheduler
-from trainer.rewards import RewardSettings, Scored, score_completions, step_token_ends
+from trainer.logging_sinks import MetricSinks
+from trainer.rewards import RewardSettings, Scored, merge_scored, score_completions, step_token_ends
 from trainer.rollout import Group, SamplingConfig, engine_class
+from trainer.rollout.pipeline import generate_and_score
+from trainer.step_sampler import StepSampler
 
-__all__ = ["Rollouts", "train", "collate", "sequence_logprobs", "accumulate_gradients", "load_problems"]
+__all__ = ["Rollouts", "Batch", "train", "collate", "sequence_logprobs", "accumulate_gradients", "load_problems",
+           "sample_batch"]
 
 
 # ---------------------------------------------------------------- data
@@ -165,6 +178,88 @@ def step_tensors(scored: Scored, groups: list[Group], tokenizer: Any, T: int) ->
     return rewards.view(B, G, S), ends.view(B, G, S)
 
 
+# ---------------------------------------------------------------- sampling (+ dynamic sampling)
+@dataclass(frozen=True)
+class Batch:
+    """The step's groups after (dynamic) sampling, scored; B groups of G completions."""
+    problems: list[Problem]     # [B]
+    groups: list[Group]         # [B]
+    scored: Scored              # N = B*G completions, row b*G + g
+    rounds: int                 # generation rounds (1 + extra rounds of dynamic sampling)
+    prompts_sampled: int        # prompts drawn from the data this step (data position advances by this)
+    zero_std_sampled: int       # zero-variance groups among all groups sampled, every round
+    seconds: dict[str, float]   # generate, reward (waited for after generation), reward_busy
+    sampler_stats: Counter      # step sampler counts (accept rates), empty for plain groups
+
+
+def _draw_count(B: int, useful: int, drawn: int) -> int:
+    """Prompts for the next dynamic-sampling round: the missing groups divided by the share of useful
+    groups seen so far (all B when none was useful yet), at most B."""
+    missing = B - useful
+    return min(B, math.ceil(missing * drawn / useful)) if useful else B
+
+
+def sample_batch(cfg: GRPOConfig, engine: Any, sampler: StepSampler | None, client: Any, problems: list[Problem],
+                 tokenizer: Any, rewards_cfg: RewardSettings, step: int, position: int) -> Batch:
+    """Sample and score `prompts_per_step` groups. With `algo.dynamic_sampling`, groups whose rewards
+    have zero variance are set aside and more prompts are sampled, at most `max_sampling_rounds` extra
+    rounds, until `prompts_per_step` groups carry signal; the batch is the first such groups, filled
+    up with zero-variance ones when the cap is hit (those are then dropped by the std filter)."""
+    r, G, B = cfg.rollout, cfg.rollout.group_size, cfg.rollout.prompts_per_step
+    useful: list[int] = []
+    problems_all: list[Problem] = []
+    groups_all: list[Group] = []
+    scored_parts: list[Scored] = []
+    zero_all: list[bool] = []
+    seconds = {"generate": 0.0, "reward": 0.0, "reward_busy": 0.0}
+    stats: Counter = Counter()
+    rounds, count = 0, B
+    while True:
+        batch = [problems[i] for i in batch_order(len(problems), cfg.data.seed, position + len(problems_all), count)]
+        prompts = [format_prompt(p, cfg.data.prompt_style or None, tokenizer=tokenizer, chat=cfg.data.chat)
+                   for p in batch]
+        # the hf engine reseeds per call: one seed per (step, round), chunks add their index
+        sampling = SamplingConfig(max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                                  seed=(cfg.seed * 1_000_003 + step) * 1_000_033 + 7_919 * rounds)
+
+        def score(start: int, part: list[Group]) -> Scored:
+            return score_completions(client, [p for p in batch[start:start + len(part)] for _ in range(G)],
+                                     [c.text for g in part for c in g.completions], rewards_cfg)
+
+        if sampler is not None:
+            t = time.monotonic()
+            groups, sampler_counts = sampler.sample(batch, prompts, G)
+            stats.update(sampler_counts)
+            t_gen = time.monotonic() - t
+            t = time.monotonic()
+            parts = [score(0, groups)]
+            seconds["generate"] += t_gen
+            seconds["reward"] += time.monotonic() - t
+            seconds["reward_busy"] += time.monotonic() - t
+        else:
+            groups, parts, timing = generate_and_score(engine, prompts, G, sampling, score, r.score_chunks)
+            seconds["generate"] += timing.generate
+            seconds["reward"] += timing.reward_wait
+            seconds["reward_busy"] += timing.reward_busy
+        scored = merge_scored(parts)
+        zero = zero_variance(torch.tensor(scored.rewards).view(-1, G), torch.tensor(scored.valid).view(-1, G))
+        useful += [len(groups_all) + b for b in range(len(groups)) if not zero[b]]
+        problems_all += batch
+        groups_all += groups
+        scored_parts.append(scored)
+        zero_all += zero.tolist()
+        rounds += 1
+        if not cfg.algo.dynamic_sampling or len(useful) >= B or rounds > cfg.algo.max_sampling_rounds:
+            break
+        count = _draw_count(B, len(useful), len(problems_all))
+    chosen = useful[:B]
+    chosen += [b for b in range(len(groups_all)) if zero_all[b]][:B - len(chosen)]
+    chosen.sort()  # sampling order
+    scored = merge_scored(scored_parts).rows([b * G + g for b in chosen for g in range(G)])
+    return Batch([problems_all[b] for b in chosen], [groups_all[b] for b in chosen], scored, rounds,
+                 len(problems_all), sum(zero_all), seconds, stats)
+
+
 # ---------------------------------------------------------------- setup helpers
 def _initial_model_dir(cfg: GRPOConfig, out: Path) -> Path:
     """The model the run starts from (and the KL reference, also when resuming)."""
@@ -189,7 +284,8 @@ def _engine(cfg: GRPOConfig, path: Path, model: Any, tokenizer: Any) -> Any:
     r = cfg.rollout
     if r.engine == "vllm":
         return engine_class("vllm")(str(path), dtype=r.vllm_dtype, max_model_len=r.max_model_len, seed=cfg.seed,
-                                    kv_cache_gb=r.kv_cache_gb, gpu_memory_utilization=r.gpu_memory_utilization)
+                                    kv_cache_gb=r.kv_cache_gb, gpu_memory_utilization=r.gpu_memory_utilization,
+                                    sync_bucket_mb=r.sync_bucket_mb, sleep=r.vllm_sleep)
     return engine_class("hf")(model, tokenizer, max_batch_sequences=r.hf_max_batch_sequences)
 
 
@@ -214,18 +310,27 @@ def _mean(x: torch.Tensor) -> float:
     return float(x.float().mean()) if x.numel() else float("nan")
 
 
-def _json_line(values: dict[str, Any]) -> str:
-    """One JSONL record; NaN (a step without a kept completion has no loss) becomes null."""
-    clean = {k: None if isinstance(v, float) and v != v else v for k, v in values.items()}
-    return json.dumps(clean) + "\n"
+def _sampler_metrics(stats: Counter) -> dict[str, float]:
+    """Step sampler accept rates: of the steps taken, the share accepted in the first round, after
+    resampling, and forced (best of all rounds, below the threshold)."""
+    taken = stats["accepted_first"] + stats["accepted_resampled"] + stats["forced"]
+    if not taken:
+        return {}
+    return {"step_accept_first": stats["accepted_first"] / taken,
+            "step_accept_resampled": stats["accepted_resampled"] / taken,
+            "step_forced": stats["forced"] / taken, "step_sampler_rounds": stats["rounds"],
+            "step_candidates_scored": stats["candidates_scored"], "step_unjudged": stats["unjudged"]}
+
+
+def _sync_metrics(engine: Any) -> dict[str, int]:
+    last = getattr(engine, "last_sync", None)  # only the vLLM engine copies weights in buckets
+    return {f"weight_sync_{k}": v for k, v in last.items()} if last else {}
 
 
 # ---------------------------------------------------------------- the recipe
-def train(cfg: GRPOConfig, on_step: Callable[[int, dict[str, Any], Any], bool | None] | None = None) -> dict[str, Any]:
+def train(cfg: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run GRPO; returns the last step's metrics plus `reward_history`. Writes into cfg.out_dir.
-
-    `on_step(step, metrics, policy)` runs after each step's log line (a progress bar, a held-out
-    evaluation, a time budget); returning True stops the run after that step, final checkpoint written."""
+    `on_step(step, metrics)` is called after each step (e.g. a caller's own progress report)."""
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
@@ -260,28 +365,20 @@ def train(cfg: GRPOConfig, on_step: Callable[[int, dict[str, Any], Any], bool | 
 
     history: list[float] = []
     metrics: dict[str, Any] = {}
-    with _verifier(cfg) as client, open(out / "metrics.jsonl", "a") as log, \
+    with _verifier(cfg) as client, MetricSinks(out, cfg.log, total_steps=cfg.steps, first_step=state.step,
+                                               config=to_dict(cfg)) as sinks, \
             open(out / "samples.jsonl", "a") as samples_log:
+        sampler = (StepSampler(engine, client, cfg.step_sampler, tokenizer.eos_token_id, cfg.reward.timeout_s)
+                   if r.sampler == "prm_steps" else None)
         for step in range(state.step, cfg.steps):
-            times: dict[str, float] = {}
-            t0 = time.monotonic()
+            t_step = time.monotonic()
 
-            # 1. sample a group of completions per prompt
-            batch = [problems[i] for i in batch_order(len(problems), cfg.data.seed, state.data_position,
-                                                      r.prompts_per_step)]
-            prompts = [format_prompt(p, cfg.data.prompt_style or None, tokenizer=tokenizer, chat=cfg.data.chat)
-                       for p in batch]
-            sampling = SamplingConfig(max_tokens=r.max_tokens, temperature=temperature, top_p=r.top_p,
-                                      top_k=r.top_k, seed=(cfg.seed * 1_000_003 + step) * 1_000_033)
-            groups = engine.generate(prompts, G, sampling)
-            times["generate"] = time.monotonic() - t0
-
-            # 2. rewards from the verifier service
-            t = time.monotonic()
+            # 1-2. groups of completions, scored through the verifier service as chunks finish
+            sampled = sample_batch(cfg, engine, sampler, client, problems, tokenizer, rewards_cfg, step,
+                                   state.data_position)
+            groups, scored, times = sampled.groups, sampled.scored, dict(sampled.seconds)
             completions = [c for g in groups for c in g.completions]
-            scored = score_completions(client, [p for p in batch for _ in range(G)],
-                                       [c.text for c in completions], rewards_cfg)
-            times["reward"] = time.monotonic() - t
+            engine.sleep()  # GPU vLLM: free its memory for the trainer until the sync
 
             # 3. advantages: [N, T] per token; groups without signal counted (and dropped)
             rollouts = collate(groups, tokenizer.pad_token_id)
@@ -330,7 +427,8 @@ def train(cfg: GRPOConfig, on_step: Callable[[int, dict[str, Any], Any], bool | 
             t = time.monotonic()
             engine.sync_weights(policy)
             times["weight_sync"] = time.monotonic() - t
-            state = RecipeState(step=step + 1, data_position=state.data_position + r.prompts_per_step)
+            state = RecipeState(step=step + 1, data_position=state.data_position + sampled.prompts_sampled)
+            times["total"] = time.monotonic() - t_step
 
             # 7. metrics, samples, checkpoint
             lengths = rollouts.mask.sum(-1)
@@ -343,6 +441,8 @@ def train(cfg: GRPOConfig, on_step: Callable[[int, dict[str, Any], Any], bool | 
                 **{f"reward_{k}": v for k, v in scored.check_means.items()},
                 "statuses": {k: dict(v) for k, v in scored.statuses.items()}, "unjudged": scored.unjudged,
                 "zero_std_groups": int(adv.zero_std.sum()), "zero_std_fraction": _mean(adv.zero_std),
+                "sampling_rounds": sampled.rounds, "prompts_sampled": sampled.prompts_sampled,
+                "zero_std_groups_sampled": sampled.zero_std_sampled,
                 "kept": K, "completions": N,
                 "loss": sum(losses) / len(losses) if losses else float("nan"),
                 "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
@@ -350,19 +450,20 @@ def train(cfg: GRPOConfig, on_step: Callable[[int, dict[str, Any], Any], bool | 
                 "entropy": float(entropy.sum() / on_device.mask.sum()) if K else float("nan"),
                 "completion_length": _mean(lengths), "truncated_fraction": _mean(rollouts.truncated),
                 "seconds": {k: round(v, 4) for k, v in times.items()},
+                "reward_overlap_fraction": (1 - times["reward"] / times["reward_busy"]) if times["reward_busy"] else 0.0,
                 "generate_tokens_per_s": float(lengths.sum()) / max(times["generate"], 1e-9),
                 "verifier_seconds": scored.seconds,
+                **_sampler_metrics(sampled.sampler_stats), **_sync_metrics(engine),
             }
-            log.write(_json_line(metrics))
-            log.flush()
-            stop = bool(on_step(step + 1, metrics, policy)) if on_step is not None else False
+            sinks.write(step + 1, metrics)
             for i in range(min(cfg.log_samples, N)):
                 samples_log.write(json.dumps({"step": step + 1, "prompt": groups[i // G].prompt,
                                               "completion": completions[i].text,
                                               "reward": scored.rewards[i]}) + "\n")
+            samples_log.flush()
+            if on_step is not None:
+                on_step(step + 1, metrics)
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
                 save_checkpoint(out / f"checkpoint-{state.step}", policy, tokenizer, optimizer, scheduler, state)
-            if stop:
-                break
         save_checkpoint(out / f"checkpoint-{state.step}-final", policy, tokenizer, optimizer, scheduler, state)
     return {**metrics, "reward_history": history}

@@ -17,6 +17,7 @@ exactly the steps whose token positions we know (`step_token_ends`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from typing import Any, Sequence
 
 from tasks.types import Problem
 
-__all__ = ["RewardSettings", "Scored", "score_completions", "split_steps", "step_token_ends", "UNJUDGED_POLICIES"]
+__all__ = ["RewardSettings", "Scored", "score_completions", "merge_scored", "split_steps", "step_token_ends", "UNJUDGED_POLICIES"]
 
 UNJUDGED_POLICIES = ("exclude", "penalize")
 
@@ -56,6 +57,35 @@ class Scored:
     check_means: dict[str, float] = field(default_factory=dict)  # check -> mean score over judged items
     unjudged: int = 0
     seconds: float = 0.0
+    judged_counts: dict[str, int] = field(default_factory=dict)  # check -> judged items (for merging means)
+
+    def rows(self, index: Sequence[int]) -> Scored:
+        """The completions `index` (per-completion lists); the counts (statuses, means, unjudged,
+        seconds) still describe every completion scored, as the metrics report them."""
+        return dataclasses.replace(self, rewards=[self.rewards[i] for i in index],
+                                   valid=[self.valid[i] for i in index],
+                                   step_scores=[self.step_scores[i] for i in index],
+                                   step_char_ends=[self.step_char_ends[i] for i in index])
+
+
+def merge_scored(parts: Sequence[Scored]) -> Scored:
+    """The `Scored` of consecutive batches, as if scored in one call (`seconds` add up)."""
+    statuses: dict[str, Counter] = {}
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for p in parts:
+        for kind, c in p.statuses.items():
+            statuses[kind] = statuses.get(kind, Counter()) + c
+        for kind, n in p.judged_counts.items():
+            if n:
+                sums[kind] = sums.get(kind, 0.0) + p.check_means[kind] * n
+            counts[kind] = counts.get(kind, 0) + n
+    return Scored(rewards=[r for p in parts for r in p.rewards], valid=[v for p in parts for v in p.valid],
+                  step_scores=[s for p in parts for s in p.step_scores],
+                  step_char_ends=[e for p in parts for e in p.step_char_ends], statuses=statuses,
+                  check_means={k: sums[k] / n if n else float("nan") for k, n in counts.items()},
+                  unjudged=sum(p.unjudged for p in parts), seconds=sum(p.seconds for p in parts),
+                  judged_counts=counts)
 
 
 def split_steps(text: str, separator: str) -> list[tuple[str, int]]:
@@ -117,10 +147,12 @@ def score_completions(client: Any, problems: Sequence[Problem], texts: Sequence[
     step_scores: list[tuple[float, ...] | None] = [None] * n
     statuses: dict[str, Counter] = {}
     means: dict[str, float] = {}
+    counts: dict[str, int] = {}
     for kind, index in wanted.items():
         statuses[kind] = Counter(r.status for r in results[kind])
         judged_scores = [r.score for r in results[kind] if r.judged]
         means[kind] = sum(judged_scores) / len(judged_scores) if judged_scores else float("nan")
+        counts[kind] = len(judged_scores)
         for i, result in zip(index, results[kind]):
             if not result.judged:
                 judged_all[i] = False
@@ -137,4 +169,5 @@ def score_completions(client: Any, problems: Sequence[Problem], texts: Sequence[
                 rewards[i], valid[i] = 0.0, False
     return Scored(rewards=rewards, valid=valid, step_scores=step_scores,
                   step_char_ends=[tuple(e for _, e in s) for s in steps], statuses=statuses,
-                  check_means=means, unjudged=judged_all.count(False), seconds=time.monotonic() - start)
+                  check_means=means, unjudged=judged_all.count(False), seconds=time.monotonic() - start,
+                  judged_counts=counts)

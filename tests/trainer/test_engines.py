@@ -63,7 +63,8 @@ def test_hf_engine_groups_and_logprobs(tiny_dir):
 @pytest.fixture(scope="module")
 def vllm_engine(tiny_dir):
     pytest.importorskip("vllm")
-    return engine_class("vllm")(str(tiny_dir), dtype="float32", max_model_len=256, seed=0)
+    # small buckets: the sync below goes through several (bounded-memory) buckets
+    return engine_class("vllm")(str(tiny_dir), dtype="float32", max_model_len=256, seed=0, sync_bucket_mb=0.25)
 
 
 @pytest.mark.slow
@@ -84,6 +85,8 @@ def test_vllm_greedy_matches_transformers_after_weight_sync(vllm_engine, tiny_di
     expected = [greedy_hf(model, tokenizer, p, 32) for p in PROMPTS]
     assert [list(g.completions[0].token_ids) for g in after] == expected
     assert after != before  # the sync changed what the engine samples
+    assert vllm_engine.last_sync["buckets"] > 1 and vllm_engine.last_sync["largest_bucket_bytes"] <= max(
+        0.25 * 2**20, max(t.numel() * 4 for t in model.state_dict().values()))
     # the engine's log-probs are the new weights' (no stale prefix cache)
     check_groups(vllm_engine.generate(PROMPTS, 2, SamplingConfig(max_tokens=16, seed=2)), model, tokenizer, 2, 16,
                  atol=2e-3)

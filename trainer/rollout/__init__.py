@@ -5,6 +5,7 @@ vLLM can use the transformers engine):
 
     engine.generate(prompts, n, sampling) -> list[Group]   # one group of n completions per prompt
     engine.sync_weights(model)                              # the trainer's current weights -> engine
+    engine.sleep()                                          # release its memory until the next sync
 
 `Completion.logprobs` are the log-probs of the sampled tokens under the distribution the engine sampled
 from (temperature applied; top-p/top-k truncation too, which the trainer does not reproduce: keep them
@@ -58,6 +59,8 @@ class RolloutEngine(Protocol):
     def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig) -> list[Group]: ...
 
     def sync_weights(self, model: Any) -> None: ...
+
+    def sleep(self) -> None: ...
 
 
 # name -> "module:Class"; imported on first use only

