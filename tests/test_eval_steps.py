@@ -1,0 +1,165 @@
+"""`verirl eval` on lines of kind "steps", through real servers on port 0: field checks, the final-answer
+check, answer equivalence for voting, the summaries, --report, and (slow) a real tiny PRM with --prm."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from verifier_service import evaluate
+from verifier_service.chain_metrics import pass_at_k
+from verifier_service.client import VerifierClient
+from verifier_service.config import ServerConfig
+from verifier_service.eval_steps import Chains, finish
+from verifier_service.evaluate import _parse, evaluate_file
+from verifier_service.server import create_server
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = resources.files("verifier_service.data") / "steps_samples.jsonl"
+
+
+@pytest.fixture(scope="module")
+def address():
+    """A server without a PRM: steps answer UNAVAILABLE, the math checker still checks final answers."""
+    server, port = create_server(ServerConfig(address="127.0.0.1:0", math_workers=1))
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+def steps_line(**kw) -> str:
+    return json.dumps({"kind": "steps", "problem": "p", "steps": ["a", "b"], **kw})
+
+
+@pytest.mark.parametrize("text, reason", [
+    ('{"kind": "steps", "steps": ["a"]}', "line 3: 'problem' is missing"),
+    ('{"kind": "steps", "problem": 5, "steps": ["a"]}', "line 3: 'problem' must be a string, got int"),
+    ('{"kind": "steps", "problem": "p"}', "line 3: 'steps' is missing (or give 'text')"),
+    (steps_line(steps="a b"), "line 3: 'steps' must be a list of strings"),
+    (steps_line(steps=["a", 2]), "line 3: 'steps' must be a list of strings"),
+    (steps_line(steps=[]), "line 3: 'steps' is empty"),
+    (steps_line(label=2), "line 3: 'label' must be in [-1, 1], got 2"),
+    (steps_line(label=-2), "line 3: 'label' must be in [-1, 1], got -2"),
+    (steps_line(label="1"), "line 3: 'label' must be an integer"),
+    (steps_line(label=True), "line 3: 'label' must be an integer"),
+    (steps_line(gold=[1]), "line 3: 'gold' must be a string or a number, got list"),
+    (steps_line(group=[1]), "line 3: 'group' must be a string or an integer, got list"),
+    (steps_line(threshold="high"), "line 3: 'threshold' must be a number, got str"),
+    (steps_line(aggregation="MEDIAN"), "line 3: "),  # the proto parse names the enum value
+])
+def test_bad_steps_lines_are_named(text, reason):
+    line = _parse(3, text)
+    assert line.item is None and line.error.startswith(reason), line.error
+    if "aggregation" in text:
+        assert "MEDIAN" in line.error
+
+
+def test_good_steps_line_parses():
+    line = _parse(4, steps_line(gold=12, label=-1, group=7, id="x", aggregation="PROD"), threshold=0.3)
+    assert not line.error and list(line.item.steps) == ["a", "b"] and line.item.threshold == pytest.approx(0.3)
+    assert line.item.gold == ""  # the final answer is checked apart, through CheckMath
+    assert (line.answer_item.response, line.answer_item.gold) == ("a\n\nb", "12")
+    own = _parse(4, steps_line(threshold=0.8), threshold=0.3)
+    assert own.item.threshold == pytest.approx(0.8) and own.answer_item is None
+    text = _parse(4, json.dumps({"kind": "steps", "problem": "p", "text": "a|b", "separator": "|", "gold": "b"}))
+    assert text.answer_item.response == "a|b"
+
+
+def run(address: str, source: Path, target: Path, report: Path | None = None):
+    chains = Chains()
+    with VerifierClient(address) as client:
+        summary = evaluate_file(client, source, target, batch_size=16, progress=False, chains=chains)
+        steps = finish(client, chains, report=report)
+    return summary, steps, [json.loads(line) for line in target.read_text().splitlines()]
+
+
+def test_bundled_samples_without_a_prm(address, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text(SAMPLES.read_text())
+    summary, steps, out = run(address, source, tmp_path / "out.jsonl", tmp_path / "report.html")
+    assert summary.items == 96 and summary.by_status == {"UNAVAILABLE": 96}
+    first = out[0]["result"]
+    assert first["aggregate"] is None and first["first_error"] is None and first["step_scores"] == []
+    # every final answer was checked, and the checker agrees with the labels: a chain is right iff label -1
+    assert all(o["result"]["answer"]["correct"] == (o["label"] == -1) for o in out)
+    assert steps.answers_checked == 96 and steps.processbench is None  # labels, but nothing scored
+    groups: dict[str, list[bool]] = {}
+    for o in out:
+        groups.setdefault(o["group"], []).append(o["label"] == -1)
+    c = steps.curves
+    assert c.sizes == (1, 2, 4, 8) and c.groups == (12,) * 4 and c.prm_groups == (0,) * 4
+    for k, value in zip(c.sizes, c.pass_at_k):
+        assert value == pytest.approx(sum(pass_at_k(8, sum(g), k) for g in groups.values()) / 12)
+    assert c.best_of_n == (None,) * 4 and steps.grouped_out == {"PRM curves only: not scored by the PRM": 96}
+    assert "<svg" in (tmp_path / "report.html").read_text()
+
+
+def test_voting_compares_answers_with_the_math_checker(address, tmp_path):
+    # "1/2" written three ways is one answer; "3" twice is another: the vote must pick 1/2 (3 vs 2)
+    finals = ["\\boxed{\\frac{1}{2}}", "#### 0.5", "The answer is \\boxed{1/2}", "\\boxed{3}", "#### 3"]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "kind": "steps", "problem": "half?", "steps": ["x", final],
+                                          "gold": "0.5", "group": "g"}) + "\n" for i, final in enumerate(finals)))
+    _, steps, out = run(address, source, tmp_path / "out.jsonl")
+    assert [o["result"]["answer"]["correct"] for o in out] == [True, True, True, False, False]
+    assert steps.curves.majority[-1] == 1.0  # at N = 5: 3 votes for 1/2 against 2 for 3
+    # string equality of the extracted answers would have split 1/2 three ways and elected 3
+    assert len({o["result"]["answer"]["extracted"] for o in out[:3]}) > 1
+
+
+def test_cli_flags(address, tmp_path, capsys):
+    source = tmp_path / "in.jsonl"
+    source.write_text(steps_line(gold="b", group="g", label=-1) + "\n")
+    parser = argparse.ArgumentParser()
+    evaluate.add_eval_arguments(parser)
+    args = parser.parse_args([str(source), "-o", str(tmp_path / "out.jsonl"), "--server", address,
+                              "--no-progress", "--report", str(tmp_path / "r" / "page.html")])
+    assert evaluate.run_eval(args) == 0
+    printed = capsys.readouterr().out
+    assert "chains: 1 (0 scored by the PRM, 1 labelled, 1 final answers checked)" in printed
+    assert (tmp_path / "r" / "page.html").is_file()
+    both = parser.parse_args([str(source), "-o", str(tmp_path / "o.jsonl"), "--server", address,
+                              "--prm", str(tmp_path)])
+    assert evaluate.run_eval(both) == 2
+    assert "--prm starts an embedded service" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args([str(source), "-o", "x", "--threshold", "1.5"])
+
+
+@pytest.mark.slow
+def test_eval_with_a_real_prm(tmp_path):
+    """`verirl eval --prm DIR --report`: a random tiny PRM in the embedded service; its step scores are
+    the offline scorer's, the aggregate is their min, the first error follows the threshold, and the
+    summaries and the page cover every chain."""
+    from prm_models import build_prm, require_torch
+    require_torch()
+    prm = build_prm(tmp_path / "prm", "causal_lm", seed=3)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(SAMPLES.read_text().splitlines(keepends=True)[:24]))  # 3 groups of 8
+    out_path, page = tmp_path / "out.jsonl", tmp_path / "report.html"
+    done = subprocess.run([sys.executable, "-m", "verifier_service.cli", "eval", str(source), "-o", str(out_path),
+                           "--prm", str(prm), "--report", str(page), "--threshold", "0.5", "--workers", "1",
+                           "--no-progress"], capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = [json.loads(line) for line in out_path.read_text().splitlines()]
+    assert all(o["result"]["status"] == "OK" and o["result"]["judged"] for o in out)
+
+    from verifier_service.prm.scorer import PRMScorer
+    offline = PRMScorer(str(prm), device="cpu").score_many([(o["problem"], o["steps"]) for o in out])
+    for o, expected in zip(out, offline):
+        r = o["result"]
+        assert r["step_scores"] == pytest.approx(expected, abs=1e-5)
+        assert r["aggregate"] == pytest.approx(min(expected), abs=1e-5)
+        assert r["first_error"] == next((i for i, s in enumerate(expected) if s < 0.5), -1)
+        assert r["answer"]["correct"] == (o["label"] == -1)
+    assert "ProcessBench: erroneous acc" in done.stdout and "F1" in done.stdout
+    table = done.stdout[done.stdout.index("    N groups"):].splitlines()[1:5]
+    assert [row.split()[:2] for row in table] == [["1", "3"], ["2", "3"], ["4", "3"], ["8", "3"]]
+    assert "n/a" not in "".join(table)  # every chain scored: the PRM curves are there
+    html = page.read_text()
+    assert html.count('class="chain"') == 24 and html.count("data-score=") == sum(len(o["steps"]) for o in out)
