@@ -112,6 +112,21 @@ def test_voting_compares_answers_with_the_math_checker(address, tmp_path):
     assert len({o["result"]["answer"]["extracted"] for o in out[:3]}) > 1
 
 
+def test_bundled_samples_are_reproducible_and_labelled_exactly():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import make_steps_samples
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    lines = make_steps_samples.lines()
+    assert "".join(json.dumps(line) + "\n" for line in lines) == SAMPLES.read_text()
+    from tasks.synthetic import check_steps, generate
+    problems = {p.id: p for p in generate(make_steps_samples.GROUPS, split="heldout", seed=make_steps_samples.SEED)}
+    for line in lines:  # the label is the first step the synthetic checker finds wrong
+        verdicts = check_steps(problems[line["group"]], line["steps"])
+        assert line["label"] == next((i for i, ok in enumerate(verdicts) if not ok), -1)
+
+
 def test_cli_flags(address, tmp_path, capsys):
     source = tmp_path / "in.jsonl"
     source.write_text(steps_line(gold="b", group="g", label=-1) + "\n")
