@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,6 +68,7 @@ class LoadConfig:
     workers: int = 2                    # math worker processes of the server
     code_slots: int = 0                 # 0: one per core
     sandbox: str = "full"
+    cache_size: int = 100_000           # the server's result cache (its default); 0: off
     prm: str = ""                       # PRM directory for `verirl serve --prm`; "": no steps traffic
     seed: int = 0
 
@@ -89,7 +91,8 @@ class ServerProcess:
     def __init__(self, config: LoadConfig, log_path: str, port: int = 0):
         args = [sys.executable, "-m", "verifier_service.cli", "serve", "--address", f"127.0.0.1:{port}",
                 "--workers", str(config.workers), "--sandbox", config.sandbox,
-                "--code-slots", str(config.code_slots), "--grace", "5"]
+                "--code-slots", str(config.code_slots), "--grace", "5", "--cache-size", str(config.cache_size),
+                "--metrics-port", "0"]
         if config.prm:
             args += ["--prm", config.prm]
         self.log_path = log_path
@@ -97,6 +100,18 @@ class ServerProcess:
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         self.port = self._await_port(port, timeout_s=120)
         self.address = f"127.0.0.1:{self.port}"
+        with open(log_path, "rb") as f:
+            self.metrics_port = int(re.findall(rb"metrics on :(\d+)", f.read())[-1])
+
+    def metrics(self) -> dict[str, float]:
+        """The server's own figures that explain its memory: result-cache misses (each one adds an
+        entry until the cache is full), worker restarts, items waiting."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        wanted = {"verirl_cache_misses_total": "cache_misses", "verirl_worker_restarts_total": "worker_restarts",
+                  "verirl_queue_depth": "queue_depth", "verirl_code_queue_depth": "code_queue_depth"}
+        return {wanted[name]: float(value) for name, value in re.findall(r"^(\w+) (\S+)$", text, re.M)
+                if name in wanted}
 
     def _await_port(self, port: int, timeout_s: float) -> int:
         deadline = time.monotonic() + timeout_s
@@ -251,11 +266,12 @@ def _client_loop(index: int, config: LoadConfig, address: str, kinds: list[str],
                              wrong, error))
 
 
-def _sample_memory(pid: int, every_s: float, t0: float, stop: threading.Event, out: list[dict]) -> None:
+def _sample_memory(server: ServerProcess, every_s: float, t0: float, stop: threading.Event,
+                   out: list[dict]) -> None:
     while not stop.is_set():
         try:
-            out.append({"t": round(time.monotonic() - t0, 1), **tree_memory(pid)})
-        except FileNotFoundError:  # the server is gone: the report says so
+            out.append({"t": round(time.monotonic() - t0, 1), **tree_memory(server.proc.pid), **server.metrics()})
+        except (FileNotFoundError, OSError):  # the server is gone: the report says so
             return
         stop.wait(every_s)
 
@@ -279,7 +295,7 @@ def run_load(config: LoadConfig, label: str = "run", log_dir: str | None = None)
     memory: list[dict] = []
     stop = threading.Event()
     t0 = time.monotonic()
-    sampler = threading.Thread(target=_sample_memory, args=(server.proc.pid, config.rss_every_s, t0, stop, memory),
+    sampler = threading.Thread(target=_sample_memory, args=(server, config.rss_every_s, t0, stop, memory),
                                daemon=True)
     sampler.start()
     stop_at = t0 + config.duration_s
@@ -347,8 +363,8 @@ def _memory_growth(memory: list[dict], warmup_s: float) -> dict:
         end = sum(m[key] for m in after[-3:]) / len(after[-3:])
         out[key] = {"start": start, "end": round(end, 1), "max": max(m[key] for m in after),
                     "growth_pct": round(100 * (end - start) / start, 1)}
-    out["processes"] = {"start": after[0]["processes"], "end": after[-1]["processes"],
-                        "max": max(m["processes"] for m in after)}
+    for key in ("processes", "cache_misses", "worker_restarts"):
+        out[key] = {"start": after[0].get(key), "end": after[-1].get(key), "max": max(m.get(key, 0) for m in after)}
     return out
 
 
@@ -372,6 +388,25 @@ def markdown(reports: list[dict]) -> str:
             statuses = ", ".join(f"{s} {n}" for s, n in g["statuses"].items())
             lines.append(f"| {r['label']} | {key} | {g['calls']} | {g['p50_ms']} | {g['p99_ms']} | {statuses} |")
     return "\n".join(lines)
+
+
+def tiny_prm(directory: str) -> str:
+    """A random token-classification PRM (trainer/tiny.py's 2-layer Qwen2, hidden 128, char tokenizer)
+    with its verirl_prm.json; its scores mean nothing, its cost and statuses are real."""
+    import torch
+    from transformers import AutoConfig, Qwen2ForTokenClassification
+
+    from tasks.prm_format import PRMFormat
+    from trainer.tiny import build_tiny
+
+    build_tiny(directory, seed=0)
+    config = AutoConfig.from_pretrained(directory)
+    config.num_labels = 2
+    torch.manual_seed(0)
+    os.remove(os.path.join(directory, "model.safetensors"))
+    Qwen2ForTokenClassification(config).save_pretrained(directory)
+    PRMFormat(kind="token_classification", step_tag=" [s]", max_length=1024).save(directory)
+    return directory
 
 
 def _pairs(text: str, cast: type) -> dict:
@@ -402,11 +437,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=d.workers)
     parser.add_argument("--code-slots", type=int, default=d.code_slots)
     parser.add_argument("--sandbox", default=d.sandbox)
+    parser.add_argument("--cache-size", type=int, default=d.cache_size, help="the server's result cache; 0: off")
     parser.add_argument("--prm", default=d.prm, help="PRM directory served with --prm (enables steps traffic)")
+    parser.add_argument("--tiny-prm", action="store_true", help="build a tiny random PRM in a temp dir and serve it")
     parser.add_argument("--runs", default="honest,hostile", help="comma list of honest|hostile, run back to back")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--json", help="write every report (with RSS series) here")
     args = parser.parse_args()
+    if args.tiny_prm:
+        args.prm = tiny_prm(tempfile.mkdtemp(prefix="verirl-load-prm-"))
     reports = []
     for n, kind in enumerate(args.runs.split(",")):
         if kind not in ("honest", "hostile"):
@@ -415,7 +454,7 @@ def main() -> None:
                             hostile=args.hostile if kind == "hostile" else 0.0,
                             hostile_clients=args.hostile_clients, mix=args.mix, batch=args.batch,
                             deadline_s=args.deadline, rss_every_s=args.rss_every, workers=args.workers,
-                            code_slots=args.code_slots, sandbox=args.sandbox, prm=args.prm, seed=args.seed + n)
+                            code_slots=args.code_slots, sandbox=args.sandbox, cache_size=args.cache_size, prm=args.prm, seed=args.seed + n)
         report = run_load(config, label=f"{n + 1}:{kind}")
         reports.append(report)
         print(json.dumps({k: report[k] for k in ("label", "ok", "honest_items_per_s", "wrong_total",
