@@ -42,6 +42,7 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds in-flight work may take to finish on SIGTERM/SIGINT")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
     _add_code_arguments(parser, defaults)
+    _add_prm_arguments(parser)
     _add_access_arguments(parser)
 
 
@@ -53,6 +54,48 @@ def _add_code_arguments(parser: argparse.ArgumentParser, defaults: Any) -> None:
                            "log says why); weak: run with what this machine has; off: run no code")
     code.add_argument("--code-slots", type=int, default=defaults.code_slots,
                       help="programs run at once, one core each (default 0: one per CPU core)")
+
+
+def _add_prm_arguments(parser: argparse.ArgumentParser) -> None:
+    from .prm.config import DEVICES, PRMConfig
+    from tasks.prm_format import AGGREGATIONS, KINDS
+    defaults = PRMConfig(dir="-")
+    prm = parser.add_argument_group("prm", "process reward model step scoring (docs/prm.md); the --prm-* format "
+                                    "flags describe a model without verirl_prm.json, and override the file")
+    prm.add_argument("--prm", metavar="DIR", help="serve this local Hugging Face PRM directory (ScoreSteps, "
+                                                  "ScoreCandidates); the server fails to start if it does not load")
+    prm.add_argument("--prm-kind", choices=KINDS)
+    prm.add_argument("--prm-tag", metavar="TEXT", help="the step tag appended after every step")
+    prm.add_argument("--prm-separator", metavar="TEXT", help="text put before every step (\\n and \\t read as newline and tab)")
+    prm.add_argument("--prm-good-token", metavar="TOKEN", help="causal_lm: the token meaning a correct step")
+    prm.add_argument("--prm-bad-token", metavar="TOKEN", help="causal_lm: the token meaning a wrong step")
+    prm.add_argument("--prm-correct-label", type=int, choices=(0, 1),
+                     help="token_classification with 2 labels: the index of 'correct'")
+    prm.add_argument("--prm-aggregation", choices=AGGREGATIONS, help="default aggregation of step scores")
+    prm.add_argument("--prm-max-length", type=int, metavar="TOKENS",
+                     help="longest chain scored (longer: TOO_LONG); capped by the model's context")
+    prm.add_argument("--prm-device", choices=DEVICES, default=defaults.device)
+    prm.add_argument("--prm-batch-tokens", type=int, default=defaults.batch_tokens,
+                     help="padded tokens per forward pass")
+    prm.add_argument("--prm-timeout", type=float, default=defaults.timeout_s,
+                     help="deadline of a PRM item in seconds, waiting included (then TIMEOUT)")
+
+
+def _unescape(text: str | None) -> str | None:
+    """\\n and \\t typed in a flag become a newline and a tab (a shell makes "\\n\\n" easier than a real one);
+    nothing else changes, so a non-ASCII tag (Math-Shepherd's "ки") passes as is."""
+    return None if text is None else text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def _prm_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.prm is None:
+        return None
+    overrides = {"kind": args.prm_kind, "step_tag": _unescape(args.prm_tag),
+                 "step_separator": _unescape(args.prm_separator), "good_token": args.prm_good_token,
+                 "bad_token": args.prm_bad_token, "correct_label": args.prm_correct_label,
+                 "aggregation": args.prm_aggregation, "max_length": args.prm_max_length}
+    return {"dir": args.prm, "device": args.prm_device, "batch_tokens": args.prm_batch_tokens,
+            "timeout_s": args.prm_timeout, **{k: v for k, v in overrides.items() if v is not None}}
 
 
 TOKEN_ENV = "VERIRL_AUTH_TOKEN"
@@ -88,6 +131,7 @@ def _access_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _serve(args: argparse.Namespace) -> int:
     from .config import ServerConfig
     from .logs import configure_logging
+    from .prm.process import PRMStartError
     from .server import access_summary, create_server
 
     configure_logging(args.log_format, args.log_level)
@@ -96,7 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
                               max_math_timeout_s=max(args.math_timeout, ServerConfig.max_math_timeout_s),
                               queue_capacity=args.queue_capacity, metrics_port=args.metrics_port,
                               cache_size=args.cache_size, grace_s=args.grace, sandbox=args.sandbox,
-                              code_slots=args.code_slots, **_access_settings(args))
+                              code_slots=args.code_slots, prm=_prm_settings(args), **_access_settings(args))
     except (ValueError, OSError) as exc:
         print(f"verirl serve: {exc}", file=sys.stderr)
         return 2
@@ -109,12 +153,13 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda signum, frame: stop.set())
     try:
         server, port = create_server(config)
-    except OSError as exc:
+    except (OSError, ValueError, PRMStartError) as exc:
         print(f"verirl serve: {exc}", file=sys.stderr)
         return 1
     print(f"verirl serve: listening on {config.host}:{port} ({config.math_workers} math workers, "
           f"code sandbox {server.sandbox_summary()}, " + access_summary(config)
-          + (f", metrics on :{server.metrics.port}" if server.metrics.port else "") + ")",
+          + (f", metrics on :{server.metrics.port}" if server.metrics.port else "")
+          + (f", PRM {server.prm.model} on {server.prm.info['device']}" if server.prm else "") + ")",
           flush=True)
     while not stop.wait(3600):  # a bare wait() would not wake for signals
         pass
