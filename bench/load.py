@@ -109,6 +109,7 @@ class ServerProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             text = response.read().decode()
         wanted = {"verirl_cache_misses_total": "cache_misses", "verirl_worker_restarts_total": "worker_restarts",
+                  "verirl_worker_deaths_total": "worker_deaths",
                   "verirl_queue_depth": "queue_depth", "verirl_code_queue_depth": "code_queue_depth"}
         return {wanted[name]: float(value) for name, value in re.findall(r"^(\w+) (\S+)$", text, re.M)
                 if name in wanted}
@@ -270,7 +271,8 @@ def _sample_memory(server: ServerProcess, every_s: float, t0: float, stop: threa
                    out: list[dict]) -> None:
     while not stop.is_set():
         try:
-            out.append({"t": round(time.monotonic() - t0, 1), **tree_memory(server.proc.pid), **server.metrics()})
+            out.append({"t": round(time.monotonic() - t0, 1), "load1": os.getloadavg()[0],
+                        **tree_memory(server.proc.pid), **server.metrics()})
         except (FileNotFoundError, OSError):  # the server is gone: the report says so
             return
         stop.wait(every_s)
@@ -316,15 +318,17 @@ def run_load(config: LoadConfig, label: str = "run", log_dir: str | None = None)
     alive = server.alive()
     load_end = os.getloadavg()
     exit_code = server.stop()
-    report = _summarise(config, label, list(log.calls), memory, elapsed)
-    report.update(server_alive_at_end=alive, server_exit_code=exit_code, hung_clients=hung,
+    report = _summarise(config, label, list(log.calls), memory, elapsed, kinds)
+    loads = [m["load1"] for m in memory]
+    report.update(server_alive_at_end=alive, loadavg_mean=round(sum(loads) / max(1, len(loads)), 2), server_exit_code=exit_code, hung_clients=hung,
                   server_error_lines=server.error_lines()[:20], server_log=server.log_path, kinds=kinds,
                   loadavg_start=[round(x, 2) for x in load_start], loadavg_end=[round(x, 2) for x in load_end])
     report["ok"] = (alive and hung == 0 and report["wrong_total"] == 0 and not report["server_error_lines"])
     return report
 
 
-def _summarise(config: LoadConfig, label: str, calls: list[_Call], memory: list[dict], elapsed: float) -> dict:
+def _summarise(config: LoadConfig, label: str, calls: list[_Call], memory: list[dict], elapsed: float,
+               kinds: list[str]) -> dict:
     window = [c for c in calls if config.warmup_s <= c.end <= config.duration_s]
     seconds = config.duration_s - config.warmup_s
     groups: dict[str, list[_Call]] = collections.defaultdict(list)
@@ -339,7 +343,7 @@ def _summarise(config: LoadConfig, label: str, calls: list[_Call], memory: list[
                           "p99_ms": _percentile([c.latency_s for c in group], 0.99),
                           "statuses": dict(statuses.most_common())}
     honest = {k: sum(c.items for c in window if c.kind == k and not c.hostile and not c.error) / seconds
-              for k in config.mix}
+              for k in kinds}
     wrong = [w for c in calls for w in c.wrong]
     rss = _memory_growth(memory, config.warmup_s)
     return {"label": label, "config": {**config.__dict__}, "elapsed_s": round(elapsed, 1),
@@ -363,7 +367,7 @@ def _memory_growth(memory: list[dict], warmup_s: float) -> dict:
         end = sum(m[key] for m in after[-3:]) / len(after[-3:])
         out[key] = {"start": start, "end": round(end, 1), "max": max(m[key] for m in after),
                     "growth_pct": round(100 * (end - start) / start, 1)}
-    for key in ("processes", "cache_misses", "worker_restarts"):
+    for key in ("processes", "cache_misses", "worker_restarts", "worker_deaths"):
         out[key] = {"start": after[0].get(key), "end": after[-1].get(key), "max": max(m.get(key, 0) for m in after)}
     return out
 
@@ -371,17 +375,19 @@ def _memory_growth(memory: list[dict], warmup_s: float) -> dict:
 def markdown(reports: list[dict]) -> str:
     """One table of the runs and one of latencies and statuses per group."""
     lines = ["| run | hostile | honest items/s (math / code / steps / all) | wrong | hung | server alive, "
-             "errors | service PSS MiB start -> end (growth) | load avg start -> end |",
-             "|---|---|---|---|---|---|---|---|"]
+             "errors | service RSS MiB start -> end (growth) | service PSS MiB start -> end (growth) "
+             "| load avg (1 min) start / mean / end |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in reports:
         tp = r["honest_items_per_s"]
-        mem = r["memory"].get("service_pss_mib", {})
+        rss, pss = (r["memory"].get(key, {}) for key in ("service_rss_mib", "service_pss_mib"))
         lines.append(f"| {r['label']} | {r['hostile_fraction']:.1%} | "
                      f"{tp.get('math', 0)} / {tp.get('code', 0)} / {tp.get('steps', '-')} / "
                      f"{r['honest_items_per_s_total']} | {r['wrong_total']} | {r['hung_clients']} | "
                      f"{'yes' if r['server_alive_at_end'] else 'NO'}, {len(r['server_error_lines'])} | "
-                     f"{mem.get('start', '?')} -> {mem.get('end', '?')} ({mem.get('growth_pct', '?')}%) | "
-                     f"{r['loadavg_start'][0]} -> {r['loadavg_end'][0]} |")
+                     + " | ".join(f"{m.get('start', '?')} -> {m.get('end', '?')} ({m.get('growth_pct', '?')}%)"
+                                  for m in (rss, pss))
+                     + f" | {r['loadavg_start'][0]} / {r['loadavg_mean']} / {r['loadavg_end'][0]} |")
     lines += ["", "| run | kind | calls | p50 ms | p99 ms | statuses |", "|---|---|---|---|---|---|"]
     for r in reports:
         for key, g in r["groups"].items():
