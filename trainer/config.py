@@ -181,6 +181,11 @@ class GRPOConfig:
     log: LogConfig = field(default_factory=LogConfig)
     step_sampler: StepSamplerConfig = field(default_factory=StepSamplerConfig)
 
+    def __post_init__(self) -> None:
+        if self.rollout.sampler == "prm_steps" and not self.reward.address:
+            raise ValueError("rollout.sampler=prm_steps needs reward.address: a server with a PRM "
+                             "(verirl serve --prm DIR); the run's embedded server has none")
+
 
 def _convert(value: Any, hint: Any, key: str) -> Any:
     if dataclasses.is_dataclass(hint):

@@ -150,3 +150,16 @@ def test_plot_refuses_a_directory_without_metrics(tmp_path, capsys):
     from trainer.plot import main
     assert main([str(tmp_path)]) == 2
     assert "metrics.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["rollout.sampler=beam"], "rollout.sampler"),
+    (["rollout.sampler=prm_steps"], "reward.address"),
+    (["rollout.score_chunks=0"], "rollout.score_chunks"),
+    (["algo.max_sampling_rounds=-1"], "algo.max_sampling_rounds"),
+    (["log.tensorbord=true"], "log.tensorbord"),
+    (["step_sampler.candidates=0"], "step_sampler"),
+])
+def test_new_config_keys_are_checked(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(ROOT / "configs/demo.yaml", overrides)
