@@ -131,19 +131,26 @@ def test_without_prm_scores_majority_and_pass_at_k_remain():
     assert "   n/a       n/a" in summarize(records[4:]).format()
 
 
-def test_sampled_subsets_match_the_exact_best_of_n():
+def test_sampled_votes_approach_the_exact_average_and_best_of_n_is_exact():
     rng = random.Random(1)
-    n, size = 20, 8  # C(20, 8) = 125970 subsets: sampled
-    members = [R(i, group="g", answer=str(i % 3), correct=rng.random() < 0.4, aggregate=rng.random())
-               for i in range(n)]
-    c, _ = curves(members, draws=4000, seed=3)
-    # exact: the response of rank r (0 = highest score) is the pick of C(n-1-r, size-1) / C(n, size) subsets
-    ranked = sorted(members, key=lambda r: -r.aggregate)
-    exact = sum(math.comb(n - 1 - r, size - 1) for r, m in enumerate(ranked) if m.correct) / math.comb(n, size)
-    index = c.sizes.index(size)
-    assert c.best_of_n[index] == pytest.approx(exact, abs=0.03)
-    assert curves(members, draws=4000, seed=3)[0] == c  # seeded: the same numbers every run
-    assert "random subsets" in c.subsets
+    n = 14  # C(14, 7) = 3432 subsets: sampled with the default draws, enumerated with draws=4000
+    members = [R(i, group="g", answer=str(rng.randrange(4)), aggregate=round(rng.random(), 1)) for i in range(n)]
+    members = [ChainRecord(**{**m.__dict__, "correct": m.answer == "0"}) for m in members]  # answer "0" is right
+    sampled, _ = curves(members, seed=3)
+    exact, _ = curves(members, draws=4000)
+    assert "random subsets (seed 3)" in sampled.subsets
+    at = sampled.sizes.index(8)
+    assert sampled.majority[at] == pytest.approx(exact.majority[at], abs=0.08)
+    assert sampled.weighted_best_of_n[at] == pytest.approx(exact.weighted_best_of_n[at], abs=0.08)
+    assert sampled.best_of_n == exact.best_of_n  # closed form either way (ties in the scores included)
+    # the closed form against brute force over every subset, ties going to the first in file order
+    brute = []
+    for k in exact.sizes:
+        picks = [max(s, key=lambda m: (m.aggregate, -int(m.id))).correct
+                 for s in itertools.combinations(members, k)]
+        brute.append(sum(picks) / len(picks))
+    assert exact.best_of_n == pytest.approx(tuple(brute), abs=1e-12)
+    assert curves(members, seed=3)[0] == sampled  # seeded: the same numbers every run
 
 
 def test_summary_and_format():

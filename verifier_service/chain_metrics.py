@@ -11,12 +11,13 @@ Definitions (what the issue left open is decided here and said in docs/eval_chai
   mean of the two accuracies.
 - pass@k: the unbiased estimator of Chen et al. 2021, 1 - C(n-c, k) / C(n, k), per group, averaged.
 - Curves at N = 1, 2, 4, ... and the largest group size: for each group of at least N responses, the
-  average over ALL subsets of N responses when there are at most `draws` of them (exact), else over
-  `draws` seeded random subsets. Majority vote picks the most frequent answer key, PRM best-of-N the
-  response with the highest aggregate score, weighted best-of-N the answer key with the largest sum
-  of aggregate scores (Li et al. 2023, Uesato et al. 2022). Ties go to the one first in file order.
-  The two PRM curves only use groups whose every response the PRM scored.
-  A response with no extracted answer does not vote; a subset in which nobody votes counts as wrong.
+  average over ALL subsets of N responses: exact for best-of-N (closed form); for the votes exact when
+  there are at most `draws` subsets, else over `draws` seeded random subsets. Majority vote picks the
+  most frequent answer key, PRM best-of-N the response with the highest aggregate score, weighted
+  best-of-N the answer key with the largest sum of aggregate scores (Li et al. 2023, Uesato et al.
+  2022). Ties go to the one first in file order. The two PRM curves only use groups whose every
+  response the PRM scored. A response with no extracted answer does not vote; a subset in which nobody
+  votes counts as wrong.
 """
 
 from __future__ import annotations
@@ -178,52 +179,61 @@ def curve_sizes(largest: int) -> tuple[int, ...]:
     return (*sizes, largest) if largest >= 1 else ()
 
 
-# Each picker gets a subset (records in file order) and says whether its choice is correct.
-def _majority(subset: Sequence[ChainRecord]) -> bool:
-    return _vote(subset, lambda r: 1.0)
+@dataclass(frozen=True)
+class _Group:
+    """One group's members as plain arrays in file order (the subset loops are the hot path)."""
+
+    keys: tuple[int, ...]                 # answer class of each member; -1: nothing extracted
+    key_correct: tuple[bool, ...]         # per answer class: the checker's verdict on it
+    weights: tuple[float, ...] | None     # PRM aggregates; None if some member was not scored
+    correct: tuple[bool, ...]
+
+    @classmethod
+    def of(cls, members: Sequence[ChainRecord]) -> _Group:
+        ids: dict[str, int] = {}
+        keys, key_correct = [], []
+        for r in members:
+            if r.answer is None:
+                keys.append(-1)
+                continue
+            if r.answer not in ids:
+                ids[r.answer] = len(ids)
+                key_correct.append(bool(r.correct))  # equivalent answers share a verdict
+            keys.append(ids[r.answer])
+        scored = all(r.aggregate is not None for r in members)
+        return cls(tuple(keys), tuple(key_correct), tuple(r.aggregate for r in members) if scored else None,
+                   tuple(bool(r.correct) for r in members))
 
 
-def _weighted(subset: Sequence[ChainRecord]) -> bool:
-    return _vote(subset, lambda r: r.aggregate)
-
-
-def _vote(subset: Sequence[ChainRecord], weight) -> bool:
-    totals: dict[str, float] = {}
-    first: dict[str, ChainRecord] = {}
-    for r in subset:
-        if r.answer is None:
-            continue
-        totals[r.answer] = totals.get(r.answer, 0.0) + weight(r)
-        first.setdefault(r.answer, r)
+def _vote(group: _Group, subset: Sequence[int], weights: Sequence[float] | None) -> bool:
+    """Majority vote (weights None) or weighted vote over member indices in file order: whether the
+    winning answer is correct. The dict keeps first appearance, so a tie goes to the first in file order."""
+    totals: dict[int, float] = {}
+    keys = group.keys
+    for i in subset:
+        k = keys[i]
+        if k >= 0:
+            totals[k] = totals.get(k, 0.0) + (1.0 if weights is None else weights[i])
     if not totals:
         return False
     best = max(totals.values())
-    winner = next(key for key in totals if totals[key] == best)  # dicts keep file order: ties go first
-    return bool(first[winner].correct)
+    return group.key_correct[next(k for k, v in totals.items() if v == best)]
 
 
-def _best_of_n(subset: Sequence[ChainRecord]) -> bool:
-    best = max(r.aggregate for r in subset)
-    return bool(next(r for r in subset if r.aggregate == best).correct)
+def _best_of_n(group: _Group, size: int) -> float:
+    """PRM best-of-N averaged over ALL subsets of `size`, in closed form: the member ranked r-th (highest
+    aggregate first, ties to the first in file order) is the pick of the C(n-1-r, size-1) subsets made of
+    it and members ranked below it."""
+    n, weights = len(group.correct), group.weights
+    order = sorted(range(n), key=lambda i: (-weights[i], i))
+    hits = sum(math.comb(n - 1 - r, size - 1) for r, i in enumerate(order) if group.correct[i])
+    return hits / math.comb(n, size)
 
 
-def _subsets(n: int, size: int, draws: int, rng: random.Random) -> Iterable[tuple[int, ...]]:
+def _subsets(n: int, size: int, draws: int, rng: random.Random) -> list[tuple[int, ...]]:
     if math.comb(n, size) <= draws:
-        return itertools.combinations(range(n), size)
-    return (tuple(sorted(rng.sample(range(n), size))) for _ in range(draws))
-
-
-def _group_average(members: Sequence[ChainRecord], size: int, pickers, draws: int,
-                   rng: random.Random) -> list[float]:
-    """Each picker's share of correct picks over the subsets of `size` of one group."""
-    picks = [0] * len(pickers)
-    total = 0
-    for idx in _subsets(len(members), size, draws, rng):
-        subset = [members[i] for i in idx]
-        total += 1
-        for j, pick in enumerate(pickers):
-            picks[j] += pick(subset)
-    return [p / total for p in picks]
+        return list(itertools.combinations(range(n), size))
+    return [tuple(sorted(rng.sample(range(n), size))) for _ in range(draws)]
 
 
 def curves(records: Iterable[ChainRecord], *, draws: int = DRAWS, seed: int = 0) -> tuple[Curves | None, dict]:
@@ -231,7 +241,7 @@ def curves(records: Iterable[ChainRecord], *, draws: int = DRAWS, seed: int = 0)
     left out, by reason. Majority vote and pass@N need no PRM; the two PRM curves use the groups whose
     every member the PRM scored (`prm_groups`), and are None at an N where there is none.
     None when no group has a usable record."""
-    groups: dict[str, list[ChainRecord]] = {}
+    members: dict[str, list[ChainRecord]] = {}
     left_out: dict[str, int] = {}
     for r in records:
         if r.group is None:
@@ -239,39 +249,39 @@ def curves(records: Iterable[ChainRecord], *, draws: int = DRAWS, seed: int = 0)
         if r.correct is None:
             left_out["no checked final answer"] = left_out.get("no checked final answer", 0) + 1
             continue
-        groups.setdefault(r.group, []).append(r)
-    if not groups:
+        members.setdefault(r.group, []).append(r)
+    if not members:
         return None, left_out
-    unscored = sum(r.aggregate is None for g in groups.values() for r in g)
+    unscored = sum(r.aggregate is None for g in members.values() for r in g)
     if unscored:
         left_out["PRM curves only: not scored by the PRM"] = unscored
-    sizes = curve_sizes(max(len(g) for g in groups.values()))
+    groups = {name: _Group.of(m) for name, m in members.items()}
+    sizes = curve_sizes(max(len(g.correct) for g in groups.values()))
     rows: dict[str, list[float | None]] = {"majority": [], "best": [], "weighted": [], "pass": []}
     counts, prm_counts = [], []
     for size in sizes:
         majority = passes = best = weighted = 0.0
         used = scored = 0
-        for name, members in groups.items():
-            if len(members) < size:
+        for name, g in groups.items():
+            n = len(g.correct)
+            if n < size:
                 continue
             used += 1
-            rng = random.Random(f"{seed}:{name}:{size}")
-            passes += pass_at_k(len(members), sum(bool(r.correct) for r in members), size)
-            if all(r.aggregate is not None for r in members):
+            subsets = _subsets(n, size, draws, random.Random(f"{seed}:{name}:{size}"))
+            majority += sum(_vote(g, s, None) for s in subsets) / len(subsets)
+            passes += pass_at_k(n, sum(g.correct), size)
+            if g.weights is not None:
                 scored += 1
-                m, b, w = _group_average(members, size, (_majority, _best_of_n, _weighted), draws, rng)
-                best, weighted = best + b, weighted + w
-            else:
-                m, = _group_average(members, size, (_majority,), draws, rng)
-            majority += m
+                best += _best_of_n(g, size)
+                weighted += sum(_vote(g, s, g.weights) for s in subsets) / len(subsets)
         counts.append(used)
         prm_counts.append(scored)
         rows["majority"].append(majority / used)
         rows["pass"].append(passes / used)
         rows["best"].append(best / scored if scored else None)
         rows["weighted"].append(weighted / scored if scored else None)
-    how = (f"per group and N: every subset of N responses when there are at most {draws}, "
-           f"else {draws} random subsets (seed {seed})")
+    how = (f"per group and N: majority and weighted votes over every subset of N responses when there are "
+           f"at most {draws}, else over {draws} random subsets (seed {seed}); best-of-N exact over all subsets")
     return Curves(sizes, tuple(counts), tuple(prm_counts), tuple(rows["majority"]), tuple(rows["best"]),
                   tuple(rows["weighted"]), tuple(rows["pass"]), how), left_out
 
