@@ -22,6 +22,7 @@ __all__ = ["main", "build_parser", "RECIPES"]
 RECIPES = {
     "grpo": ("trainer.config:load_config", "trainer.grpo:train", ("step", "reward_mean", "reward_history")),
     "sft": ("trainer.sft_config:load_sft_config", "trainer.sft:train", ("step", "loss", "eval_history", "model_dir")),
+    "prm": ("trainer.prm_config:load_prm_config", "trainer.prm:train", ("step", "loss", "eval_f1", "model_dir")),
 }  # rm, prm, dpo, ppo join here (issue 4)
 
 
