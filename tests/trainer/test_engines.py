@@ -90,3 +90,19 @@ def test_vllm_greedy_matches_transformers_after_weight_sync(vllm_engine, tiny_di
     # the engine's log-probs are the new weights' (no stale prefix cache)
     check_groups(vllm_engine.generate(PROMPTS, 2, SamplingConfig(max_tokens=16, seed=2)), model, tokenizer, 2, 16,
                  atol=2e-3)
+
+
+@pytest.mark.slow
+def test_vllm_stop_strings_keep_their_tokens(vllm_engine, tiny_dir):
+    """What the step sampler relies on (as the hf engine does): text cut before the stop string, the
+    stop string's tokens kept in token_ids."""
+    _, tokenizer = load(tiny_dir)
+    groups = vllm_engine.generate(PROMPTS, 8, SamplingConfig(max_tokens=24, stop=("\n", " ")))
+    at_stop = 0
+    for c in (c for g in groups for c in g.completions):
+        assert "\n" not in c.text and " " not in c.text
+        decoded = tokenizer.decode(c.token_ids, skip_special_tokens=True)
+        if c.finish_reason == "stop" and c.token_ids[-1] != tokenizer.eos_token_id:
+            assert decoded[:len(c.text)] == c.text and decoded[len(c.text):] in ("\n", " ")
+            at_stop += 1
+    assert at_stop >= 1
