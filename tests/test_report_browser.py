@@ -119,3 +119,4 @@ def test_hash_sets_threshold_and_filter(page_file):
     assert d.text["hits"] == "first error found exactly in 3 of 4 labelled, scored chains"
     a3 = [a["class"] for t, a in d.tags if t == "li"][6:9]
     assert a3 == ["step gold pred", "step", "step"]  # the script moved the PRM's mark to step 0
+    assert re.findall(r'class="pred-text">([^<]*)<', text) == ["-1", "1", "0", "1", "n/a"]  # headers follow

@@ -185,7 +185,8 @@ def _chain(view: ChainView) -> str:
         head.append(f"group {_e(r.group)}")
     if r.aggregate is not None:
         head.append(f"aggregate {r.aggregate:.3f}")
-    head.append(f"predicted first error {r.first_error if r.first_error is not None else 'n/a'}")
+    head.append('predicted first error <span class="pred-text">'
+                f"{r.first_error if r.first_error is not None else 'n/a'}</span>")
     if r.label is not None:
         head.append(f"labelled {r.label}")
     if answer:
@@ -257,6 +258,7 @@ window.onerror = function (msg, src, line) {
     chains.forEach(function (chain) {
       var pred = predicted(chain);
       chain.querySelectorAll('.step').forEach(function (step, j) { step.classList.toggle('pred', j === pred); });
+      chain.querySelector('.pred-text').textContent = pred === null ? 'n/a' : pred;
       if (chain.dataset.label !== '' && pred !== null) { labelled += 1; if (parseInt(chain.dataset.label, 10) === pred) { hits += 1; } }
       var visible = keep(chain, pred);
       chain.classList.toggle('hidden', !visible);
