@@ -1,0 +1,199 @@
+"""PRM training: targets exactly at the tags (hand-checked), the loss by hand for hard and soft labels,
+the truncation policy, bad records named, first-error F1 by table, micro-batch invariance, the tiny PRM's
+loss falls and its directory carries verirl_prm.json, configs and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tasks.prm_format import PRMFormat, render_ids
+from trainer.cli import main
+from trainer.prm import (NO_TARGET, check_record, collate, encode, encode_all, first_error_f1,
+                         predicted_first_error, tag_loss)
+from trainer.prm_config import PRMConfig, load_prm_config
+from trainer.tiny import build_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+PRM_CONFIGS = sorted((ROOT / "configs").glob("prm_*.yaml"))
+FMT = PRMFormat(kind="token_classification", step_tag="@", step_separator="\n", max_length=64)
+# a few seconds of the demo config: small data, short chains
+QUICK = ["data.num_problems=128", "eval.examples=32", "eval.batch_size=32", "batch_size=8", "micro_batch_size=8",
+         "optim.warmup_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir):
+    from transformers import AutoModelForTokenClassification
+    return AutoModelForTokenClassification.from_pretrained(tiny_dir, num_labels=2).eval()
+
+
+def ids(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False).input_ids
+
+
+def test_targets_only_at_the_tags(tok):
+    """"ab" + "\\nc@" + "\\nde@": the labels sit on the two "@" and nowhere else."""
+    record = {"prompt": "ab", "completions": ["c", "de"], "labels": [1, 0.25]}
+    enc, lost = encode(record, tok, FMT, "error")
+    assert lost == 0 and enc.ids == ids(tok, "ab\nc@\nde@") and enc.tags == [4, 8] and enc.first_error == 1
+    assert (enc.ids, enc.tags) == render_ids(tok, FMT, "ab", ["c", "de"])  # the serving side's rendering
+    other, _ = encode({"prompt": "x", "completions": ["y"], "labels": [False]}, tok, FMT, "error")
+    batch = collate([enc, other], pad_id=tok.pad_token_id)
+    N = NO_TARGET
+    assert batch.targets.tolist() == [[N, N, N, N, 1.0, N, N, N, 0.25], [N, N, N, 0.0, N, N, N, N, N]]
+    assert batch.attention_mask.tolist() == [[1] * 9, [1] * 4 + [0] * 5]
+    assert batch.input_ids[1].tolist() == ids(tok, "x\ny@") + [tok.pad_token_id] * 5
+
+
+def test_tag_loss_is_soft_cross_entropy_at_tags(tok, model):
+    """By hand: -(y log p1 + (1-y) log p0) at each tag, summed; hard and soft labels alike."""
+    enc, _ = encode({"prompt": "Q?", "completions": ["1 + 2 = 3", "#### 4"], "labels": [1.0, 0.3]}, tok, FMT, "error")
+    batch = collate([enc], tok.pad_token_id)
+    with torch.no_grad():
+        loss, n = tag_loss(model, batch)
+        logp = model(input_ids=torch.tensor([enc.ids])).logits[0].log_softmax(-1)  # [L, 2]
+    expected = -(1.0 * logp[enc.tags[0], 1] + 0.3 * logp[enc.tags[1], 1] + 0.7 * logp[enc.tags[1], 0])
+    assert n == 2 and float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_truncation_is_an_error_or_an_explicit_counted_choice(tok, capsys):
+    fmt = PRMFormat(kind="token_classification", step_tag="@", step_separator="\n", max_length=12)
+    long = {"prompt": "abc", "completions": ["1234", "5678", "9"], "labels": [1, 1, 0]}  # 3+6+6+3 = 18 tokens
+    short = {"prompt": "a", "completions": ["b"], "labels": [1]}
+    with pytest.raises(ValueError, match=r"train record 1: 18 tokens > data\.max_length=12"):
+        encode_all([short, long], tok, fmt, "error", "train")
+    kept, counts = encode_all([short, long], tok, fmt, "drop_example", "train")
+    assert len(kept) == 1 and counts == {"train_dropped_examples": 1, "train_dropped_labels": 3}
+    kept, counts = encode_all([long], tok, fmt, "keep_prefix", "train")
+    assert counts == {"train_dropped_examples": 0, "train_dropped_labels": 2}
+    assert kept[0].ids == ids(tok, "abc\n1234@") and kept[0].tags == [8] and kept[0].labels == [1.0]
+    kept, counts = encode_all([{"prompt": "a" * 20, "completions": ["b"], "labels": [1]}], tok, fmt, "keep_prefix", "t")
+    assert kept == [] and counts == {"t_dropped_examples": 1, "t_dropped_labels": 1}
+    assert "left out 1 chains and 1 step labels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("record, field", [
+    ({"completions": ["a"], "labels": [1]}, "'prompt'"),
+    ({"prompt": "p", "completions": ["a", "b"], "labels": [1]}, "one label per step"),
+    ({"prompt": "p", "completions": [], "labels": []}, "one label per step"),
+    ({"prompt": "p", "completions": ["a"], "labels": [1.5]}, "in \\[0, 1\\]"),
+    ({"prompt": "p", "completions": ["a"], "labels": ["yes"]}, "'labels'"),
+    ({"prompt": "p", "completions": "a", "labels": [1]}, "'completions'"),
+])
+def test_bad_records_name_the_field(record, field):
+    with pytest.raises(ValueError, match=field):
+        check_record(record, "row 3")
+
+
+@pytest.mark.parametrize("predicted, labelled, err, ok", [
+    ([1, -1, 0, -1], [1, -1, 0, -1], 1.0, 1.0),
+    ([1, 0, 2, -1], [1, -1, 0, -1], 0.5, 0.5),    # one error found, one misplaced; one false alarm
+    ([-1, -1], [0, -1], 0.0, 1.0),                # never flags: F1 0
+])
+def test_first_error_f1(predicted, labelled, err, ok):
+    scores = first_error_f1(predicted, labelled)
+    f1 = 2 * err * ok / (err + ok) if err + ok else 0.0
+    assert (scores["acc_erroneous"], scores["acc_correct"], scores["f1"]) == pytest.approx((err, ok, f1))
+
+
+def test_predicted_first_error_uses_the_threshold():
+    assert predicted_first_error([0.9, 0.4, 0.1], 0.5) == 1
+    assert predicted_first_error([0.9, 0.4, 0.1], 0.3) == 2
+    assert predicted_first_error([0.9, 0.6], 0.5) == -1
+
+
+def test_gradient_does_not_depend_on_micro_batch(tok, tiny_dir):
+    from transformers import AutoModelForTokenClassification
+    chains = [encode({"prompt": f"Q{i}?", "completions": ["1 + 2 = 3"] * (i % 3 + 1) + ["#### 3"],
+                      "labels": [1.0] * (i % 3 + 1) + [i / 6]}, tok, FMT, "error")[0] for i in range(6)]
+
+    def grads(micro: int) -> list[torch.Tensor]:
+        torch.manual_seed(0)  # the same random head in both models
+        m = AutoModelForTokenClassification.from_pretrained(tiny_dir, num_labels=2)
+        tags = sum(len(c.tags) for c in chains)
+        for s in range(0, len(chains), micro):
+            (tag_loss(m, collate(chains[s:s + micro], tok.pad_token_id))[0] / tags).backward()
+        return [p.grad.clone() for p in m.parameters()]
+
+    for g1, g6 in zip(grads(1), grads(6)):
+        torch.testing.assert_close(g1, g6, rtol=1e-4, atol=1e-6)
+
+
+def read_metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_the_result_is_a_prm_directory(tmp_path):
+    """A few steps on synthetic chains: the training loss falls, weights change, and the final directory
+    is a token-classification model with the verirl_prm.json the service reads."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForTokenClassification
+
+    from trainer.prm import train
+    result = train(load_prm_config(ROOT / "configs/prm_demo.yaml",
+                                   QUICK + ["steps=12", "eval.every=0", "optim.lr=3e-3", f"out_dir={tmp_path}"]))
+    metrics = read_metrics(tmp_path)
+    assert [m["step"] for m in metrics] == list(range(13))
+    assert metrics[0]["train_chains"] == 128 and metrics[0]["train_dropped_examples"] == 0
+    first, last = sum(m["loss"] for m in metrics[1:4]) / 3, sum(m["loss"] for m in metrics[-3:]) / 3
+    assert last < first - 0.02, (first, last)
+    assert result["eval_history"][-1]["step"] == 12 and 0 <= result["eval_f1"] <= 1
+    model_dir = Path(result["model_dir"])
+    fmt = PRMFormat.load(model_dir)
+    assert (fmt.kind, fmt.step_tag, fmt.step_separator, fmt.correct_label, fmt.max_length) == \
+        ("token_classification", "@", "\n", 1, 256)
+    prm = AutoModelForTokenClassification.from_pretrained(model_dir)
+    assert prm.config.num_labels == 2 and prm.config.id2label[1] == "correct"
+    before, after = load_file(tmp_path / "tiny_model/model.safetensors"), load_file(model_dir / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
+
+
+def test_jsonl_records_with_soft_labels(tmp_path):
+    rows = [{"prompt": f"Ann has {i}.", "completions": [f"{i} + 1 = {i + 1}", f"#### {i + 1}"],
+             "labels": [1.0, round(i / 20, 2)]} for i in range(20)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from trainer.prm import train
+    train(load_prm_config(None, ["steps=2", "batch_size=4", "micro_batch_size=2", "eval.examples=5",
+                                 "data.source=jsonl", f"data.path={path}", f"out_dir={tmp_path / 'out'}"]))
+    first = read_metrics(tmp_path / "out")[0]
+    assert (first["train_chains"], first["eval_chains"]) == (15, 5)
+    # held-out first errors come from the labels (< 0.5): records i < 10 have one at step 1
+    assert first["eval_erroneous_chains"] + first["eval_correct_chains"] == 5
+
+
+@pytest.mark.parametrize("path", PRM_CONFIGS, ids=lambda p: p.name)
+def test_shipped_prm_config_loads(path):
+    cfg = load_prm_config(path)
+    assert isinstance(cfg, PRMConfig) and cfg.data.source == "synthetic" and cfg.model.tiny
+
+
+def test_prm_config_overrides_and_errors():
+    cfg = load_prm_config(ROOT / "configs/prm_demo.yaml", ["steps=7", "data.truncation=keep_prefix"])
+    assert (cfg.steps, cfg.data.truncation) == (7, "keep_prefix")
+    for override, message in [("data.truncatoin=error", "data.truncatoin"), ("data.truncation=cut", "data.truncation"),
+                              ("data.source=parquet", "data.source"), ("steps=0", "steps"),
+                              ("data.source=jsonl", "data.path"), ("eval.threshold=1.5", "threshold"),
+                              ("format.default_aggregation=max", "format.default_aggregation"),
+                              ("data.source=math_shepherd", "shepherd.policy"),
+                              ("shepherd.labels=medium", "shepherd.labels")]:
+        with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+            load_prm_config(ROOT / "configs/prm_demo.yaml", [override])
+
+
+def test_cli_print_config_and_error(capsys):
+    config = str(ROOT / "configs/prm_demo.yaml")
+    assert main(["prm", "--config", config, "steps=7", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["steps"] == 7 and printed["format"]["step_tag"] == "@"
+    assert main(["prm", "--config", config, "stepz=7"]) == 2
+    assert "stepz" in capsys.readouterr().err
