@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from verifier_service import evaluate
+from verifier_service import eval_steps, evaluate
 from verifier_service.chain_metrics import pass_at_k
 from verifier_service.client import VerifierClient
 from verifier_service.config import ServerConfig
@@ -99,17 +99,35 @@ def test_bundled_samples_without_a_prm(address, tmp_path):
     assert "<svg" in (tmp_path / "report.html").read_text()
 
 
-def test_voting_compares_answers_with_the_math_checker(address, tmp_path):
-    # "1/2" written three ways is one answer; "3" twice is another: the vote must pick 1/2 (3 vs 2)
-    finals = ["\\boxed{\\frac{1}{2}}", "#### 0.5", "The answer is \\boxed{1/2}", "\\boxed{3}", "#### 3"]
-    source = tmp_path / "in.jsonl"
-    source.write_text("".join(json.dumps({"id": i, "kind": "steps", "problem": "half?", "steps": ["x", final],
-                                          "gold": "0.5", "group": "g"}) + "\n" for i, final in enumerate(finals)))
-    _, steps, out = run(address, source, tmp_path / "out.jsonl")
+def vote_file(path: Path, finals: list[str], gold: str) -> Path:
+    path.write_text("".join(json.dumps({"id": i, "kind": "steps", "problem": "?", "steps": ["x", final],
+                                        "gold": gold, "group": "g"}) + "\n" for i, final in enumerate(finals)))
+    return path
+
+
+def test_voting_joins_numbers_by_value(address, tmp_path):
+    # "1/2" written three ways is one answer; "3" twice is another: the vote must pick 1/2 (3 against 2)
+    finals = ["\\boxed{\\frac{1}{2}}", "#### 0.5", "The answer is \\boxed{2/4}", "\\boxed{3}", "#### 3"]
+    _, steps, out = run(address, vote_file(tmp_path / "in.jsonl", finals, "0.5"), tmp_path / "out.jsonl")
     assert [o["result"]["answer"]["correct"] for o in out] == [True, True, True, False, False]
-    assert steps.curves.majority[-1] == 1.0  # at N = 5: 3 votes for 1/2 against 2 for 3
-    # string equality of the extracted answers would have split 1/2 three ways and elected 3
-    assert len({o["result"]["answer"]["extracted"] for o in out[:3]}) > 1
+    assert len({o["result"]["answer"]["normalized"] for o in out[:3]}) > 1  # string equality would split them
+    assert steps.curves.majority[-1] == 1.0
+
+
+def test_voting_joins_expressions_through_the_checker(address, tmp_path, monkeypatch, capsys):
+    # the wrong x^2+1 comes first and twice; the right answer is written in two normal forms, three times:
+    # only the checker's pairwise comparison makes it one answer with 3 votes
+    finals = ["\\boxed{x^2+1}", "\\boxed{x^2 + 1}", "\\boxed{(x+1)^2}", "\\boxed{x^2+2x+1}", "#### x^2 + 2x + 1"]
+    source = vote_file(tmp_path / "in.jsonl", finals, "(x+1)^2")
+    _, steps, out = run(address, source, tmp_path / "out.jsonl")
+    assert [o["result"]["answer"]["correct"] for o in out] == [False, False, True, True, True]
+    assert len({o["result"]["answer"]["normalized"] for o in out[2:]}) == 2
+    assert steps.curves.majority[-1] == 1.0
+    # over MAX_FORMS distinct forms, a group is left at its normal forms: 2 wrong votes beat 2 right (first)
+    monkeypatch.setattr(eval_steps, "MAX_FORMS", 2)
+    _, crowded, _ = run(address, source, tmp_path / "out2.jsonl")
+    assert crowded.curves.majority[-1] == 0.0
+    assert "1 group(s) have over 2 distinct final answers" in capsys.readouterr().err
 
 
 def test_bundled_samples_are_reproducible_and_labelled_exactly():

@@ -16,8 +16,10 @@ from it (report.py).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from .report import MAX_CHAINS, ChainView, write_report
 __all__ = ["DEFAULT_THRESHOLD", "check_steps_line", "answer_response", "steps_result", "answer_result", "Chains",
            "finish"]
 
+MAX_FORMS = 40           # distinct answers of a group compared pairwise by the checker (2 * C(40, 2) checks)
 DEFAULT_THRESHOLD = 0.5  # first-error threshold for lines that give none: P(correct) < 0.5 means "wrong"
 _SEPARATOR = "\n\n"      # the StepsItem's default separator
 
@@ -130,24 +133,35 @@ class Chains:
         self.items.append(_Chain(record, extracted, answer.get("normalized") or None, view))
 
 
-def _answer_keys(client: VerifierClient, chains: Sequence[_Chain]) -> list[str | None]:
+def _form(c: _Chain) -> str:
+    """The cheap part of answer equivalence: the checker's normalized form, and an exact rational for a
+    plain number, so that "0.5", "1/2" and "2/4" need no pairwise check."""
+    text = c.normalized or c.extracted or ""
+    try:
+        return f"number:{Fraction(text.replace(' ', ''))}"
+    except (ValueError, ZeroDivisionError):
+        return text
+
+
+def _answer_keys(client: VerifierClient, chains: Sequence[_Chain]) -> tuple[list[str | None], int]:
     """Per chain, a key shared by the chains of its group whose final answers the math checker finds
-    equivalent. Answers with the same normalized form share a key at once; distinct forms of one group
-    are compared pairwise (each form as a boxed response against the other as gold, both ways), and
-    equivalence is closed transitively (union-find)."""
-    forms: dict[tuple[str, str], str] = {}  # (group, normalized or extracted) -> an extracted answer
+    equivalent; and the number of groups with more than MAX_FORMS distinct forms.
+
+    Answers of one form (`_form`) share a key at once. In a group of at most MAX_FORMS distinct forms,
+    every two forms are also compared by the checker (each as a boxed response against the other as
+    gold, both ways: one "correct" joins them), closed transitively (union-find); a larger group is
+    left at its forms, as the pairs grow quadratically."""
+    by_group: dict[str, dict[str, str]] = {}  # group -> form -> an extracted answer of that form
     for c in chains:
         if c.record.group is not None and c.extracted is not None:
-            forms.setdefault((c.record.group, c.normalized or c.extracted), c.extracted)
-    by_group: dict[str, list[tuple[str, str]]] = {}
-    for (group, key), extracted in forms.items():
-        by_group.setdefault(group, []).append((key, extracted))
-    pairs = [(g, a, b) for g, members in by_group.items()
-             for i, a in enumerate(members) for b in members[i + 1:]]
-    items = [{"id": str(k), "response": f"\\boxed{{{x[1]}}}", "gold": y[1]}
+            by_group.setdefault(c.record.group, {}).setdefault(_form(c), c.extracted)
+    crowded = sum(len(forms) > MAX_FORMS for forms in by_group.values())
+    pairs = [(g, a, b) for g, forms in by_group.items() if len(forms) <= MAX_FORMS
+             for i, a in enumerate(forms) for b in list(forms)[i + 1:]]
+    items = [{"id": str(k), "response": f"\\boxed{{{by_group[g][x]}}}", "gold": by_group[g][y]}
              for k, (g, a, b) in enumerate(pairs) for x, y in ((a, b), (b, a))]
     verdicts = client.check_math(items) if items else []
-    parent = {(g, key): (g, key) for g, members in by_group.items() for key, _ in members}
+    parent = {(g, form): (g, form) for g, forms in by_group.items() for form in forms}
 
     def root(node: tuple[str, str]) -> tuple[str, str]:
         while parent[node] != node:
@@ -157,19 +171,18 @@ def _answer_keys(client: VerifierClient, chains: Sequence[_Chain]) -> list[str |
 
     for k, (g, a, b) in enumerate(pairs):
         if verdicts[2 * k].correct or verdicts[2 * k + 1].correct:
-            parent[root((g, b[0]))] = root((g, a[0]))
-    out = []
-    for c in chains:
-        if c.record.group is None or c.extracted is None:
-            out.append(None)
-        else:
-            out.append(root((c.record.group, c.normalized or c.extracted))[1])
-    return out
+            parent[root((g, b))] = root((g, a))
+    keys = [None if c.record.group is None or c.extracted is None else root((c.record.group, _form(c)))[1]
+            for c in chains]
+    return keys, crowded
 
 
 def finish(client: VerifierClient, chains: Chains, *, report: Path | None = None, source: str = "") -> ChainSummary:
     """The summary of the run's chains (answer keys from the service), and the report if asked."""
-    keys = _answer_keys(client, chains.items)
+    keys, crowded = _answer_keys(client, chains.items)
+    if crowded:
+        print(f"verirl: {crowded} group(s) have over {MAX_FORMS} distinct final answers; their answers are "
+              "compared by normalized form only (no pairwise checks)", file=sys.stderr)
     records = [replace(c.record, answer=key) for c, key in zip(chains.items, keys)]
     summary = summarize(records)
     if report is not None:
