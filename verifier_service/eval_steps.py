@@ -110,7 +110,7 @@ class _Chain:
 @dataclass
 class Chains:
     """What the run keeps of each steps line for the summaries: scores and verdicts, and the text of the
-    first MAX_CHAINS lines (memory stays bounded on large files)."""
+    first MAX_CHAINS lines only (on a large file, memory grows by the scores alone)."""
 
     items: list[_Chain] = field(default_factory=list)
 
