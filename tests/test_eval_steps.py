@@ -160,6 +160,9 @@ def test_cli_flags(address, tmp_path, capsys):
                               "--prm", str(tmp_path)])
     assert evaluate.run_eval(both) == 2
     assert "--prm starts an embedded service" in capsys.readouterr().err
+    not_a_model = parser.parse_args([str(source), "-o", str(tmp_path / "o.jsonl"), "--prm", str(tmp_path)])
+    assert evaluate.run_eval(not_a_model) == 2
+    assert "not a Hugging Face model directory" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args([str(source), "-o", "x", "--threshold", "1.5"])
 

@@ -395,6 +395,17 @@ def _service(server: str | None, workers: int | None, code: bool, prm: Path | No
         yield address
 
 
+def _prm_problem(directory: Path) -> str:
+    """Why `directory` cannot be served as a PRM ("" if it can), before any server starts: a usage
+    error gets a one-line message and exit code 2, not a traceback from inside the server's start."""
+    from .prm.config import PRMConfig, resolve_format  # no torch: reads config.json and verirl_prm.json
+    try:
+        resolve_format(PRMConfig(dir=str(directory)))
+    except (ValueError, OSError) as exc:
+        return str(exc)
+    return ""
+
+
 def _run(input_path: Path, output_path: Path, args: argparse.Namespace, *, prm: Path | None = None,
          report: Path | None = None, threshold: float = DEFAULT_THRESHOLD) -> tuple[int, EvalSummary | None]:
     if not input_path.is_file():
@@ -403,6 +414,10 @@ def _run(input_path: Path, output_path: Path, args: argparse.Namespace, *, prm: 
     if prm is not None and args.server:
         print("verirl: --prm starts an embedded service; with --server the server's own PRM is used",
               file=sys.stderr)
+        return 2, None
+    problem = _prm_problem(prm) if prm is not None else ""
+    if problem:
+        print(f"verirl: --prm {prm}: {problem}", file=sys.stderr)
         return 2, None
     chains = Chains()
     try:
