@@ -328,9 +328,11 @@ def _sync_metrics(engine: Any) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- the recipe
-def train(cfg: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def train(cfg: GRPOConfig, *,
+          on_step: Callable[[int, dict[str, Any], Any], bool | None] | None = None) -> dict[str, Any]:
     """Run GRPO; returns the last step's metrics plus `reward_history`. Writes into cfg.out_dir.
-    `on_step(step, metrics)` is called after each step (e.g. a caller's own progress report)."""
+    `on_step(step, metrics, policy)` is called after each step (a caller's progress report, a held-out
+    evaluation of the policy, a time budget); returning True ends the run there (final checkpoint written)."""
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
@@ -461,9 +463,10 @@ def train(cfg: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] | N
                                               "completion": completions[i].text,
                                               "reward": scored.rewards[i]}) + "\n")
             samples_log.flush()
-            if on_step is not None:
-                on_step(step + 1, metrics)
+            stop = bool(on_step(step + 1, metrics, policy)) if on_step is not None else False
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
                 save_checkpoint(out / f"checkpoint-{state.step}", policy, tokenizer, optimizer, scheduler, state)
+            if stop:
+                break
         save_checkpoint(out / f"checkpoint-{state.step}-final", policy, tokenizer, optimizer, scheduler, state)
     return {**metrics, "reward_history": history}

@@ -125,7 +125,7 @@ def test_dynamic_sampling_logging_and_plot(tmp_path, verifier_address):
         "rollout.group_size=8", "rollout.score_chunks=2", "algo.dynamic_sampling=true", "algo.max_sampling_rounds=2",
         "log.tensorboard=true", "log.progress=false", "optim.lr=1e-2"])
     seen = []
-    train(cfg, on_step=lambda step, m: seen.append((step, m["reward_mean"])))
+    train(cfg, on_step=lambda step, m, policy: seen.append((step, m["reward_mean"])))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [s for s, _ in seen] == [1, 2] and [r for _, r in seen] == [m["reward_mean"] for m in rows]
     first = rows[0]
