@@ -6,6 +6,10 @@ process, itself checked against a plain forward pass in test_prm_scoring.py)."""
 from __future__ import annotations
 
 import math
+import re
+import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -200,3 +204,54 @@ def test_stream_carries_steps_and_candidates(tc):
     assert list(results["s"].step_scores) == pytest.approx(scorer.score(PROBLEM, STEPS), abs=1e-5)
     assert results["c"].status == "OK" and len(results["c"].scores) == 2
     assert results["bad"].status == "INVALID_ARGUMENT" and "steps.problem" in results["bad"].reason
+
+
+# ---------------------------------------------------------------- verirl serve --prm
+
+def _verirl_serve(tmp_path, *args):
+    """`verirl serve` as a real process; stderr to a file (a pipe nobody reads could block its logging)."""
+    stderr = (tmp_path / "stderr.txt").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verifier_service.cli", "serve", "--address", "127.0.0.1:0", "--workers", "1",
+         "--sandbox", "off", "--grace", "2", *args], stdout=subprocess.PIPE, stderr=stderr, text=True)
+    return process, stderr
+
+
+def test_cli_serve_prm_described_by_flags(tmp_path):
+    """A released PRM without verirl_prm.json: the flags describe it (a causal LM, Math-Shepherd style)."""
+    require_torch()
+    from verifier_service.prm import PRMScorer
+
+    directory = build_prm(tmp_path / "released", "causal_lm", seed=7, write_format=False)
+    flags = ["--prm-kind", "causal_lm", "--prm-tag", " [s]", "--prm-good-token", "+", "--prm-bad-token", "-",
+             "--prm-separator", "\\n", "--prm-aggregation", "last"]
+    process, stderr = _verirl_serve(tmp_path, "--prm", str(directory), "--prm-device", "cpu", *flags)
+    try:
+        line = process.stdout.readline()
+        port = int(re.search(r"listening on \S+:(\d+)", line).group(1))
+        assert f"PRM {directory} on cpu" in line
+        with VerifierClient(f"127.0.0.1:{port}") as client:
+            assert "step_separator='\\n'" in client.server_info().prm_details
+            [result] = client.score_steps([{"id": "a", "problem": PROBLEM, "steps": STEPS}])
+        scorer = PRMScorer(str(directory), device="cpu", kind="causal_lm", step_tag=" [s]", step_separator="\n")
+        assert list(result.step_scores) == pytest.approx(scorer.score(PROBLEM, STEPS), abs=1e-5)
+        assert result.score == result.step_scores[-1]  # --prm-aggregation last
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        process.wait()
+        stderr.close()
+
+
+def test_cli_serve_refuses_a_prm_it_cannot_load(tmp_path):
+    (tmp_path / "empty").mkdir()
+    process, stderr = _verirl_serve(tmp_path, "--prm", str(tmp_path / "empty"))
+    try:
+        assert process.wait(timeout=60) == 1
+        stderr.seek(0)
+        assert "not a Hugging Face model directory (no config.json)" in stderr.read()
+    finally:
+        process.kill()
+        process.wait()
+        stderr.close()
