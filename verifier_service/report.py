@@ -104,8 +104,10 @@ def _line_chart(plot_id: str, title: str, x_label: str, y_label: str, ticks: Seq
             parts.append(f'<polyline class="series" data-series="{_e(name)}" fill="none" stroke="{colour}" '
                          f'stroke-width="2" stroke-dasharray="{DASHES[k % len(DASHES)]}" points="{line}"/>')
         parts += [f'<circle cx="{x}" cy="{y}" r="3" fill="{colour}"/>' for x, y in points]
-        parts.append(f'<rect x="{PAD_L + 8}" y="{PAD_T + 4 + 14 * k}" width="10" height="10" fill="{colour}"/>'
-                     f'<text x="{PAD_L + 22}" y="{PAD_T + 13 + 14 * k}">{_e(name)}</text>')
+        y = PAD_T + 9 + 14 * k  # the legend's sample line has the series' dashes
+        parts.append(f'<line x1="{PAD_L + 6}" x2="{PAD_L + 24}" y1="{y}" y2="{y}" stroke="{colour}" stroke-width="2" '
+                     f'stroke-dasharray="{DASHES[k % len(DASHES)]}"/>'
+                     f'<text x="{PAD_L + 28}" y="{y + 4}">{_e(name)}</text>')
     return "".join(parts) + "</svg>"
 
 
@@ -259,7 +261,10 @@ window.onerror = function (msg, src, line) {
       var pred = predicted(chain);
       chain.querySelectorAll('.step').forEach(function (step, j) { step.classList.toggle('pred', j === pred); });
       chain.querySelector('.pred-text').textContent = pred === null ? 'n/a' : pred;
-      if (chain.dataset.label !== '' && pred !== null) { labelled += 1; if (parseInt(chain.dataset.label, 10) === pred) { hits += 1; } }
+      if (chain.dataset.label !== '' && pred !== null) {
+        labelled += 1;
+        if (parseInt(chain.dataset.label, 10) === pred) { hits += 1; }
+      }
       var visible = keep(chain, pred);
       chain.classList.toggle('hidden', !visible);
       if (visible) { shown += 1; }
