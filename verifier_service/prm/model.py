@@ -52,13 +52,20 @@ class PRMModel:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         auto = AutoModelForCausalLM if fmt.kind == "causal_lm" else AutoModelForTokenClassification
-        model = auto.from_pretrained(directory, dtype=dtype).to(device).eval()
+        model = auto.from_pretrained(directory, dtype=dtype).to(device)
+        labels = label_token_ids(load_tokenizer(directory), fmt) if fmt.kind == "causal_lm" else None
+        return cls.wrap(model, fmt, device, labels)
+
+    @classmethod
+    def wrap(cls, model: Any, fmt: PRMFormat, device: str, labels: tuple[int, int] | None = None) -> PRMModel:
+        """A PRMModel around a model already in memory on `device` (the benchmark builds one);
+        `labels` are the (good, bad) token ids of a causal_lm PRM."""
+        model.eval()
         if fmt.kind == "causal_lm":
-            good, bad = label_token_ids(load_tokenizer(directory), fmt)
-            head = _causal_lm_head(model, good, bad)
-        else:
-            head = _token_classification_head(model.config.num_labels, fmt.correct_label)
-        return cls(model, fmt, device, head)
+            if labels is None:
+                raise ValueError("a causal_lm PRM needs its (good, bad) label token ids")
+            return cls(model, fmt, device, _causal_lm_head(model, *labels))
+        return cls(model, fmt, device, _token_classification_head(model.config.num_labels, fmt.correct_label))
 
     def describe(self) -> dict[str, Any]:
         params = sum(p.numel() for p in self.model.parameters())
