@@ -1,0 +1,74 @@
+"""GRPO step time on this CPU, phase by phase: the vLLM engine against the transformers engine.
+
+Usage: .venv/bin/python bench/bench_rollout.py [--steps 4] [--runs vllm,hf,vllm_chunks2] [--out FILE]
+
+Each run is `trainer.grpo.train` on configs/demo.yaml (tiny Qwen2, synthetic arithmetic, 16 prompts x
+groups of 8, 48 new tokens, rewards from a verifier server started for the run) for `--steps` steps;
+the first step is a warm-up and is left out of the means. Runs:
+    vllm          rollout.engine=vllm, score_chunks=1 (scoring after generation)
+    hf            rollout.engine=hf (transformers generate), score_chunks=1
+    vllm_chunks2  vLLM with score_chunks=2 (chunk 1 scored while chunk 2 generates)
+Prints one JSON object: per run the mean seconds per phase, generation tokens/s, the share of the
+scoring time hidden behind generation, plus the machine's load average before and after (the machine
+is shared: a load above the core count means the numbers are noisy, rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = {
+    "vllm": ["rollout.engine=vllm", "rollout.score_chunks=1"],
+    "hf": ["rollout.engine=hf", "rollout.score_chunks=1"],
+    "vllm_chunks2": ["rollout.engine=vllm", "rollout.score_chunks=2"],
+}
+
+
+def run(name: str, steps: int, out_dir: Path) -> dict:
+    from trainer.config import load_config
+    from trainer.grpo import train
+
+    cfg = load_config(ROOT / "configs/demo.yaml", RUNS[name] + [f"steps={steps}", f"out_dir={out_dir / name}",
+                                                                 "log.progress=false", "log_samples=0"])
+    train(cfg)
+    rows = [json.loads(line) for line in (out_dir / name / "metrics.jsonl").read_text().splitlines()][1:]
+    phases = sorted({k for r in rows for k in r["seconds"]})
+    return {
+        "seconds": {k: round(statistics.mean(r["seconds"].get(k, 0.0) for r in rows), 3) for k in phases},
+        "generate_tokens_per_s": round(statistics.mean(r["generate_tokens_per_s"] for r in rows), 1),
+        "completion_length": round(statistics.mean(r["completion_length"] for r in rows), 1),
+        "reward_overlap_fraction": round(statistics.mean(r["reward_overlap_fraction"] for r in rows), 3),
+        "steps_measured": len(rows),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--runs", default="vllm,hf,vllm_chunks2")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    result: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                    "load_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.runs.split(","):
+            result[name] = run(name, args.steps, Path(tmp))
+    result["load_after"] = os.getloadavg()
+    if "vllm" in result and "hf" in result:
+        result["generate_speedup_vllm_over_hf"] = round(result["hf"]["seconds"]["generate"]
+                                                        / result["vllm"]["seconds"]["generate"], 2)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":  # vLLM starts helpers with spawn
+    main()
