@@ -66,7 +66,8 @@ def _add_prm_arguments(parser: argparse.ArgumentParser) -> None:
                                                   "ScoreCandidates); the server fails to start if it does not load")
     prm.add_argument("--prm-kind", choices=KINDS)
     prm.add_argument("--prm-tag", metavar="TEXT", help="the step tag appended after every step")
-    prm.add_argument("--prm-separator", metavar="TEXT", help="text put before every step (\\n and \\t read as newline and tab)")
+    prm.add_argument("--prm-separator", metavar="TEXT",
+                     help="text put before every step (\\n and \\t read as newline and tab)")
     prm.add_argument("--prm-good-token", metavar="TOKEN", help="causal_lm: the token meaning a correct step")
     prm.add_argument("--prm-bad-token", metavar="TOKEN", help="causal_lm: the token meaning a wrong step")
     prm.add_argument("--prm-correct-label", type=int, choices=(0, 1),
