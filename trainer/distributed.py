@@ -1,0 +1,437 @@
+"""GRPO on several devices: torchrun processes, the policy sharded with FSDP2 (`fully_shard`).
+
+    torchrun --nproc_per_node 2 -m trainer.cli grpo --config FILE model.device=cuda rollout.engine=hf
+
+`grpo.train` hands over to `train` here when WORLD_SIZE > 1. The process group is NCCL on cuda, gloo on
+the CPU (the tests run two gloo processes). NVLink multicast (NVLS) is kept off unless NCCL_NVLS_ENABLE
+is set. Per step, with W ranks and B = prompts_per_step:
+
+  * each rank samples and scores its own B/W prompts: the slice `rank*B/W ...` of the one-process data
+    order, so the global batch is the one-process batch. Groups stay whole on one rank, so group
+    statistics (advantages, the zero-variance filter) need no communication.
+  * generation and the no-grad log-prob passes run with the parameters gathered (`gathered`): a rank
+    then makes as many forwards as its own rows need (generation lengths differ by rank) with no
+    collective per forward. Cost: the full parameters are held during those phases.
+  * the update divides the loss by GLOBAL totals of each mini-batch (all-reduced token and sequence
+    counts, `global_scale`), and FSDP sums the gradients instead of averaging (divide factor 1): the
+    gradient is the one-process gradient of the same global batch (tests/trainer/test_distributed.py).
+    FSDP's collectives pair up forward by forward, so every rank runs the same number of micro-batches:
+    a rank with fewer rows pads with zero-loss micro-batches (`accumulate_sharded`).
+  * metrics are global (rewards, counts, loss, statuses gathered from every rank; `seconds` are rank
+    0's). Only rank 0 writes metrics, samples and checkpoints; the checkpoint's weights and optimizer
+    state are the full (gathered) state dicts, the same layout as one process's checkpoint.
+  * the verifier: `reward.address` for every rank; when empty, rank 0 starts the embedded server and
+    sends its address to the others.
+
+Departs from the one-process recipe: with mini_batches > 1, each rank splits its own kept rows into
+`mini_batches` parts (global mini-batch j = the ranks' parts j), not one permutation of all rows; each
+optimizer step is still the exact gradient of its global mini-batch. `on_step` runs on every rank, with
+the parameters gathered; the run stops when any rank's `on_step` says so.
+
+Not handled (an error at start naming the key): the vLLM engine (vLLM tensor parallel is not wired),
+the PRM step sampler, dynamic sampling (ranks would draw overlapping extra prompts), the batch-std
+advantage (a per-rank std), prompts_per_step not divisible by the world size. The KL reference model
+(beta > 0) is replicated on each rank, not sharded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.distributed as dist
+
+from trainer.advantages import ADVANTAGES, NEEDS_STEPS, AdvantageInput
+from trainer.checkpoint import RecipeState
+from trainer.config import GRPOConfig, to_dict
+from trainer.grpo import (_engine, _initial_model_dir, _load_model, collate, load_problems, no_grad_logprobs,
+                          sample_batch, sequence_logprobs, step_tensors)
+from trainer.logging_sinks import MetricSinks
+from trainer.losses import BatchScale, GRPOLoss, LossSettings
+from trainer.optim import build_optimizer, build_scheduler
+from trainer.rewards import RewardSettings, Scored, merge_scored
+
+__all__ = ["World", "world_size", "init", "check_supported", "shard_model", "gathered", "global_scale",
+           "accumulate_sharded", "rank_slice", "gather_objects", "grad_norm", "save_sharded_checkpoint",
+           "load_sharded_recipe_state", "train"]
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    size: int
+    device: str   # this rank's device: "cpu" or "cuda:<local rank>"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def world_size() -> int:
+    """Processes of this run as torchrun tells them (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init(device: str) -> World:
+    """Join the process group torchrun describes (env RANK, WORLD_SIZE, MASTER_ADDR/PORT):
+    NCCL on cuda (one GPU per process, LOCAL_RANK), gloo on the CPU."""
+    if device.startswith("cuda"):
+        os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast off (our machines' rule)
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return World(dist.get_rank(), dist.get_world_size(), device)
+
+
+def check_supported(cfg: GRPOConfig, size: int) -> None:
+    """The settings this path does not handle, as errors naming the key."""
+    r, a = cfg.rollout, cfg.algo
+    if r.engine != "hf":
+        raise ValueError(f"rollout.engine: {r.engine!r} is not supported with {size} processes; use hf")
+    if r.sampler != "groups":
+        raise ValueError(f"rollout.sampler: {r.sampler!r} is not supported with {size} processes; use groups")
+    if a.dynamic_sampling:
+        raise ValueError(f"algo.dynamic_sampling: not supported with {size} processes")
+    if a.advantage == "grpo_batch_std":
+        raise ValueError(f"algo.advantage: 'grpo_batch_std' is not supported with {size} processes "
+                         "(its std would be per rank)")
+    if r.prompts_per_step % size:
+        raise ValueError(f"rollout.prompts_per_step: {r.prompts_per_step} is not divisible by the "
+                         f"{size} processes")
+
+
+def rank_slice(prompts: int, world: World) -> tuple[int, int]:
+    """(offset, count) of this rank's prompts among the step's `prompts`."""
+    count = prompts // world.size
+    return world.rank * count, count
+
+
+# ---------------------------------------------------------------- the sharded model
+def shard_model(model: Any, world: World) -> Any:
+    """FSDP2: each decoder layer is a unit (gathered for its forward, resharded after), then the root
+    (embeddings, final norm, LM head). Gradients are SUMMED over ranks: the loss is already divided
+    by global totals, so averaging would divide twice."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+    mesh = init_device_mesh(world.device.split(":")[0], (world.size,))
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)
+    return model
+
+
+@contextlib.contextmanager
+def gathered(model: Any) -> Iterator[Any]:
+    """The full parameters on every rank for a no-grad phase (generation, log-probs): forwards inside
+    need no collective, so ranks may run different numbers of them."""
+    model.unshard()
+    model.set_reshard_after_forward(False)
+    try:
+        yield model
+    finally:
+        model.set_reshard_after_forward(True)
+        model.reshard()
+
+
+def global_scale(mask: torch.Tensor, max_tokens: int) -> BatchScale:
+    """The normalisers of a mini-batch whose rows are spread over ranks; `mask` [n, T] is this rank's
+    part (n may be 0). Every rank gets the same totals."""
+    totals = torch.tensor([float(mask.sum()), float(mask.shape[0])], dtype=torch.float64, device=mask.device)
+    dist.all_reduce(totals)
+    return BatchScale(tokens=float(totals[0]), sequences=float(totals[1]), max_tokens=max_tokens)
+
+
+def _max_over_ranks(value: int, device: str) -> int:
+    t = torch.tensor([value], dtype=torch.long, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t)
+
+
+def accumulate_sharded(policy: Any, loss_fn: GRPOLoss, r: Any, old_logp: torch.Tensor,
+                       ref_logp: torch.Tensor | None, advantages: torch.Tensor, part: torch.Tensor, micro: int,
+                       scale: BatchScale, temperature: float, sums: dict[str, float]) -> float:
+    """`grpo.accumulate_gradients` for a sharded policy: this rank's rows `part` of `r`, `micro` at a
+    time, then zero-loss micro-batches until every rank has run as many. Returns this rank's share of
+    the loss (the ranks' shares add up to the global mini-batch loss, since `scale` is global)."""
+    chunks = list(part.split(micro))
+    device = r.mask.device
+    rounds = _max_over_ranks(len(chunks), str(device))
+    total = 0.0
+    for rows in chunks:
+        mb = r.rows(rows.to(device))
+        logp, _ = sequence_logprobs(policy, mb, temperature)                               # [m, T]
+        loss, stats = loss_fn(logp, old_logp[rows], mb.engine_logp, None if ref_logp is None else ref_logp[rows],
+                              advantages[rows], mb.mask, scale)
+        loss.backward()
+        total += float(loss.detach())
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0.0) + v
+    for _ in range(rounds - len(chunks)):
+        # one token through every sharded module: its reduce-scatter pairs with the other ranks'
+        out = policy(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device), use_cache=False)
+        (out.logits.float().sum() * 0.0).backward()
+    return total
+
+
+def grad_norm(model: Any, clip: float) -> float:
+    """Clip the global gradient norm (over every rank's shards); returns the norm before clipping."""
+    from torch.distributed.tensor import DTensor
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+
+
+def gather_objects(obj: Any, world: World) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order, on every rank."""
+    out: list[Any] = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# ---------------------------------------------------------------- checkpoints
+def save_sharded_checkpoint(path: Path, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer,
+                            scheduler: Any, state: RecipeState, world: World) -> None:
+    """checkpoint.save_checkpoint's layout from a sharded model: the full weights and optimizer state
+    are gathered (a collective: every rank calls this), rank 0 writes. The optimizer state is keyed by
+    parameter names (torch.distributed.checkpoint's full state dict), not by index."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=options)
+    optim = get_optimizer_state_dict(model, optimizer, options=options)
+    if world.main:
+        tmp = path.with_name(path.name + ".tmp")
+        model.save_pretrained(tmp / "model", state_dict=weights, safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "model")
+        torch.save({"optimizer": optim, "optimizer_format": "full_state_dict", "scheduler": scheduler.state_dict(),
+                    "python_rng": random.getstate(), "torch_rng": torch.random.get_rng_state(),
+                    "step": state.step, "data_position": state.data_position}, tmp / "recipe_state.pt")
+        tmp.rename(path)
+    dist.barrier()
+
+
+# ---------------------------------------------------------------- the verifier
+@contextlib.contextmanager
+def _verifier(cfg: GRPOConfig, world: World) -> Iterator[Any]:
+    """A client on every rank: of `reward.address`, or of a server rank 0 starts for the run."""
+    from verifier_service.client import VerifierClient
+    with contextlib.ExitStack() as stack:
+        address = cfg.reward.address
+        if not address:
+            box: list[Any] = [None]
+            if world.main:
+                from verifier_service.config import ServerConfig
+                from verifier_service.server import embedded_server
+                sandbox = "full" if cfg.reward.code > 0 else "off"
+                box[0] = stack.enter_context(embedded_server(ServerConfig(
+                    math_workers=cfg.reward.server_math_workers, sandbox=sandbox)))
+            dist.broadcast_object_list(box, src=0)
+            address = box[0]
+            # rank 0's server stops when rank 0 leaves: only after every rank is done with it
+            stack.callback(dist.barrier)
+        yield stack.enter_context(VerifierClient(address, timeout=cfg.reward.timeout_s))
+
+
+# ---------------------------------------------------------------- metrics
+def _local_counts(scored: Scored, valid: torch.Tensor, lengths: torch.Tensor, truncated: torch.Tensor,
+                  zero_std: torch.Tensor, kept: int, tokens: float, entropy_sum: float) -> dict[str, float]:
+    judged = torch.tensor(scored.rewards)[valid.view(-1)].double()
+    return {"reward_sum": float(judged.sum()), "reward_sq": float((judged ** 2).sum()), "judged": judged.numel(),
+            "completions": lengths.numel(), "length_sum": float(lengths.sum()),
+            "truncated": int(truncated.sum()), "groups": zero_std.numel(), "zero_std": int(zero_std.sum()),
+            "kept": kept, "tokens": tokens, "entropy_sum": entropy_sum}
+
+
+def _sum_dicts(parts: list[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+# ---------------------------------------------------------------- the recipe
+def train(cfg: GRPOConfig, *,
+          on_step: Callable[[int, dict[str, Any], Any], bool | None] | None = None) -> dict[str, Any]:
+    """`grpo.train` on every rank of a torchrun job (see the module docstring)."""
+    check_supported(cfg, world_size())
+    world = init(cfg.model.device)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+
+    from transformers import AutoTokenizer
+    if world.main:  # the tiny model is written once (by rank 0), then read by every rank
+        _initial_model_dir(cfg, out)
+    dist.barrier()
+    initial_dir = out / "tiny_model" if cfg.model.tiny else Path(cfg.model.path)
+    model_dir = Path(cfg.resume) / "model" if cfg.resume else initial_dir
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    local_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, device=world.device))
+    policy = shard_model(_load_model(model_dir, local_cfg, trainable=True), world)
+    reference = _load_model(initial_dir, local_cfg, trainable=False) if cfg.algo.beta > 0 else None
+    optimizer = build_optimizer(policy, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas)
+    scheduler = build_scheduler(optimizer, cfg.optim.schedule, cfg.steps, cfg.optim.warmup_steps)
+    state = RecipeState(step=0, data_position=0)
+    if cfg.resume:
+        state = load_sharded_recipe_state(Path(cfg.resume), policy, optimizer, scheduler)
+    engine = _engine(cfg, model_dir, policy, tokenizer)
+
+    a, r = cfg.algo, cfg.rollout
+    advantage_fn = ADVANTAGES[a.advantage]
+    loss_fn = GRPOLoss(LossSettings(eps_low=a.eps_low, eps_high=a.eps_high, beta=a.beta, kl=a.kl,
+                                    aggregation=a.aggregation, is_level=a.is_level, is_cap=a.is_cap))
+    rewards_cfg = RewardSettings(math=cfg.reward.math, code=cfg.reward.code, steps=cfg.reward.steps,
+                                 want_step_scores=a.advantage in NEEDS_STEPS, unjudged=cfg.reward.unjudged,
+                                 penalty=cfg.reward.penalty, timeout_s=cfg.reward.timeout_s,
+                                 step_separator=cfg.reward.step_separator)
+    problems = load_problems(cfg)
+    G, temperature, device = r.group_size, r.temperature, world.device
+    offset, count = rank_slice(r.prompts_per_step, world)
+    # this rank's sampling: its prompt share, and its own sampling seed (ranks must not draw alike)
+    rank_cfg = dataclasses.replace(cfg, seed=cfg.seed + 1_000_003 * world.rank,
+                                   rollout=dataclasses.replace(r, prompts_per_step=count))
+
+    history: list[float] = []
+    metrics: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(_verifier(cfg, world))
+        sinks = (stack.enter_context(MetricSinks(out, cfg.log, total_steps=cfg.steps, first_step=state.step,
+                                                 config=to_dict(cfg))) if world.main else None)
+        samples_log = stack.enter_context(open(out / "samples.jsonl", "a")) if world.main else None
+        for step in range(state.step, cfg.steps):
+            t_step = time.monotonic()
+
+            # 1-2. this rank's groups, scored
+            with gathered(policy):
+                sampled = sample_batch(rank_cfg, engine, None, client, problems, tokenizer, rewards_cfg, step,
+                                       state.data_position + offset)
+            groups, scored, times = sampled.groups, sampled.scored, dict(sampled.seconds)
+            completions = [c for g in groups for c in g.completions]
+
+            # 3. advantages from this rank's whole groups
+            rollouts = collate(groups, tokenizer.pad_token_id)
+            N, T = rollouts.mask.shape
+            rewards = torch.tensor(scored.rewards).view(-1, G)                      # [B/W, G]
+            valid = torch.tensor(scored.valid).view(-1, G)                          # [B/W, G]
+            step_rewards, step_ends = (step_tensors(scored, groups, tokenizer, T) if a.advantage in NEEDS_STEPS
+                                       else (None, None))
+            adv = advantage_fn(AdvantageInput(rewards, valid, rollouts.mask, step_rewards, step_ends,
+                                              a.process_weight))
+            keep = adv.keep(a.filter_zero_std)                                      # [N] bool
+            if a.mask_truncated:
+                keep &= ~rollouts.truncated
+            kept = keep.nonzero().squeeze(-1)
+
+            # 4. old and reference log-probs of this rank's rows, [K, T]
+            t = time.monotonic()
+            on_device = rollouts.rows(kept).to(device)
+            advantages = adv.tokens[kept].to(device)
+            with gathered(policy):
+                old_logp, entropy = no_grad_logprobs(policy, on_device, temperature, a.micro_batch_size)
+            ref_logp = (no_grad_logprobs(reference, on_device, temperature, a.micro_batch_size)[0]
+                        if reference is not None else None)
+            times["logprobs"] = time.monotonic() - t
+
+            # 5. updates; mini-batch j is every rank's part j, normalised by its global totals
+            t = time.monotonic()
+            K = len(kept)
+            K_all = int(sum(gather_objects(K, world)))
+            sums: dict[str, float] = {}
+            losses, grad_norms = [], []
+            for epoch in range(a.ppo_epochs if K_all else 0):
+                perm = torch.randperm(K, generator=torch.Generator().manual_seed(cfg.seed + 7919 * step + epoch))
+                for part in torch.tensor_split(perm, min(a.mini_batches, K_all)):
+                    scale = global_scale(on_device.mask[part.to(device)], r.max_tokens)
+                    optimizer.zero_grad(set_to_none=True)
+                    total = accumulate_sharded(policy, loss_fn, on_device, old_logp, ref_logp, advantages, part,
+                                               a.micro_batch_size, scale, temperature, sums)
+                    grad_norms.append(grad_norm(policy, cfg.optim.grad_clip if cfg.optim.grad_clip > 0
+                                                else float("inf")))
+                    optimizer.step()
+                    losses.append(total)
+            scheduler.step()
+            times["update"] = time.monotonic() - t
+            state = RecipeState(step=step + 1, data_position=state.data_position + r.prompts_per_step)
+            times["total"] = time.monotonic() - t_step
+
+            # 6. global metrics (every rank computes the same), rank 0 writes them
+            lengths = rollouts.mask.sum(-1)
+            local = _local_counts(scored, valid, lengths, rollouts.truncated, adv.zero_std, K,
+                                  float(on_device.mask.sum()), float(entropy.sum()) if K else 0.0)
+            parts = gather_objects({"counts": local, "sums": sums, "losses": losses, "scored": scored}, world)
+            c = _sum_dicts([p["counts"] for p in parts])
+            stat_sums = _sum_dicts([p["sums"] for p in parts])
+            step_losses = [sum(x) for x in zip(*(p["losses"] for p in parts))]  # each optimizer step's global loss
+            every = merge_scored([p["scored"] for p in parts])
+            mean = c["reward_sum"] / c["judged"] if c["judged"] else float("nan")
+            history.append(mean)
+            tokens_seen = c["tokens"] * max(1, a.ppo_epochs)
+            metrics = {
+                "step": step + 1, "lr": scheduler.get_last_lr()[0], "world_size": world.size,
+                "reward_mean": mean,
+                "reward_std": (max(0.0, c["reward_sq"] / c["judged"] - mean ** 2) ** 0.5) if c["judged"] else 0.0,
+                **{f"reward_{k}": v for k, v in every.check_means.items()},
+                "statuses": {k: dict(v) for k, v in every.statuses.items()}, "unjudged": every.unjudged,
+                "zero_std_groups": int(c["zero_std"]), "zero_std_fraction": c["zero_std"] / max(c["groups"], 1),
+                "prompts_sampled": r.prompts_per_step, "kept": int(c["kept"]), "completions": int(c["completions"]),
+                "loss": sum(step_losses) / len(step_losses) if step_losses else float("nan"),
+                "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
+                **{k: v / tokens_seen for k, v in stat_sums.items()},
+                "entropy": c["entropy_sum"] / c["tokens"] if c["tokens"] else float("nan"),
+                "completion_length": c["length_sum"] / max(c["completions"], 1),
+                "truncated_fraction": c["truncated"] / max(c["completions"], 1),
+                "seconds": {k: round(v, 4) for k, v in times.items()},
+                "generate_tokens_per_s": float(lengths.sum()) / max(times["generate"], 1e-9) * world.size,
+                "verifier_seconds": scored.seconds,
+            }
+            if world.main:
+                sinks.write(step + 1, metrics)
+                for i in range(min(cfg.log_samples, N)):
+                    samples_log.write(json.dumps({"step": step + 1, "prompt": groups[i // G].prompt,
+                                                  "completion": completions[i].text,
+                                                  "reward": scored.rewards[i]}) + "\n")
+                samples_log.flush()
+            stop = False
+            if on_step is not None:
+                with gathered(policy):
+                    stop = bool(on_step(step + 1, metrics, policy))
+                stop = any(gather_objects(stop, world))
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
+                save_sharded_checkpoint(out / f"checkpoint-{state.step}", policy, tokenizer, optimizer, scheduler,
+                                        state, world)
+            if stop:
+                break
+        save_sharded_checkpoint(out / f"checkpoint-{state.step}-final", policy, tokenizer, optimizer, scheduler,
+                                state, world)
+    return {**metrics, "reward_history": history}
+
+
+def load_sharded_recipe_state(path: Path, model: Any, optimizer: torch.optim.Optimizer,
+                              scheduler: Any) -> RecipeState:
+    """Resume from a checkpoint that `save_sharded_checkpoint` wrote (every rank reads the file and
+    keeps its shards of the optimizer state). The weights come from <path>/model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    blob = torch.load(path / "recipe_state.pt", weights_only=False)
+    if blob.get("optimizer_format") != "full_state_dict":
+        raise ValueError(f"resume: {path} was written by one process; resume it with one process")
+    set_optimizer_state_dict(model, optimizer, blob["optimizer"], options=StateDictOptions(full_state_dict=True))
+    scheduler.load_state_dict(blob["scheduler"])
+    random.setstate(blob["python_rng"])
+    torch.random.set_rng_state(blob["torch_rng"])
+    return RecipeState(step=blob["step"], data_position=blob["data_position"])
