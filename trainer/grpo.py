@@ -333,6 +333,9 @@ def train(cfg: GRPOConfig, *,
     """Run GRPO; returns the last step's metrics plus `reward_history`. Writes into cfg.out_dir.
     `on_step(step, metrics, policy)` is called after each step (a caller's progress report, a held-out
     evaluation of the policy, a time budget); returning True ends the run there (final checkpoint written)."""
+    from trainer import distributed  # under torchrun (WORLD_SIZE > 1): the FSDP2 recipe, trainer/distributed.py
+    if distributed.world_size() > 1:
+        return distributed.train(cfg, on_step=on_step)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
