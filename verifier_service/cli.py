@@ -1,6 +1,7 @@
-"""The `verirl` command: `serve` runs the verifier; `eval` and `demo` come from evaluate.py.
+"""The `verirl` command: `serve` runs the verifier; `eval` and `eval-demo` come from evaluate.py;
+`demo` (the main job: SFT + GRPO, trainer/demo.py) and `train` are plugins of the trainer.
 
-`eval` and `demo` are registered by verifier_service.evaluate, imported only when one of
+`eval` and `eval-demo` are registered by verifier_service.evaluate, imported only when one of
 them is asked for, so `verirl serve` does not depend on the evaluation code (or the
 client it pulls in).
 """
@@ -22,7 +23,8 @@ PLUGIN_GROUP = "verirl.commands"
 _EVALUATE = "verifier_service.evaluate"
 _BORROWED = {  # subcommand -> (help, adder, runner) in verifier_service.evaluate
     "eval": ("score a JSONL file of responses (embedded service unless --server)", "add_eval_arguments", "run_eval"),
-    "demo": ("the end-to-end demo", "add_demo_arguments", "run_demo"),
+    "eval-demo": ("grade the bundled math samples through an embedded service (a quick look at the verifier)",
+                  "add_demo_arguments", "run_demo"),
 }
 
 
