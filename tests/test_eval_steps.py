@@ -51,6 +51,8 @@ def steps_line(**kw) -> str:
     (steps_line(group=[1]), "line 3: 'group' must be a string or an integer, got list"),
     (steps_line(threshold="high"), "line 3: 'threshold' must be a number, got str"),
     (steps_line(aggregation="MEDIAN"), "line 3: "),  # the proto parse names the enum value
+    ('{"problem": "p", "steps": ["a"], "label": -1}',  # a ProcessBench row: no "kind", so math by default
+     """line 3: 'response' is missing (a reasoning chain needs "kind": "steps")"""),
 ])
 def test_bad_steps_lines_are_named(text, reason):
     line = _parse(3, text)

@@ -260,7 +260,9 @@ def _check_math(obj: dict[str, Any]) -> str:
     """Readable messages for the usual mistakes; the proto parse catches the rest (options)."""
     for name, types in (("response", (str,)), ("gold", (str, int, float))):
         if name not in obj:
-            return f"{name!r} is missing"
+            # a ProcessBench row is a chain without a "kind": say what it lacks rather than only "response"
+            hint = ' (a reasoning chain needs "kind": "steps")' if "steps" in obj and "kind" not in obj else ""
+            return f"{name!r} is missing{hint}"
         value = obj[name]
         if isinstance(value, bool) or not isinstance(value, types):
             return f"{name!r} must be {' or '.join(t.__name__ for t in types)}, got {type(value).__name__}"
