@@ -86,6 +86,7 @@ def test_bundled_samples_without_a_prm(address, tmp_path):
     summary, steps, out = run(address, source, tmp_path / "out.jsonl", tmp_path / "report.html")
     assert summary.items == 96 and summary.by_status == {"UNAVAILABLE": 96}
     first = out[0]["result"]
+    assert list(first) == [*evaluate.RESULT_KEYS["steps"], "answer"]
     assert first["aggregate"] is None and first["first_error"] is None and first["step_scores"] == []
     # every final answer was checked, and the checker agrees with the labels: a chain is right iff label -1
     assert all(o["result"]["answer"]["correct"] == (o["label"] == -1) for o in out)

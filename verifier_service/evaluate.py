@@ -69,7 +69,7 @@ CHUNKS_IN_FLIGHT = 4
 RESULT_KEYS = {
     "math": ("status", "judged", "correct", "score", "extracted", "normalized", "reason"),
     "code": ("status", "judged", "correct", "score", "passed", "total", "tests", "reason"),
-    "steps": ("status", "judged", "score", "step_scores", "first_error", "reason"),
+    "steps": ("status", "judged", "step_scores", "aggregate", "first_error", "reason"),  # + "answer" with a gold
     "candidates": ("status", "judged", "scores", "best", "reason"),
 }
 GRADED = ("math", "code")  # kinds with a right/wrong verdict, counted in the accuracy
