@@ -8,12 +8,12 @@ from html.parser import HTMLParser
 
 from report_pages import HOSTILE, page
 
-from verifier_service.report import MAX_CHAINS, ChainView, render_report, score_rgb
 from verifier_service.chain_metrics import ChainRecord, summarize
+from verifier_service.report import MAX_CHAINS, ChainView, render_report, score_rgb
 
 
 class Elements(HTMLParser):
-    """Every start tag as (tag, attrs); the text of <script> blocks apart."""
+    """Every start tag as (tag, attrs)."""
 
     def __init__(self) -> None:
         super().__init__()
