@@ -130,6 +130,7 @@ def shard_model(model: Any, world: World) -> Any:
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no pre-multiplied sum)
     return model
 
 
@@ -166,7 +167,7 @@ def accumulate_sharded(policy: Any, loss_fn: GRPOLoss, r: Any, old_logp: torch.T
     """`grpo.accumulate_gradients` for a sharded policy: this rank's rows `part` of `r`, `micro` at a
     time, then zero-loss micro-batches until every rank has run as many. Returns this rank's share of
     the loss (the ranks' shares add up to the global mini-batch loss, since `scale` is global)."""
-    chunks = list(part.split(micro))
+    chunks = list(part.split(micro)) if len(part) else []  # split() of no rows gives one empty chunk
     device = r.mask.device
     rounds = _max_over_ranks(len(chunks), str(device))
     total = 0.0

@@ -1,0 +1,134 @@
+"""The several-process path (trainer/distributed.py) on the CPU with two gloo processes: the sharded
+gradient and loss of a batch spread over the ranks equal the one-process gradient and loss of the same
+global batch, whatever the split (uneven micro-batch counts, a rank with no rows); the settings the
+path does not handle are errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer.config import load_config
+from trainer.grpo import Rollouts, accumulate_gradients, collate, no_grad_logprobs
+from trainer.losses import AGGREGATIONS, BatchScale, GRPOLoss, LossSettings
+from trainer.rollout import Completion, Group
+
+ROOT = Path(__file__).resolve().parents[2]
+MICRO = 2        # micro-batch rows on each rank
+MAX_TOKENS = 8   # Dr. GRPO's constant
+# rows of the 8-row global batch on rank 0 and rank 1: 3 vs 2 micro-batches (rank 1 pads one), and a
+# rank with no rows at all (it pads every micro-batch)
+SPLITS = {"uneven": ([0, 2, 3, 5, 6], [1, 4, 7]), "empty": (list(range(8)), [])}
+
+
+def make_rollouts(vocab: int, pad: int) -> Rollouts:
+    """2 prompts x 4 completions of different lengths (prompts and completions padded)."""
+    g = torch.Generator().manual_seed(0)
+    groups = []
+    for b, plen in enumerate((5, 3)):
+        prompt = tuple(torch.randint(5, vocab, (plen,), generator=g).tolist())
+        comps = []
+        for length in (6, 2, 4, 1):
+            ids = tuple(torch.randint(5, vocab, (length,), generator=g).tolist())
+            comps.append(Completion(ids, "", tuple((-torch.rand(length, generator=g)).tolist()), "stop"))
+        groups.append(Group(f"p{b}", prompt, tuple(comps)))
+    return collate(groups, pad)
+
+
+def load_tiny(tiny_dir: Path):
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    return model.train()
+
+
+def batch_inputs(model, seed: int = 1) -> dict[str, torch.Tensor]:
+    """Fixed advantages, old and reference log-probs for the 8 rows (old a little off the current
+    log-probs, so ratios differ from 1 and some clip)."""
+    r = make_rollouts(model.config.vocab_size, 1)
+    g = torch.Generator().manual_seed(seed)
+    current = no_grad_logprobs(model, r, 1.0, 8)[0]
+    old = current + 0.1 * torch.randn(r.mask.shape, generator=g) * r.mask
+    return {"adv": torch.randn(r.mask.shape, generator=g) * r.mask, "old": old, "ref": old - 0.05 * r.mask}
+
+
+def _worker(rank: int, world: int, init_file: str, tiny_dir: str, inputs: dict, out: str) -> None:
+    """One rank: the sharded tiny model, its rows of the batch, every split x aggregation."""
+    import torch.distributed as dist
+
+    from trainer import distributed
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        w = distributed.init("cpu")
+        model = distributed.shard_model(load_tiny(Path(tiny_dir)), w)
+        r = make_rollouts(model.config.vocab_size, 1)
+        results = {}
+        for split, rows in SPLITS.items():
+            part = torch.tensor(rows[rank], dtype=torch.long)
+            for aggregation in sorted(AGGREGATIONS):
+                loss_fn = GRPOLoss(LossSettings(aggregation=aggregation, beta=0.1, is_level="token"))
+                scale = distributed.global_scale(r.mask[part], MAX_TOKENS)
+                model.zero_grad(set_to_none=True)
+                loss = distributed.accumulate_sharded(model, loss_fn, r, inputs["old"], inputs["ref"], inputs["adv"],
+                                                      part, MICRO, scale, 1.0, {})
+                losses = distributed.gather_objects(loss, w)
+                grads = {n: p.grad.full_tensor() for n, p in model.named_parameters()}  # a collective
+                norm = distributed.grad_norm(model, float("inf"))
+                results[split, aggregation] = (sum(losses), grads, norm, scale)
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_gradients_equal_one_process(tiny_dir, tmp_path):
+    import torch.multiprocessing as mp
+    model = load_tiny(tiny_dir)
+    inputs = batch_inputs(model)
+    r = make_rollouts(model.config.vocab_size, 1)
+    out = tmp_path / "sharded.pt"
+    mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), str(tiny_dir), inputs, str(out)), nprocs=2, join=True)
+    sharded = torch.load(out, weights_only=False)
+
+    scale = BatchScale(tokens=float(r.mask.sum()), sequences=8.0, max_tokens=MAX_TOKENS)
+    for aggregation in sorted(AGGREGATIONS):
+        loss_fn = GRPOLoss(LossSettings(aggregation=aggregation, beta=0.1, is_level="token"))
+        model.zero_grad(set_to_none=True)
+        loss = accumulate_gradients(model, loss_fn, r, inputs["old"], inputs["ref"], inputs["adv"], torch.arange(8),
+                                    8, scale, 1.0, {})
+        grads = {n: p.grad for n, p in model.named_parameters()}
+        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
+        assert sum(g.abs().sum() for g in grads.values()) > 0
+        for split in SPLITS:
+            s_loss, s_grads, s_norm, s_scale = sharded[split, aggregation]
+            assert s_scale == scale  # global totals on every rank
+            assert s_loss == pytest.approx(loss, rel=1e-5), (split, aggregation)
+            assert s_norm == pytest.approx(norm, rel=1e-5), (split, aggregation)
+            assert s_grads.keys() == grads.keys()
+            for name, g in grads.items():
+                torch.testing.assert_close(s_grads[name], g, rtol=1e-5, atol=1e-7, msg=f"{split} {aggregation} {name}")
+
+
+@pytest.mark.parametrize("override, key", [
+    ("rollout.engine=vllm", "rollout.engine"),
+    ("rollout.sampler=prm_steps", "rollout.sampler"),
+    ("algo.dynamic_sampling=true", "algo.dynamic_sampling"),
+    ("algo.advantage=grpo_batch_std", "algo.advantage"),
+    ("rollout.prompts_per_step=5", "rollout.prompts_per_step"),
+])
+def test_unsupported_settings_name_the_key(override, key):
+    from trainer.distributed import check_supported
+    base = ["rollout.engine=hf", "rollout.prompts_per_step=4"]
+    check_supported(load_config(ROOT / "configs/demo.yaml", base), 2)
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        check_supported(load_config(ROOT / "configs/demo.yaml", base + [override]), 2)
+
+
+def test_world_size_reads_torchrun_env(monkeypatch):
+    from trainer.distributed import world_size
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert world_size() == 1
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert world_size() == 2
