@@ -236,6 +236,8 @@ def test_cli_serve_prm_described_by_flags(tmp_path):
         scorer = PRMScorer(str(directory), device="cpu", kind="causal_lm", step_tag=" [s]", step_separator="\n")
         assert list(result.step_scores) == pytest.approx(scorer.score(PROBLEM, STEPS), abs=1e-5)
         assert result.score == result.step_scores[-1]  # --prm-aggregation last
+        with open(f"/proc/{process.pid}/maps") as maps:  # torch lives in the PRM process, not the server's
+            assert "libtorch" not in maps.read()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
