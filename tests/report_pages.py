@@ -1,6 +1,15 @@
-"""A hand-scored report page shared by tests/test_report.py and tests/test_report_browser.py."""
+"""A hand-scored report page, and headless Chromium to load pages: for tests/test_report*.py and
+tests/test_eval_steps.py. Without Chromium a test skips on a workstation and FAILS under CI=true."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
 
 from verifier_service.chain_metrics import ChainRecord, summarize
 from verifier_service.report import ChainView, render_report
@@ -22,3 +31,59 @@ def page() -> str:
     views = [ChainView(r, "Ann has 12 apples & <pens>.", STEPS[r.id], "OK" if r.aggregate is not None else
                        "UNAVAILABLE", "" if r.aggregate is not None else "no PRM", r.answer) for r in RECORDS]
     return render_report(summarize(RECORDS), RECORDS, views, source="hand-made scores")
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def browser() -> str:
+    found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
+    if found is None:
+        message = f"no headless browser ({', '.join(BROWSERS)}): apt-get install -y --no-install-recommends chromium"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def render(path: Path, fragment: str = "") -> tuple[str, str]:
+    """(the DOM after the page's scripts ran, the browser's console log lines)."""
+    done = subprocess.run(
+        [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+         f"--user-data-dir={path.parent / 'profile'}", "--dump-dom", path.as_uri() + fragment],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, "\n".join(line for line in done.stderr.splitlines() if ":CONSOLE" in line)
+
+
+class Dom(HTMLParser):
+    """Start tags with attributes, and the text inside elements that have an id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.text: dict[str, str] = {}
+        self._open: list[str | None] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = {k: v or "" for k, v in attrs}
+        self.tags.append((tag, attrs))
+        if tag not in ("br", "img", "input", "meta", "line", "rect", "circle", "polyline"):
+            self._open.append(attrs.get("id"))
+            if attrs.get("id"):
+                self.text[attrs["id"]] = ""
+
+    def handle_endtag(self, tag):
+        if self._open and tag not in ("br", "img", "input", "meta", "line", "rect", "circle", "polyline"):
+            self._open.pop()
+
+    def handle_data(self, data):
+        for name in self._open:
+            if name:
+                self.text[name] += data
+
+
+def dom(text: str) -> Dom:
+    parsed = Dom()
+    parsed.feed(text)
+    return parsed

@@ -202,3 +202,9 @@ def test_eval_with_a_real_prm(tmp_path):
     assert "n/a" not in "".join(table)  # every chain scored: the PRM curves are there
     html = page.read_text()
     assert html.count('class="chain"') == 24 and html.count("data-score=") == sum(len(o["steps"]) for o in out)
+    # and the page of a real run works in a browser: the script ran to its end, with no error
+    from report_pages import dom, render
+    shown, console = render(page)
+    d = dom(shown)
+    assert ("data-js", "ok") in next(a for t, a in d.tags if t == "body").items()
+    assert d.text["js-errors"] == "" and console == "" and d.text["shown"] == "showing 24 of 24 chains"

@@ -8,73 +8,12 @@ on a workstation and FAIL under CI=true: a missing browser must not pass as a gr
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
-from report_pages import page
+from report_pages import dom, page, render
 
 from verifier_service.report import score_rgb
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-
-
-def browser() -> str:
-    found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
-    if found is None:
-        message = f"no headless browser ({', '.join(BROWSERS)}): apt-get install -y --no-install-recommends chromium"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
-def render(path: Path, fragment: str = "") -> tuple[str, str]:
-    """(the DOM after the page's scripts ran, the browser's console log lines)."""
-    done = subprocess.run(
-        [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-         f"--user-data-dir={path.parent / 'profile'}", "--dump-dom", path.as_uri() + fragment],
-        capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout, "\n".join(line for line in done.stderr.splitlines() if ":CONSOLE" in line)
-
-
-class Dom(HTMLParser):
-    """Start tags with attributes, and the text inside elements that have an id."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str]]] = []
-        self.text: dict[str, str] = {}
-        self._open: list[str | None] = []
-
-    def handle_starttag(self, tag, attrs):
-        attrs = {k: v or "" for k, v in attrs}
-        self.tags.append((tag, attrs))
-        if tag not in ("br", "img", "input", "meta", "line", "rect", "circle", "polyline"):
-            self._open.append(attrs.get("id"))
-            if attrs.get("id"):
-                self.text[attrs["id"]] = ""
-
-    def handle_endtag(self, tag):
-        if self._open and tag not in ("br", "img", "input", "meta", "line", "rect", "circle", "polyline"):
-            self._open.pop()
-
-    def handle_data(self, data):
-        for name in self._open:
-            if name:
-                self.text[name] += data
-
-
-def dom(text: str) -> Dom:
-    parsed = Dom()
-    parsed.feed(text)
-    return parsed
-
 
 def rgb(css: str) -> tuple[int, int, int]:
     return tuple(int(x) for x in re.fullmatch(r"rgb\((\d+), (\d+), (\d+)\)", css).groups())
