@@ -43,6 +43,10 @@ def steps_line(**kw) -> str:
     (steps_line(steps="a b"), "line 3: 'steps' must be a list of strings"),
     (steps_line(steps=["a", 2]), "line 3: 'steps' must be a list of strings"),
     (steps_line(steps=[]), "line 3: 'steps' is empty"),
+    ('{"kind": "steps", "problem": "p", "text": " \\n\\n "}', "line 3: 'text' has no step"),
+    ('{"kind": "steps", "problem": "p", "text": "a|b|c", "separator": "|", "label": 3}',
+     "line 3: 'label' must be in [-1, 2], got 3"),  # counted on the split text
+    ('{"kind": "steps", "problem": "p", "text": "a", "separator": 1}', "line 3: 'separator' must be a string"),
     (steps_line(label=2), "line 3: 'label' must be in [-1, 1], got 2"),
     (steps_line(label=-2), "line 3: 'label' must be in [-1, 1], got -2"),
     (steps_line(label="1"), "line 3: 'label' must be an integer"),

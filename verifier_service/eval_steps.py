@@ -47,11 +47,13 @@ def check_steps_line(obj: dict[str, Any]) -> str:
     steps = obj.get("steps")
     if steps is None and not isinstance(obj.get("text"), str):
         return "'steps' is missing (or give 'text')"
-    if steps is not None:
-        if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
-            return "'steps' must be a list of strings"
-        if not steps:
-            return "'steps' is empty"
+    if obj.get("separator") is not None and not isinstance(obj["separator"], str):
+        return f"'separator' must be a string, got {type(obj['separator']).__name__}"
+    if steps is not None and (not isinstance(steps, list) or not all(isinstance(s, str) for s in steps)):
+        return "'steps' must be a list of strings"
+    count = len(_steps_of(obj))
+    if not count:
+        return "'steps' is empty" if steps is not None else "'text' has no step"
     if "gold" in obj and obj["gold"] is not None and (isinstance(obj["gold"], bool)
                                                       or not isinstance(obj["gold"], (str, int, float))):
         return f"'gold' must be a string or a number, got {type(obj['gold']).__name__}"
@@ -59,9 +61,8 @@ def check_steps_line(obj: dict[str, Any]) -> str:
     if label is not None:
         if not _is_int(label):
             return f"'label' must be an integer (index of the first wrong step, -1 if none), got {label!r}"
-        count = len(steps) if steps is not None else None
-        if label < -1 or (count is not None and label >= count):
-            return f"'label' must be in [-1, {count - 1 if count is not None else 'steps - 1'}], got {label}"
+        if not -1 <= label < count:
+            return f"'label' must be in [-1, {count - 1}], got {label}"
     group = obj.get("group")
     if group is not None and (isinstance(group, bool) or not isinstance(group, (str, int))):
         return f"'group' must be a string or an integer, got {type(group).__name__}"
