@@ -99,10 +99,14 @@ def test_forward_past_deadline_is_timeout_not_zero(slow_prm):
         engine = server.prm.engine
         first_pid = engine.pid
         # one pass of three long chains: seconds of CPU, over the 1.5 s deadline on any machine
-        results = client.score_steps([{"id": f"late{i}", **LONG} for i in range(3)])
-        for late in results:
+        long_call = _in_thread(client.score_steps, [{"id": f"late{i}", **LONG} for i in range(3)])
+        _wait_for(lambda: engine.stats()[1] > 0, "the long chains to be inside the PRM process")
+        [queued] = client.score_steps([{"id": "queued", **SHORT}])  # waits behind them, then for the restart
+        for late in long_call():
             assert (late.status, late.judged, late.step_scores, late.score) == ("TIMEOUT", False, (), 0.0)
-            assert "deadline" in late.reason
+            assert "did not answer before the deadline" in late.reason
+        assert (queued.status, queued.judged) == ("TIMEOUT", False)
+        assert "not scored within the PRM deadline (1.5 s)" in queued.reason
         _wait_for(lambda: engine.restarts == 1, "the hung forward's process to be replaced")
         assert engine.pid != first_pid
     finally:

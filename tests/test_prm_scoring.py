@@ -71,8 +71,15 @@ def test_resolve_format_without_file_needs_flags(tmp_path):
 
 
 def test_prm_config_rejects_unknown_keys():
+    from verifier_service.config import ServerConfig
+
     with pytest.raises(ValueError, match="unknown PRMConfig keys: tag"):
         PRMConfig.from_dict({"dir": "x", "tag": "y"})
+    with pytest.raises(ValueError, match="unknown PRMConfig keys: tag"):
+        ServerConfig.from_dict({"prm": {"dir": "x", "tag": "y"}})
+    assert ServerConfig.from_dict({"prm": {"dir": "x", "timeout_s": 5}}).prm == PRMConfig(dir="x", timeout_s=5)
+    with pytest.raises(ValueError, match="PRMConfig.batch_tokens"):
+        PRMConfig(dir="x", batch_tokens=0)
 
 
 # ---------------------------------------------------------------- against the model
