@@ -148,14 +148,11 @@ def main(argv=None) -> int:
 
     naive = PRMModel.wrap(model.to(args.device, torch.float32), fmt, args.device)
     naive_s, naive_padded = run_naive(naive, chains, args.group, args.device)
-    fast = PRMModel.wrap(model.to(args.device, fast_dtype), fmt, args.device)
+    check = chains[:4]  # both paths must give the same scores, up to the bf16 rounding
+    reference = naive.score_rows(*zip(*check))
+    fast = PRMModel.wrap(model.to(args.device, fast_dtype), fmt, args.device)  # the same module, cast in place
     fast_s, fast_padded = run_batched(fast, chains, args.batch_tokens, args.device)
-    # same chains, both paths: the scores must agree up to the bf16 rounding
-    check = chains[:4]
-    diff = max(abs(a - b) for x, y in zip(fast.score_rows(*zip(*check)),
-                                          PRMModel.wrap(model.to(args.device, torch.float32), fmt,
-                                                        args.device).score_rows(*zip(*check)))
-               for a, b in zip(x, y))
+    diff = max(abs(a - b) for x, y in zip(fast.score_rows(*zip(*check)), reference) for a, b in zip(x, y))
     rate = matmul_rate(args.device, fast_dtype, args.matmul_size if args.device.startswith("cuda") else 1024,
                        repeats=20 if args.device.startswith("cuda") else 5)
     result = {
