@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from tasks.prm_format import render_ids
+
 from .batching import plan_batches
 from .config import PRMConfig, resolve_format
 from .text import load_tokenizer, render_candidates
-from tasks.prm_format import render_ids
 
 __all__ = ["PRMScorer"]
 
