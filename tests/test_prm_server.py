@@ -257,3 +257,17 @@ def test_cli_serve_refuses_a_prm_it_cannot_load(tmp_path):
         process.kill()
         process.wait()
         stderr.close()
+
+
+def test_tokenizer_disagreement_refuses_to_serve(tmp_path):
+    """tokenizer.json changed so that it drops spaces, while transformers 5's AutoTokenizer imposes Qwen2's
+    byte-level pre-tokenizer on a qwen2 directory: the ids differ, the tags would move, the start fails."""
+    require_torch()
+    import json
+
+    directory = build_prm(tmp_path / "tc", "token_classification", seed=8)
+    spec = json.loads((directory / "tokenizer.json").read_text())
+    spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, spec["pre_tokenizer"]]}
+    (directory / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="give different ids for the same chain"):
+        _serve(directory)

@@ -28,7 +28,7 @@ from .prm import PRMConfig, resolve_format
 from .prm.aggregate import aggregate, first_error
 from .prm.engine import Job, PRMEngine, Scored
 from .prm.process import PRMProcess
-from .prm.text import check_labels, load_tokenizer, render_candidates
+from .prm.text import PROBE, check_labels, load_tokenizer, render_candidates
 from .proto import verifier_pb2 as pb
 
 __all__ = ["PRMService", "StepsBackend", "CandidatesBackend", "start_prm"]
@@ -84,6 +84,11 @@ def start_prm(config: PRMConfig, queue_capacity: int) -> PRMService:
                        batch_tokens=config.batch_tokens, max_wait_s=config.max_wait_s, timeout_s=config.timeout_s,
                        capacity=queue_capacity)
     info = engine.start()
+    if info["probe"] != render_ids(tokenizer, fmt, *PROBE):
+        engine.close(grace_s=0)
+        raise ValueError(f"{config.dir}: tokenizer.json and transformers' AutoTokenizer give different ids for the "
+                         "same chain; the server (tokenizer.json) would read scores at other places than the "
+                         "trainer put them")
     log.info("PRM %s served: %s", config.dir, fmt)
     return PRMService(config, fmt, tokenizer, engine, info)
 

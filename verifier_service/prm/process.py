@@ -6,7 +6,8 @@ takes down only this process, and a hung forward pass can be killed. Started wit
 the child begins clean (no copy of the server's threads or gRPC state).
 
 Protocol (one request in flight at a time; only the batcher thread talks to the process):
-  child  -> parent  ("ready", info) once loaded, or ("failed", reason)
+  child  -> parent  ("ready", info) once loaded, or ("failed", reason); info["probe"] is PROBE
+                    rendered by transformers' AutoTokenizer, for the parent to compare with its own
   parent -> child   (op, payload)  op "rows": (rows, positions); op "candidates": (prefix, suffixes, positions)
   child  -> parent  ("ok", result) or ("error", reason) for an exception of the forward pass
 A dead child shows as end-of-file on the pipe.
@@ -43,14 +44,20 @@ class PRMFailed(RuntimeError):
 
 
 def _child_main(conn: Any, directory: str, fmt: dict[str, Any], device: str) -> None:
+    from transformers import AutoTokenizer
+
+    from tasks.prm_format import render_ids
+
     from .model import PRMModel
+    from .text import PROBE
 
     try:
         model = PRMModel.load(directory, PRMFormat.from_dict(fmt), device)
+        probe = render_ids(AutoTokenizer.from_pretrained(directory), model.fmt, *PROBE)
     except Exception as exc:  # the boundary: the parent reports why the model did not load
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", model.describe()))
+    conn.send(("ready", {**model.describe(), "probe": probe}))
     ops = {"rows": model.score_rows, "candidates": model.score_candidates}
     while True:
         try:
@@ -109,7 +116,7 @@ class PRMProcess:
             raise PRMStartError(f"the PRM could not load {self.directory}: {message[1]}")
         self.info = message[1]
         log.info("PRM process %d loaded %s in %.1f s (%s)", proc.pid, self.directory, time.monotonic() - started,
-                 self.info)
+                 {k: v for k, v in self.info.items() if k != "probe"})
         return self.info
 
     def call(self, op: str, payload: tuple, deadline: float) -> Any:

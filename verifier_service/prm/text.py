@@ -13,7 +13,11 @@ from typing import Any, Sequence
 
 from tasks.prm_format import PRMFormat, label_token_ids, render_ids, tokenize
 
-__all__ = ["FastTokenizer", "load_tokenizer", "render_candidates", "check_labels"]
+__all__ = ["FastTokenizer", "load_tokenizer", "render_candidates", "check_labels", "PROBE"]
+
+# A chain rendered both by the server (tokenizer.json) and, in the PRM process, by transformers'
+# AutoTokenizer (what the trainer uses): different ids would mean scores read at the wrong places.
+PROBE = ("What is 12 + 30? Answer in words.", ["12 + 30 = 42.", "So the answer is forty-two."])
 
 
 class FastTokenizer:
