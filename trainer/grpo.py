@@ -190,6 +190,8 @@ class Batch:
     zero_std_sampled: int       # zero-variance groups among all groups sampled, every round
     seconds: dict[str, float]   # generate, reward (waited for after generation), reward_busy
     sampler_stats: Counter      # step sampler counts (accept rates), empty for plain groups
+    reward_mean_sampled: float  # over every judged completion sampled, all rounds (the batch's is biased
+                                # toward groups with signal under dynamic sampling)
 
 
 def _draw_count(B: int, useful: int, drawn: int) -> int:
@@ -226,16 +228,16 @@ def sample_batch(cfg: GRPOConfig, engine: Any, sampler: StepSampler | None, clie
             return score_completions(client, [p for p in batch[start:start + len(part)] for _ in range(G)],
                                      [c.text for g in part for c in g.completions], rewards_cfg)
 
-        if sampler is not None:
+        if sampler is not None:  # steps are scored inside the sampler; the outcome after it, not overlapped
             t = time.monotonic()
-            groups, sampler_counts = sampler.sample(batch, prompts, G)
-            stats.update(sampler_counts)
-            t_gen = time.monotonic() - t
-            t = time.monotonic()
+            groups, counts = sampler.sample(batch, prompts, G)
+            stats.update(counts)
+            t_scoring = time.monotonic()
             parts = [score(0, groups)]
-            seconds["generate"] += t_gen
-            seconds["reward"] += time.monotonic() - t
-            seconds["reward_busy"] += time.monotonic() - t
+            scoring = time.monotonic() - t_scoring
+            seconds["generate"] += t_scoring - t
+            seconds["reward"] += scoring
+            seconds["reward_busy"] += scoring
         else:
             groups, parts, timing = generate_and_score(engine, prompts, G, sampling, score, r.score_chunks)
             seconds["generate"] += timing.generate
@@ -255,9 +257,11 @@ def sample_batch(cfg: GRPOConfig, engine: Any, sampler: StepSampler | None, clie
     chosen = useful[:B]
     chosen += [b for b in range(len(groups_all)) if zero_all[b]][:B - len(chosen)]
     chosen.sort()  # sampling order
-    scored = merge_scored(scored_parts).rows([b * G + g for b in chosen for g in range(G)])
-    return Batch([problems_all[b] for b in chosen], [groups_all[b] for b in chosen], scored, rounds,
-                 len(problems_all), sum(zero_all), seconds, stats)
+    everything = merge_scored(scored_parts)
+    judged = [x for x, ok in zip(everything.rewards, everything.valid) if ok]
+    return Batch([problems_all[b] for b in chosen], [groups_all[b] for b in chosen],
+                 everything.rows([b * G + g for b in chosen for g in range(G)]), rounds, len(problems_all),
+                 sum(zero_all), seconds, stats, sum(judged) / len(judged) if judged else float("nan"))
 
 
 # ---------------------------------------------------------------- setup helpers
@@ -447,6 +451,7 @@ def train(cfg: GRPOConfig, *,
                 "statuses": {k: dict(v) for k, v in scored.statuses.items()}, "unjudged": scored.unjudged,
                 "zero_std_groups": int(adv.zero_std.sum()), "zero_std_fraction": _mean(adv.zero_std),
                 "sampling_rounds": sampled.rounds, "prompts_sampled": sampled.prompts_sampled,
+                "reward_mean_sampled": sampled.reward_mean_sampled,
                 "zero_std_groups_sampled": sampled.zero_std_sampled,
                 "kept": K, "completions": N,
                 "loss": sum(losses) / len(losses) if losses else float("nan"),

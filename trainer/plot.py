@@ -22,7 +22,7 @@ __all__ = ["PANELS", "read_metrics", "series", "plot_run", "main"]
 
 # panel title -> metric keys drawn in it ("a/b" reads nested dicts, e.g. seconds/generate)
 PANELS: dict[str, tuple[str, ...]] = {
-    "reward": ("reward_mean", "reward_math", "reward_code", "reward_steps"),
+    "reward": ("reward_mean", "reward_mean_sampled", "reward_math", "reward_code", "reward_steps"),
     "loss": ("loss",),
     "KL / entropy": ("kl", "entropy"),
     "grad norm": ("grad_norm",),

@@ -132,6 +132,7 @@ def test_dynamic_sampling_logging_and_plot(tmp_path, verifier_address):
     assert first["sampling_rounds"] > 1 and first["prompts_sampled"] > 4
     assert first["completions"] == 4 * 8  # the batch keeps its size: useful groups first, then zero ones
     assert first["zero_std_groups_sampled"] >= first["zero_std_groups"]
+    assert first["reward_mean_sampled"] <= first["reward_mean"]  # the set-aside groups were all wrong
     assert first["kept"] == 8 * (4 - first["zero_std_groups"])
     assert set(first["seconds"]) >= {"generate", "reward", "reward_busy", "logprobs", "update", "total"}
     assert 0 <= first["reward_overlap_fraction"] <= 1
