@@ -60,3 +60,20 @@ def test_torchrun_two_gloo_ranks_two_steps(tmp_path):
     blob = torch.load(final / "recipe_state.pt", weights_only=False)
     assert blob["step"] == 2 and blob["data_position"] == 2 * PROMPTS
     assert blob["optimizer"]["state"]  # the full optimizer state, gathered from both ranks
+
+
+@pytest.mark.slow
+def test_bench_fsdp_tiny_on_cpu_agrees(tmp_path):
+    """bench/bench_fsdp.py's CPU check: one process and two gloo ranks give the same per-step losses,
+    log-probs and gradients of the tiny fp32 model (so the GPU run compares like with like)."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/bench_fsdp.py"), "--tiny", "--device", "cpu",
+                           "--steps", "3", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert len(report["per_step"]["2"]["loss"]) == 3
+    assert all(v < 1e-5 for v in report["max_rel_diff"].values()), report["max_rel_diff"]
+    losses = report["per_step"]["1"]["loss"]
+    assert losses[0] != losses[-1]  # the loss follows the weights, so agreeing is not trivial
+    assert report["scaling_efficiency"] > 0
