@@ -152,7 +152,12 @@ class PRMEngine:
                     left = [e for later in passes[i:] for e in later]
                     self._answer(left, Scored("unavailable", reason="the server shut down before this item ran"))
                     return
-                self._run(batch)
+                try:
+                    self._run(batch)
+                except Exception as exc:  # the thread's boundary: a bug fails its pass, not every later call
+                    log.exception("PRM batcher failed on a pass")
+                    self._answer([e for e in batch if not e.future.done()],
+                                 Scored("internal_error", reason=f"PRM batcher error: {type(exc).__name__}: {exc}"))
 
     def _run(self, batch: list[_Entry]) -> None:
         now = time.monotonic()
