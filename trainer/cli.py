@@ -23,6 +23,9 @@ RECIPES = {
     "grpo": ("trainer.config:load_config", "trainer.grpo:train", ("step", "reward_mean", "reward_history")),
     "sft": ("trainer.sft_config:load_sft_config", "trainer.sft:train", ("step", "loss", "eval_history", "model_dir")),
     "prm": ("trainer.prm_config:load_prm_config", "trainer.prm:train", ("step", "loss", "eval_f1", "model_dir")),
+    "rm": ("trainer.rm_config:load_rm_config", "trainer.reward_model:train", ("step", "loss", "eval_history", "model_dir")),
+    "dpo": ("trainer.dpo_config:load_dpo_config", "trainer.dpo:train", ("step", "loss", "eval_history", "model_dir")),
+    "ppo": ("trainer.ppo_config:load_ppo_config", "trainer.ppo:train", ("step", "reward_mean", "reward_history", "model_dir")),
 }  # rm, prm, dpo, ppo join here (issue 4)
 
 

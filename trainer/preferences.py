@@ -68,14 +68,21 @@ class PairStats:
 def synthetic_pairs(problems: Sequence[Problem], *, seed: int = 0, prompt_style: str = "", tokenizer: Any = None,
                     chat: bool = False, kinds: Sequence[str] | None = None) -> list[PreferencePair]:
     """One pair per synthetic problem: reference solution over a corrupted chain (corruption kinds
-    drawn from `kinds`, all of `tasks.corruptions.KINDS` by default; deterministic by `seed`)."""
+    drawn from `kinds`, all of `tasks.corruptions.KINDS` by default; deterministic by `seed`). A problem
+    that no corruption of those kinds fits (e.g. "operation" where every other operation leaves the
+    value range) gives no pair."""
     from tasks.corruptions import KINDS, step_chains
     from tasks.prompts import format_prompt
     from tasks.synthetic import STEP_SEPARATOR, reference_steps
-    wrong = step_chains(problems, seed=seed, error_fraction=1.0, kinds=tuple(kinds or KINDS))
-    return [PreferencePair(format_prompt(p, prompt_style or None, tokenizer=tokenizer, chat=chat),
-                           STEP_SEPARATOR.join(reference_steps(p)), STEP_SEPARATOR.join(c.steps))
-            for p, c in zip(problems, wrong)]
+    pairs = []
+    for p in problems:
+        try:  # one problem at a time: the corruption RNG is seeded per problem, so this is the batch result
+            (wrong,) = step_chains([p], seed=seed, error_fraction=1.0, kinds=tuple(kinds or KINDS))
+        except ValueError:
+            continue
+        pairs.append(PreferencePair(format_prompt(p, prompt_style or None, tokenizer=tokenizer, chat=chat),
+                                    STEP_SEPARATOR.join(reference_steps(p)), STEP_SEPARATOR.join(wrong.steps)))
+    return pairs
 
 
 def pairs_from_verdicts(prompts: Sequence[str], texts: Sequence[Sequence[str]],

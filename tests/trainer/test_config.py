@@ -9,9 +9,10 @@ import pytest
 from trainer.cli import main
 from trainer.config import GRPOConfig, load_config
 
-# GRPO configs; sft_*.yaml are the SFT recipe's (tests/trainer/test_sft.py loads them)
+# GRPO configs; <recipe>_*.yaml belong to the other recipes (each recipe's test file loads them)
+OTHER_RECIPES = ("sft_", "prm_", "rm_", "dpo_", "ppo_")
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")
-                 if not p.name.startswith("sft_"))
+                 if not p.name.startswith(OTHER_RECIPES))
 
 
 def test_configs_exist():
