@@ -374,7 +374,7 @@ def _load_model(cfg: PRMConfig, out: Path) -> tuple[Any, Any]:
         model_dir = Path(cfg.resume) / "model"
     elif cfg.model.tiny:
         from trainer.tiny import build_tiny
-        model_dir = build_tiny(out / "tiny_model", seed=cfg.model.tiny_seed)
+        model_dir = build_tiny(out / "tiny_model", seed=cfg.model.tiny_seed, config=cfg.tiny)
     else:
         model_dir = Path(cfg.model.path)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

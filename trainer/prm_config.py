@@ -21,6 +21,7 @@ from typing import Sequence
 from tasks.prm_format import AGGREGATIONS
 from trainer.config import ModelConfig, OptimConfig, _one_of, apply_overrides, from_dict, to_dict
 from trainer.rollout import ENGINES
+from trainer.tiny import TinyConfig
 
 __all__ = ["PRMDataConfig", "ShepherdConfig", "PRMFormatConfig", "PRMEvalConfig", "PRMConfig", "PRM_SOURCES",
            "TRUNCATION", "LABEL_KINDS", "load_prm_config", "to_dict"]
@@ -120,6 +121,7 @@ class PRMConfig:
     checkpoint_every: int = 0      # steps; 0: only the final one
     resume: str = ""               # a checkpoint directory written by this recipe
     model: ModelConfig = field(default_factory=lambda: ModelConfig(tiny=True))
+    tiny: TinyConfig = field(default_factory=TinyConfig)  # the backbone's shape when model.tiny
     data: PRMDataConfig = field(default_factory=PRMDataConfig)
     shepherd: ShepherdConfig = field(default_factory=ShepherdConfig)
     format: PRMFormatConfig = field(default_factory=PRMFormatConfig)
