@@ -21,22 +21,29 @@ ROOT = Path(__file__).resolve().parents[2]
 PROMPTS, GROUP = 4, 32  # one-token answers to "7": with 32 samples a group, some group has signal (seeded)
 
 
-@pytest.mark.slow
-def test_torchrun_two_gloo_ranks_two_steps(tmp_path):
-    from safetensors.torch import load_file
-    data = tmp_path / "problems.jsonl"
-    data.write_text("".join(json.dumps(Problem(id=f"q{i}", prompt=f"Question {i}: which number?\n",
-                                               gold="7").to_dict()) + "\n" for i in range(16)))
-    out = tmp_path / "run"
+def torchrun(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "trainer.cli", "grpo", "--config", str(ROOT / "configs/demo.yaml"),
             "steps=2", "rollout.engine=hf", f"out_dir={out}", "data.source=jsonl", f"data.path={data}",
             "data.prompt_style=bare", "rollout.max_tokens=1", f"rollout.prompts_per_step={PROMPTS}",
             f"rollout.group_size={GROUP}", "optim.lr=1e-2", "algo.mini_batches=2", "algo.micro_batch_size=16",
-            "reward.server_math_workers=1", "log.progress=false", "checkpoint_every=1"]
+            "reward.server_math_workers=1", "log.progress=false", "checkpoint_every=1", *extra]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_ranks_two_steps_and_resume(tmp_path):
+    """Two steps; then the run resumed from its step-1 checkpoint (under torchrun: the optimizer state
+    is re-sharded from the full state dict) ends with the same step-2 metrics and weights."""
+    from safetensors.torch import load_file
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(Problem(id=f"q{i}", prompt=f"Question {i}: which number?\n",
+                                               gold="7").to_dict()) + "\n" for i in range(16)))
+    out = tmp_path / "run"
+    proc = torchrun(data, out)
     printed = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
     assert printed["step"] == 2  # each rank prints its result; every rank has the same global metrics
 
@@ -60,6 +67,16 @@ def test_torchrun_two_gloo_ranks_two_steps(tmp_path):
     blob = torch.load(final / "recipe_state.pt", weights_only=False)
     assert blob["step"] == 2 and blob["data_position"] == 2 * PROMPTS
     assert blob["optimizer"]["state"]  # the full optimizer state, gathered from both ranks
+
+    resumed = tmp_path / "resumed"
+    torchrun(data, resumed, f"resume={out / 'checkpoint-1'}")
+    again = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in again] == [2]
+    assert metrics[1]["kept"] > 0  # step 2 updates the weights (seeded), so equal weights say something
+    for key in ("reward_mean", "loss", "grad_norm", "kept", "statuses"):
+        assert again[0][key] == metrics[1][key], key
+    end = load_file(resumed / "checkpoint-2-final" / "model" / "model.safetensors")
+    assert all(torch.equal(end[k], v) for k, v in load_file(final / "model" / "model.safetensors").items())
 
 
 @pytest.mark.slow
