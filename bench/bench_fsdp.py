@@ -6,6 +6,8 @@ Usage (the GPU run; NCCL_NVLS_ENABLE=0 is set for every process):
     .venv/bin/python bench/bench_fsdp.py --nproc 2 --steps 6 [--out docs/bench_fsdp.json]
 Check on the CPU (gloo, a tiny fp32 model, seconds):
     .venv/bin/python bench/bench_fsdp.py --tiny --device cpu
+The same random model as a directory, for a whole GRPO run under torchrun (generation included):
+    .venv/bin/python bench/bench_fsdp.py --save-model /tmp/qwen2_05b_random
 
 The model is a random Qwen2 with the shape of Qwen2-0.5B (hidden 896, 24 layers, 14 heads, 2 KV heads,
 intermediate 4864, vocab 151936, tied embeddings) in bf16 on cuda; `--tiny` is hidden 128, 2 layers,
@@ -80,6 +82,22 @@ def build_rollouts(args: argparse.Namespace, vocab: int):
     r = collate(groups, 0)
     adv = torch.cat(advantages)[:, None] * r.mask                                     # [rows, T]
     return r, adv
+
+
+def save_model(args: argparse.Namespace) -> None:
+    """The bench's model as a directory GRPO loads: ids the char tokenizer lacks decode to nothing, so
+    the model's larger vocabulary is harmless (it samples noise; the run exercises the code path)."""
+    from trainer.tiny import EOS, build_tokenizer
+    tokenizer = build_tokenizer()
+    args.dtype = "float32"
+    model = build_model(args, "cpu")
+    eos = tokenizer.convert_tokens_to_ids(EOS)
+    model.config.eos_token_id = model.config.bos_token_id = eos
+    model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = model.generation_config.bos_token_id = eos
+    model.save_pretrained(args.save_model, safe_serialization=True)
+    tokenizer.save_pretrained(args.save_model)
+    print(json.dumps({"saved": args.save_model, "parameters": sum(p.numel() for p in model.parameters())}))
 
 
 def _sync(device: str) -> None:
@@ -223,6 +241,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="", help="also write the JSON here")
+    parser.add_argument("--save-model", default="", metavar="DIR",
+                        help="write the random model (fp32) with trainer/tiny.py's char tokenizer to DIR, for a "
+                             "GRPO run under torchrun (model.path=DIR), and exit")
     args = parser.parse_args()
     args.dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
     for key, full, tiny in (("prompts", 16, 4), ("group", 8, 4), ("prompt_len", 128, 16), ("completion_len", 512, 24)):
@@ -230,6 +251,9 @@ def main() -> None:
             setattr(args, key, tiny if args.tiny else full)
     if args.role == "worker":
         worker(args)
+        return
+    if args.save_model:
+        save_model(args)
         return
     if args.prompts % args.nproc:
         parser.error(f"--prompts {args.prompts} must divide by --nproc {args.nproc}")
