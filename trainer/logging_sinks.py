@@ -61,7 +61,6 @@ class MetricSinks:
     def __init__(self, out_dir: str | Path, cfg: LogConfig, *, total_steps: int, first_step: int = 0,
                  config: Mapping[str, Any] | None = None):
         self.out = Path(out_dir)
-        self.jsonl = open(self.out / "metrics.jsonl", "a")
         self.tb = self.wandb_run = self.bar = None
         if cfg.tensorboard:
             try:
@@ -78,6 +77,7 @@ class MetricSinks:
             os.environ.setdefault("WANDB_MODE", "offline")
             self.wandb_run = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name or None,
                                         dir=str(self.out), config=dict(config or {}), resume="allow")
+        self.jsonl = open(self.out / "metrics.jsonl", "a")  # after the checks: nothing to close on an error
         if cfg.progress:
             from tqdm import tqdm
             self.bar = tqdm(total=total_steps, initial=first_step, unit="step", dynamic_ncols=True)

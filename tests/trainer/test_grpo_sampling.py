@@ -164,3 +164,22 @@ def test_plot_refuses_a_directory_without_metrics(tmp_path, capsys):
 def test_new_config_keys_are_checked(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(ROOT / "configs/demo.yaml", overrides)
+
+
+def test_flatten_scalars_and_json_line():
+    from trainer.logging_sinks import flatten_scalars, json_line
+    metrics = {"step": 3, "loss": float("nan"), "seconds": {"generate": 1.5, "reward": 0}, "ok": True,
+               "statuses": {"math": {"CORRECT": 2}}, "note": "x"}
+    assert flatten_scalars(metrics) == {"step": 3.0, "seconds/generate": 1.5, "seconds/reward": 0.0,
+                                        "statuses/math/CORRECT": 2.0}
+    assert json.loads(json_line(metrics))["loss"] is None
+
+
+def test_a_sink_asked_for_but_missing_is_an_error(tmp_path):
+    import importlib.util
+
+    from trainer.logging_sinks import LogConfig, MetricSinks
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    with pytest.raises(RuntimeError, match="pip install wandb"):
+        MetricSinks(tmp_path, LogConfig(wandb=True, progress=False), total_steps=1)
