@@ -109,8 +109,8 @@ def test_hf_engine_stops_at_stop_strings(tiny_dir):
 
 def test_dynamic_sampling_logging_and_plot(tmp_path, verifier_address):
     """A random policy rarely answers '7', so most groups have zero variance: dynamic sampling draws
-    more prompts (logged), the metrics reach metrics.jsonl, TensorBoard and the on_step callback, and
-    `verirl plot` draws the run."""
+    more prompts (logged), the metrics reach metrics.jsonl, TensorBoard and the on_step callback (which
+    ends the run early), and `verirl plot` draws the run."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from trainer.grpo import train
@@ -120,14 +120,20 @@ def test_dynamic_sampling_logging_and_plot(tmp_path, verifier_address):
                             + "\n" for i in range(64)))
     out = tmp_path / "run"
     cfg = load_config(ROOT / "configs/demo.yaml", [
-        "steps=2", "rollout.engine=hf", f"out_dir={out}", f"data.path={data}", "data.source=jsonl",
+        "steps=3", "rollout.engine=hf", f"out_dir={out}", f"data.path={data}", "data.source=jsonl",
         f"reward.address={verifier_address}", "rollout.max_tokens=1", "rollout.prompts_per_step=4",
         "rollout.group_size=8", "rollout.score_chunks=2", "algo.dynamic_sampling=true", "algo.max_sampling_rounds=2",
         "log.tensorboard=true", "log.progress=false", "optim.lr=1e-2"])
     seen = []
-    train(cfg, on_step=lambda step, m, policy: seen.append((step, m["reward_mean"])))
+
+    def on_step(step, metrics, policy):
+        seen.append((step, metrics["reward_mean"]))
+        return step == 2  # ends the run after step 2 of 3
+
+    result = train(cfg, on_step=on_step)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [s for s, _ in seen] == [1, 2] and [r for _, r in seen] == [m["reward_mean"] for m in rows]
+    assert result["step"] == 2 and (out / "checkpoint-2-final" / "model").is_dir()
     first = rows[0]
     assert first["sampling_rounds"] > 1 and first["prompts_sampled"] > 4
     assert first["completions"] == 4 * 8  # the batch keeps its size: useful groups first, then zero ones
