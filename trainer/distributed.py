@@ -137,14 +137,21 @@ def shard_model(model: Any, world: World) -> Any:
 @contextlib.contextmanager
 def gathered(model: Any) -> Iterator[Any]:
     """The full parameters on every rank for a no-grad phase (generation, log-probs): forwards inside
-    need no collective, so ranks may run different numbers of them."""
-    model.unshard()
-    model.set_reshard_after_forward(False)
+    need no collective, so ranks may run different numbers of them (none, too)."""
+    from torch.distributed.fsdp import FSDPModule
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]  # root first, same order on every rank
+    for unit in units:
+        unit.unshard()  # not recursive: every unit by itself
+    model.set_reshard_after_forward(False)  # recursive
     try:
         yield model
     finally:
+        # back to fully_shard's defaults: layers reshard after forward, the root does not (its
+        # parameters are needed again at once in backward)
         model.set_reshard_after_forward(True)
-        model.reshard()
+        model.set_reshard_after_forward(False, recurse=False)
+        for unit in units:
+            unit.reshard()
 
 
 def global_scale(mask: torch.Tensor, max_tokens: int) -> BatchScale:
@@ -268,7 +275,17 @@ def train(cfg: GRPOConfig, *,
           on_step: Callable[[int, dict[str, Any], Any], bool | None] | None = None) -> dict[str, Any]:
     """`grpo.train` on every rank of a torchrun job (see the module docstring)."""
     check_supported(cfg, world_size())
+    owned = not dist.is_initialized()  # a caller's process group is the caller's to end
     world = init(cfg.model.device)
+    try:
+        return _run(cfg, world, on_step)
+    finally:
+        if owned:
+            dist.destroy_process_group()
+
+
+def _run(cfg: GRPOConfig, world: World,
+         on_step: Callable[[int, dict[str, Any], Any], bool | None] | None) -> dict[str, Any]:
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)

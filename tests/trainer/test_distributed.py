@@ -1,10 +1,12 @@
 """The several-process path (trainer/distributed.py) on the CPU with two gloo processes: the sharded
 gradient and loss of a batch spread over the ranks equal the one-process gradient and loss of the same
-global batch, whatever the split (uneven micro-batch counts, a rank with no rows); the settings the
-path does not handle are errors naming the key."""
+global batch, whatever the split (uneven micro-batch counts, a rank with no rows); inside `gathered`
+ranks may run different numbers of forwards; the settings the path does not handle are errors naming
+the key."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -53,18 +55,36 @@ def batch_inputs(model, seed: int = 1) -> dict[str, torch.Tensor]:
     return {"adv": torch.randn(r.mask.shape, generator=g) * r.mask, "old": old, "ref": old - 0.05 * r.mask}
 
 
+def check_gathered(model, r: Rollouts, rank: int) -> tuple[bool, bool]:
+    """Inside `gathered`, rank 0 runs three forwards and rank 1 none (no collective may be waited
+    for); returns (full parameters inside, this rank's shards again after)."""
+    from torch.distributed.tensor import DTensor
+
+    from trainer import distributed
+    layer = model.model.layers[0].mlp.up_proj
+    full_shape = (model.config.intermediate_size, model.config.hidden_size)
+    with distributed.gathered(model):
+        inside = tuple(layer.weight.shape) == full_shape and not isinstance(layer.weight, DTensor)
+        for _ in range(3 if rank == 0 else 0):
+            no_grad_logprobs(model, r, 1.0, 8)
+    after = layer.weight.to_local().shape[0] == full_shape[0] // 2
+    return inside, after
+
+
 def _worker(rank: int, world: int, init_file: str, tiny_dir: str, inputs: dict, out: str) -> None:
     """One rank: the sharded tiny model, its rows of the batch, every split x aggregation."""
     import torch.distributed as dist
 
     from trainer import distributed
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    # a short timeout: a collective one rank waits for in vain fails the test instead of hanging it
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
     try:
         w = distributed.init("cpu")
         model = distributed.shard_model(load_tiny(Path(tiny_dir)), w)
         r = make_rollouts(model.config.vocab_size, 1)
-        results = {}
+        results = {"gathered": check_gathered(model, r, rank)}
         for split, rows in SPLITS.items():
             part = torch.tensor(rows[rank], dtype=torch.long)
             for aggregation in sorted(AGGREGATIONS):
@@ -91,6 +111,7 @@ def test_sharded_gradients_equal_one_process(tiny_dir, tmp_path):
     out = tmp_path / "sharded.pt"
     mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), str(tiny_dir), inputs, str(out)), nprocs=2, join=True)
     sharded = torch.load(out, weights_only=False)
+    assert sharded.pop("gathered") == (True, True)
 
     scale = BatchScale(tokens=float(r.mask.sum()), sequences=8.0, max_tokens=MAX_TOKENS)
     for aggregation in sorted(AGGREGATIONS):
