@@ -18,7 +18,9 @@ old log-probs without a graph, then one optimizer step (AdamW) accumulated over 
 `--micro` rows (the ratio is taken to the first step's log-probs, as in later PPO epochs over one
 batch, so that the loss moves with the weights), the loss divided by the batch's token total (DAPO's token aggregation), grad clipping.
 With N processes every rank holds its share of whole groups (`--prompts` must divide by N).
-`logp_mean` (each step's mean log-prob of the batch's tokens) tracks the weights of both runs.
+`logp_mean` (each step's mean log-prob of the batch's tokens) tracks the weights of both runs. The
+first step compares like with like (same weights); later steps add the drift of bf16 rounding
+through AdamW (whose update is about lr per element whatever the gradient's size).
 
 The single-device run and the N-process run are separate processes (this script with `--role
 worker`); the parent compares them and prints one JSON object: per-step loss and grad norm of both,
@@ -238,7 +240,8 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, help="longest prompt (default 128; --tiny 16)")
     parser.add_argument("--completion-len", type=int, help="longest completion (default 512; --tiny 24)")
     parser.add_argument("--micro", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-6)
+    parser.add_argument("--lr", type=float, default=1e-5,
+                        help="bf16 weights move only where lr exceeds their resolution (~1e-4 at 0.02)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="", help="also write the JSON here")
     parser.add_argument("--save-model", default="", metavar="DIR",
