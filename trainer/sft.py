@@ -81,12 +81,22 @@ def example_from_record(record: Mapping[str, Any], tokenizer: Any) -> Example:
 
 
 def synthetic_examples(problems: Sequence[Problem], cfg: SFTConfig, tokenizer: Any) -> list[Example]:
-    """Prompts exactly as GRPO formats them (same style, same chat setting), reference solutions as targets."""
+    """Prompts exactly as GRPO formats them (same style, same chat setting), reference solutions as targets;
+    with `data.early_answer_fraction`, that share of the multi-step problems (picked by the data seed)
+    gets a teacher's early answer instead: the first step, then its result as the final answer."""
     from tasks.prompts import format_prompt
-    from tasks.synthetic import STEP_SEPARATOR, reference_steps
+    from tasks.synthetic import STEP_SEPARATOR, format_answer, reference_steps
     d = cfg.data
-    return [Example(format_prompt(p, d.prompt_style or None, tokenizer=tokenizer, chat=d.chat),
-                    STEP_SEPARATOR.join(reference_steps(p))) for p in problems]
+    rng = random.Random(f"early-answer:{d.seed}")
+
+    def target(p: Problem) -> str:
+        steps = reference_steps(p)
+        if len(steps) > 2 and rng.random() < d.early_answer_fraction:  # steps end with the "####" line
+            steps = [steps[0], format_answer(p.metadata["values"][1], p.metadata.get("answer_style", "hashes"))]
+        return STEP_SEPARATOR.join(steps)
+
+    return [Example(format_prompt(p, d.prompt_style or None, tokenizer=tokenizer, chat=d.chat), target(p))
+            for p in problems]
 
 
 def _synthetic_problems(cfg: SFTConfig, n: int, split: str) -> list[Problem]:

@@ -36,6 +36,10 @@ class SFTDataConfig:
     min_steps: int = 2             # synthetic difficulty knobs (tasks.synthetic.SyntheticConfig)
     max_steps: int = 3
     max_value: int = 99
+    # synthetic: the share of multi-step problems whose target is an imperfect teacher's solution that
+    # answers right after its first step ("a + b = c\n#### c"): the demo's warm-up imitates a teacher
+    # that often stops early, and GRPO with verifier rewards has to unlearn it. 0: reference solutions.
+    early_answer_fraction: float = 0.0
     prompt_style: str = ""         # synthetic: a tasks.prompts.PROMPTS name; "" picks by problem
     chat: bool = False             # synthetic: render the prompt through the tokenizer's chat template
     max_length: int = 512          # tokens per row; longer examples are dropped (and counted), not cut
@@ -45,6 +49,8 @@ class SFTDataConfig:
         _one_of(self.source, SFT_SOURCES, "data.source")
         if self.source == "jsonl" and not self.path:
             raise ValueError("data.path is required with data.source=jsonl")
+        if not 0.0 <= self.early_answer_fraction <= 1.0:
+            raise ValueError("data.early_answer_fraction must be in [0, 1]")
         if self.max_length < 2 or self.num_examples < 1:
             raise ValueError("data.max_length must be >= 2 and data.num_examples >= 1")
 

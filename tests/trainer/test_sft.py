@@ -219,3 +219,28 @@ def test_cli_print_config_and_error(capsys):
     assert printed["steps"] == 7 and printed["data"]["source"] == "synthetic"
     assert main(["sft", "--config", config, "stepz=7"]) == 2
     assert "stepz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_early_answer_teacher(tok, fraction):
+    """data.early_answer_fraction: multi-step problems get "first step, then its result as the answer"
+    (wrong unless the chain happens to come back to that value); one-step problems keep their reference
+    solution."""
+    from tasks.synthetic import check_steps, split_solution
+    from trainer.sft import _synthetic_problems, synthetic_examples
+    cfg = load_sft_config(None, ["data.source=synthetic", "data.min_steps=1", "data.max_steps=3", "data.max_value=20",
+                                 f"data.early_answer_fraction={fraction}"])
+    problems = _synthetic_problems(cfg, 200, "train")
+    examples = synthetic_examples(problems, cfg, tok)
+    wrong = 0
+    for p, ex in zip(problems, examples):
+        steps = split_solution(ex.completion)
+        multi = len(p.metadata["ops"]) > 1
+        if fraction and multi:
+            assert len(steps) == 2 and check_steps(p, steps)[0]
+            assert steps[1] == f"#### {p.metadata['values'][1]}"
+            wrong += steps[1] != f"#### {p.gold}"
+        else:
+            assert ex.completion == p.metadata["solution"]
+    multi = sum(len(p.metadata["ops"]) > 1 for p in problems)
+    assert multi > 100 and wrong >= (0.9 * multi if fraction else 0)
