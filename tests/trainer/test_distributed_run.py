@@ -1,6 +1,6 @@
 """`torchrun --nproc_per_node 2 -m trainer.cli grpo` on the CPU (gloo): a 2-step tiny GRPO run with
 rewards from a real verifier server, the one rank 0 starts (reward.address empty) and whose address
-it sends to rank 1. Only rank 0 writes metrics and checkpoints; metrics count the global batch; the
+it sends to rank 1, and a KL reference model. Only rank 0 writes metrics and checkpoints; metrics count the global batch; the
 checkpoint (gathered from the shards) loads as a plain transformers model with moved weights."""
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def torchrun(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
             "steps=2", "rollout.engine=hf", f"out_dir={out}", "data.source=jsonl", f"data.path={data}",
             "data.prompt_style=bare", "rollout.max_tokens=1", f"rollout.prompts_per_step={PROMPTS}",
             f"rollout.group_size={GROUP}", "optim.lr=1e-2", "algo.mini_batches=2", "algo.micro_batch_size=16",
-            "reward.server_math_workers=1", "log.progress=false", "checkpoint_every=1", *extra]
+            "reward.server_math_workers=1", "log.progress=false", "checkpoint_every=1",
+            "algo.beta=0.04", *extra]  # beta > 0: a (replicated) reference model and the KL term
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -55,6 +56,7 @@ def test_torchrun_two_gloo_ranks_two_steps_and_resume(tmp_path):
         assert 0 <= m["reward_mean"] <= 1 and m["unjudged"] == 0
     assert sum(m["kept"] for m in metrics) > 0
     assert all(math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"]) for m in metrics if m["kept"])
+    assert all(math.isfinite(m["kl"]) and m["kl"] >= 0 for m in metrics if m["kept"])
     assert printed["reward_history"] == [m["reward_mean"] for m in metrics]
 
     before = load_file(out / "tiny_model" / "model.safetensors")
