@@ -235,6 +235,8 @@ def _one_call(client, draw: Draw) -> tuple[list[str], list[str], str]:
         wrong = [] if exc.code == draw.call_error else [f"{draw.kind}/{draw.name}: call failed {exc.code} "
                                                         f"(expected {draw.call_error or 'success'}): {exc.details[:120]}"]
         return [], wrong, exc.code
+    except Exception as exc:  # the client's boundary: any other failure is a wrong answer, not a dead thread
+        return [], [f"{draw.kind}/{draw.name}: {type(exc).__name__}: {str(exc)[:120]}"], type(exc).__name__
     if draw.call_error:
         return [r.status for r in results], [f"{draw.kind}/{draw.name}: succeeded, expected {draw.call_error}"], ""
     statuses = [r.status for r in results]
@@ -334,6 +336,8 @@ def _summarise(config: LoadConfig, label: str, calls: list[_Call], memory: list[
     groups: dict[str, list[_Call]] = collections.defaultdict(list)
     for c in calls:
         groups[f"{c.kind}/{'hostile' if c.hostile else 'honest'}"].append(c)
+        if c.hostile:  # and each hostile template on its own: which ones cost the time
+            groups[f"{c.kind}/hostile/{c.name}"].append(c)
     per_group = {}
     for key, group in sorted(groups.items()):
         statuses = collections.Counter(s for c in group for s in c.statuses)

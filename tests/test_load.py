@@ -31,6 +31,15 @@ load = _import("load")
 traffic = sys.modules["load_traffic"]  # imported by load.py from bench/
 
 
+def require_torch() -> None:
+    if os.environ.get("CI"):  # under CI a missing dependency is a failure, not a skip
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    else:
+        pytest.importorskip("torch")
+        pytest.importorskip("transformers")
+
+
 def _needs_sandbox() -> None:
     if os.geteuid() != 0:
         if os.environ.get("CI"):
@@ -116,3 +125,20 @@ def test_short_hostile_run_is_clean(tmp_path):
     assert report["memory"]["processes"]["max"] >= 3  # server, its math worker, the sandbox
     table = load.markdown([report])
     assert "| t | " in table and "math/hostile" in table
+
+
+@pytest.mark.slow
+def test_steps_traffic_with_a_tiny_prm(tmp_path):
+    """Honest chains are scored OK and the 200-step chain is TOO_LONG, by a served tiny random PRM."""
+    require_torch()
+    from verifier_service.client import VerifierClient
+    prm = load.tiny_prm(str(tmp_path / "prm"))
+    server = load.ServerProcess(load.LoadConfig(workers=1, sandbox="off", prm=prm), str(tmp_path / "server.log"))
+    try:
+        with VerifierClient(server.address, timeout=120) as client:
+            for make in (traffic.honest_steps, traffic.hostile_steps):
+                draw = make(random.Random(0), 3)
+                statuses, wrong, error = load._one_call(client, draw)
+                assert wrong == [] and error == "" and statuses, (draw.name, statuses)
+    finally:
+        assert server.stop() == 0
