@@ -132,16 +132,22 @@ def read_metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_loss_falls_and_the_result_is_a_prm_directory(tmp_path):
-    """A few steps on synthetic chains: the training loss falls, weights change, and the final directory
-    is a token-classification model with the verirl_prm.json the service reads."""
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, dict]:
+    """A few steps on synthetic chains (the demo config, small)."""
+    from trainer.prm import train
+    out = tmp_path_factory.mktemp("prm")
+    return out, train(load_prm_config(ROOT / "configs/prm_demo.yaml",
+                                      QUICK + ["steps=12", "eval.every=0", "optim.lr=3e-3", f"out_dir={out}"]))
+
+
+def test_loss_falls_and_the_result_is_a_prm_directory(trained):
+    """The training loss falls, weights change, and the final directory is a token-classification model
+    with the verirl_prm.json the service reads."""
     from safetensors.torch import load_file
     from transformers import AutoModelForTokenClassification
-
-    from trainer.prm import train
-    result = train(load_prm_config(ROOT / "configs/prm_demo.yaml",
-                                   QUICK + ["steps=12", "eval.every=0", "optim.lr=3e-3", f"out_dir={tmp_path}"]))
-    metrics = read_metrics(tmp_path)
+    out, result = trained
+    metrics = read_metrics(out)
     assert [m["step"] for m in metrics] == list(range(13))
     assert metrics[0]["train_chains"] == 128 and metrics[0]["train_dropped_examples"] == 0
     first, last = sum(m["loss"] for m in metrics[1:4]) / 3, sum(m["loss"] for m in metrics[-3:]) / 3
@@ -153,8 +159,40 @@ def test_loss_falls_and_the_result_is_a_prm_directory(tmp_path):
         ("token_classification", "@", "\n", 1, 256)
     prm = AutoModelForTokenClassification.from_pretrained(model_dir)
     assert prm.config.num_labels == 2 and prm.config.id2label[1] == "correct"
-    before, after = load_file(tmp_path / "tiny_model/model.safetensors"), load_file(model_dir / "model.safetensors")
+    before, after = load_file(out / "tiny_model/model.safetensors"), load_file(model_dir / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
+
+
+def test_the_service_serves_the_trained_prm_with_the_trainers_scores(trained, tok):
+    """`verirl serve --prm DIR`'s server (real gRPC, port 0) gives the step scores the trainer computes."""
+    from transformers import AutoModelForTokenClassification
+
+    from tasks.corruptions import step_chains
+    from tasks.synthetic import SyntheticConfig, generate
+    from trainer.prm import step_probabilities
+    from verifier_service.client import VerifierClient
+    from verifier_service.config import ServerConfig
+    from verifier_service.prm.config import PRMConfig as ServedPRM
+    from verifier_service.server import create_server
+    model_dir = Path(trained[1]["model_dir"])
+    fmt = PRMFormat.load(model_dir)
+    chains = step_chains(generate(6, split="heldout", seed=1, config=SyntheticConfig(max_value=30)), seed=1)
+    encoded = [encode({"prompt": c.problem, "completions": list(c.steps), "labels": c.labels()}, tok, fmt,
+                      "error")[0] for c in chains]
+    local, _ = step_probabilities(AutoModelForTokenClassification.from_pretrained(model_dir), encoded,
+                                  tok.pad_token_id, 4, "cpu")
+    server, port = create_server(ServerConfig(address="127.0.0.1:0", math_workers=1,
+                                              prm=ServedPRM(dir=str(model_dir), device="cpu")))
+    try:
+        with VerifierClient(f"127.0.0.1:{port}") as client:
+            served = client.score_steps([{"id": str(i), "problem": c.problem, "steps": list(c.steps)}
+                                         for i, c in enumerate(chains)])
+    finally:
+        server.stop(0)
+    assert all(r.judged for r in served), served[:2]
+    for r, mine in zip(served, local):
+        assert list(r.step_scores) == pytest.approx(mine, abs=1e-4)
+        assert r.score == pytest.approx(min(mine), abs=1e-4)  # default_aggregation: min
 
 
 def test_jsonl_records_with_soft_labels(tmp_path):
