@@ -19,7 +19,8 @@ is set. Per step, with W ranks and B = prompts_per_step:
     a rank with fewer rows pads with zero-loss micro-batches (`accumulate_sharded`).
   * metrics are global (rewards, counts, loss, statuses gathered from every rank; `seconds` are rank
     0's). Only rank 0 writes metrics, samples and checkpoints; the checkpoint's weights and optimizer
-    state are the full (gathered) state dicts, the same layout as one process's checkpoint.
+    state are the full (gathered) state dicts, the same layout as one process's checkpoint (the
+    optimizer state keyed by parameter names: it resumes under torchrun, re-sharded, not in one process).
   * the verifier: `reward.address` for every rank; when empty, rank 0 starts the embedded server and
     sends its address to the others.
 
