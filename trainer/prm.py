@@ -147,8 +147,10 @@ def _synthetic_problems(cfg: PRMConfig, n: int, split: str) -> list[Problem]:
 
 
 def _synthetic_records(problems: Sequence[Problem], cfg: PRMConfig) -> list[dict[str, Any]]:
-    from tasks.corruptions import prm_records
-    return prm_records(problems, seed=cfg.data.seed, error_fraction=cfg.data.error_fraction)
+    from tasks.corruptions import step_chains
+    from tasks.stepdata import to_trl
+    d = cfg.data
+    return [to_trl(c) for c in step_chains(problems, seed=d.seed, error_fraction=d.error_fraction, kinds=d.error_kinds)]
 
 
 # ---------------------------------------------------------------- Math-Shepherd labels

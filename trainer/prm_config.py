@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from tasks.corruptions import KINDS as CORRUPTION_KINDS
 from tasks.prm_format import AGGREGATIONS
 from trainer.config import ModelConfig, OptimConfig, _one_of, apply_overrides, from_dict, to_dict
 from trainer.rollout import ENGINES
@@ -44,6 +45,7 @@ class PRMDataConfig:
     eval_path: str = ""            # jsonl: held-out records; "" holds out `eval.examples` records of `path`
     num_problems: int = 4000       # synthetic: training problems (one chain each); math_shepherd: see shepherd
     error_fraction: float = 0.5    # synthetic: share of chains corrupted (tasks.corruptions.step_chains)
+    error_kinds: tuple[str, ...] = CORRUPTION_KINDS  # synthetic: the corruptions drawn from (ablations)
     seed: int = 0                  # data order, the synthetic generator and its corruptions
     min_steps: int = 2             # synthetic difficulty knobs (tasks.synthetic.SyntheticConfig)
     max_steps: int = 3
@@ -54,6 +56,8 @@ class PRMDataConfig:
     def __post_init__(self) -> None:
         _one_of(self.source, PRM_SOURCES, "data.source")
         _one_of(self.truncation, TRUNCATION, "data.truncation")
+        for kind in self.error_kinds or ("",):
+            _one_of(kind, CORRUPTION_KINDS, "data.error_kinds")
         if self.source == "jsonl" and not self.path:
             raise ValueError("data.path is required with data.source=jsonl")
         if self.max_length < 2 or self.num_problems < 1 or not 0.0 <= self.error_fraction <= 1.0:

@@ -223,7 +223,8 @@ def test_prm_config_overrides_and_errors():
                               ("data.source=jsonl", "data.path"), ("eval.threshold=1.5", "threshold"),
                               ("format.default_aggregation=max", "format.default_aggregation"),
                               ("data.source=math_shepherd", "shepherd.policy"),
-                              ("shepherd.labels=medium", "shepherd.labels")]:
+                              ("shepherd.labels=medium", "shepherd.labels"),
+                              ("data.error_kinds=[typo]", "data.error_kinds")]:
         with pytest.raises(ValueError, match=message.replace(".", r"\.")):
             load_prm_config(ROOT / "configs/prm_demo.yaml", [override])
 
@@ -235,3 +236,28 @@ def test_cli_print_config_and_error(capsys):
     assert printed["steps"] == 7 and printed["format"]["step_tag"] == "@"
     assert main(["prm", "--config", config, "stepz=7"]) == 2
     assert "stepz" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resume_matches_uninterrupted_run(tmp_path):
+    """Stop at step 3 of 6 (a checkpoint), resume in a new directory: steps 4-6 give the same losses,
+    eval scores and weights as the uninterrupted run; the checkpoint's model is a servable PRM."""
+    from safetensors.torch import load_file
+
+    from trainer.prm import train
+    common = QUICK + ["steps=6", "eval.every=3", "checkpoint_every=3", "batch_size=4", "micro_batch_size=3"]
+    train(load_prm_config(ROOT / "configs/prm_demo.yaml", common + [f"out_dir={tmp_path / 'full'}"]))
+    assert PRMFormat.load(tmp_path / "full/checkpoint-3/model").kind == "token_classification"
+    train(load_prm_config(ROOT / "configs/prm_demo.yaml", common + [
+        f"out_dir={tmp_path / 'resumed'}", f"resume={tmp_path / 'full' / 'checkpoint-3'}"]))
+    full, resumed = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "resumed")
+    assert [m["step"] for m in resumed] == [4, 5, 6]
+    for a, b in zip(full[4:], resumed):
+        for key in ("loss", "lr", "tags", "eval_loss", "eval_f1"):
+            assert (key in a) == (key in b)
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+    w_full = load_file(tmp_path / "full/final/model/model.safetensors")
+    w_resumed = load_file(tmp_path / "resumed/final/model/model.safetensors")
+    for k in w_full:
+        torch.testing.assert_close(w_resumed[k], w_full[k], rtol=1e-5, atol=1e-6)
