@@ -93,3 +93,13 @@ def test_dpo_raises_the_chosen_vs_rejected_margin(tmp_path):
     # held-out pairs (other arithmetic): the margin moved the right way too (measured: 0.42, loss 0.667)
     assert end["eval_reward_margin"] > 0.05 and end["eval_loss"] < math.log(2), end
     assert Path(result["model_dir"], "model.safetensors").exists()
+
+
+def test_verirl_train_dpo_through_the_cli(tmp_path, capsys):
+    from trainer.cli import main
+    argv = ["dpo", "--config", str(ROOT / "configs/dpo_demo.yaml"), *QUICK, "steps=2", "data.num_pairs=8",
+            "data.eval_pairs=4", f"out_dir={tmp_path}"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["step"] == 2 and Path(printed["model_dir"]).is_dir() and len(printed["eval_history"]) == 2
+    assert main(["dpo", "--config", str(ROOT / "configs/dpo_demo.yaml"), "beta=-1"]) == 2   # a bad value: exit 2

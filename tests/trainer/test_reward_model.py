@@ -117,3 +117,10 @@ def test_written_directory_is_served_by_the_verifier_as_a_one_step_prm(briefly_t
     assert all(x.judged and len(x.step_scores) == 1 for x in served), served[:2]
     assert [x.score for x in served] == pytest.approx(local, abs=1e-4)
     assert all(0.0 < s < 1.0 for s in local) and len(set(local)) > 1
+
+
+@pytest.mark.parametrize("recipe", ["rm", "dpo", "ppo"])
+def test_verirl_train_prints_the_resolved_config(recipe, capsys):
+    from trainer.cli import main
+    assert main([recipe, "--config", str(ROOT / f"configs/{recipe}_demo.yaml"), "seed=7", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["seed"] == 7
