@@ -49,7 +49,7 @@ def test_labels_have_the_chain_shape_and_are_deterministic(tiny_dir, verifier_ad
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # ~25 s on a quiet 2-core CPU, 240 s on the shared one
+@pytest.mark.timeout(900)  # 240 s measured on the shared 2-core machine under load
 def test_a_policy_that_knows_the_answers_labels_its_right_chains_right(tmp_path, tiny_dir, problems):
     """SFT the tiny model on the two problems until it writes their reference solutions, then label: the
     embedded server (no address) checks every rollout; all labels are 1, like the exact ones."""
