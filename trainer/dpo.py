@@ -68,7 +68,8 @@ def encode_pairs(pairs: Sequence[PreferencePair], tokenizer: Any, max_length: in
     dropped and counted."""
     out = []
     for p in pairs:
-        chosen, rejected = tokenize(Example(p.prompt, p.chosen), tokenizer), tokenize(Example(p.prompt, p.rejected), tokenizer)
+        chosen = tokenize(Example(p.prompt, p.chosen), tokenizer)
+        rejected = tokenize(Example(p.prompt, p.rejected), tokenizer)
         if max(len(s[0]) + len(s[1]) for s in (chosen, rejected)) <= max_length:
             out.append((chosen, rejected))
     return out, len(pairs) - len(out)
@@ -102,7 +103,8 @@ def reference_logps(model: Any, pairs: Sequence[EncodedPair], pad_id: int, batch
     return torch.cat(parts)
 
 
-def _evaluate(model: Any, pairs: Sequence[EncodedPair], ref: torch.Tensor, cfg: DPOConfig, pad_id: int) -> dict[str, float]:
+def _evaluate(model: Any, pairs: Sequence[EncodedPair], ref: torch.Tensor, cfg: DPOConfig,
+              pad_id: int) -> dict[str, float]:
     pi = reference_logps(model, pairs, pad_id, cfg.eval.batch_size, cfg.model.device)   # [P, 2] now, no graph
     terms = dpo_loss(pi[:, 0], pi[:, 1], ref[:, 0], ref[:, 1], cfg.beta, cfg.label_smoothing)
     return _summary(terms, "eval_")
@@ -161,7 +163,8 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
         return {**_evaluate(policy, eval_enc, ref_eval, cfg, pad_id), "eval_seconds": round(time.monotonic() - t, 3)}
 
     history = [{"step": 0, **evaluate(), "train_pairs": len(train_enc), "dropped_pairs": dropped,
-                "eval_pairs": len(eval_enc), "eval_dropped_pairs": eval_dropped, "reference_seconds": reference_seconds}]
+                "eval_pairs": len(eval_enc), "eval_dropped_pairs": eval_dropped,
+                "reference_seconds": reference_seconds}]
     metrics: dict[str, Any] = {}
     state = RecipeState(0, 0)
     with open(out / "metrics.jsonl", "a") as log:

@@ -138,11 +138,17 @@ def reward_model_rewards(client: Any, prompts: Sequence[str], responses: Sequenc
                          timeout_s: float) -> tuple[list[float], list[bool], Counter]:
     """Scores of a reward model served by the verifier (`verirl serve --prm RM_DIR`): each response is
     the one step of a chain after its prompt; the score is the RM's P(good) = sigmoid(r). Returns
-    (scores, judged, status counts)."""
-    items = [{"id": str(i), "problem": p, "steps": [r]} for i, (p, r) in enumerate(zip(prompts, responses))]
-    results = client.score_steps(items, timeout=timeout_s)
-    return ([x.score if x.judged else 0.0 for x in results], [x.judged for x in results],
-            Counter(x.status for x in results))
+    (scores, judged, status counts). A blank response (the policy stopped at once) is no chain the
+    service scores: it is not judged (status EMPTY), and `reward.unjudged` decides what it gets."""
+    sent = [i for i, r in enumerate(responses) if r.strip()]
+    items = [{"id": str(i), "problem": prompts[i], "steps": [responses[i]]} for i in sent]
+    results = client.score_steps(items, timeout=timeout_s) if items else []
+    scores, judged = [0.0] * len(responses), [False] * len(responses)
+    statuses = Counter({"EMPTY": len(responses) - len(sent)} if len(sent) < len(responses) else {})
+    for i, x in zip(sent, results):
+        scores[i], judged[i] = (x.score if x.judged else 0.0), x.judged
+        statuses[x.status] += 1
+    return scores, judged, statuses
 
 
 # ---------------------------------------------------------------- setup helpers
@@ -172,10 +178,12 @@ def _score(cfg: PPOConfig, client: Any, problems: list, prompts: list[str], text
         scores, judged, statuses = reward_model_rewards(client, prompts, texts, rc.timeout_s)
         penalise = rc.unjudged == "penalize"
         scores = [s if ok or not penalise else rc.penalty for s, ok in zip(scores, judged)]
-        return {"scores": scores, "valid": [ok or penalise for ok in judged], "statuses": {"reward_model": dict(statuses)}}
+        return {"scores": scores, "valid": [ok or penalise for ok in judged],
+                "statuses": {"reward_model": dict(statuses)}}
     scored = score_completions(client, problems, texts, RewardSettings(
         math=rc.math, code=rc.code, unjudged=rc.unjudged, penalty=rc.penalty, timeout_s=rc.timeout_s))
-    return {"scores": scored.rewards, "valid": scored.valid, "statuses": {k: dict(v) for k, v in scored.statuses.items()}}
+    return {"scores": scored.rewards, "valid": scored.valid,
+            "statuses": {k: dict(v) for k, v in scored.statuses.items()}}
 
 
 def _mean(x: torch.Tensor) -> float:
@@ -206,17 +214,20 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
     use_reference = a.kl_coef > 0 or a.kl_controller != "fixed"
     reference = (AutoModelForCausalLM.from_pretrained(initial_dir, dtype=dtype).to(device).eval().requires_grad_(False)
                  if use_reference else None)
-    critic_dir = cfg.critic or (cfg.reward.reward_model if cfg.reward.source == "reward_model" and cfg.reward.reward_model
-                                else str(initial_dir))
+    from_rm = cfg.reward.source == "reward_model" and cfg.reward.reward_model
+    critic_dir = cfg.critic or (cfg.reward.reward_model if from_rm else str(initial_dir))
     critic = load_scalar_model(critic_dir, cfg.model.dtype, device).train()
     optimizer = build_optimizer(policy, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas)
     scheduler = build_scheduler(optimizer, cfg.optim.schedule, cfg.steps, cfg.optim.warmup_steps)
     c_opt = cfg.critic_optim
     critic_optimizer = build_optimizer(critic, c_opt.lr, c_opt.weight_decay, c_opt.betas)
     critic_scheduler = build_scheduler(critic_optimizer, c_opt.schedule, cfg.steps, c_opt.warmup_steps)
-    engine = (engine_class("vllm")(str(initial_dir), dtype=r.vllm_dtype, max_model_len=r.max_model_len, seed=cfg.seed,
-                                   kv_cache_gb=r.kv_cache_gb, gpu_memory_utilization=r.gpu_memory_utilization)
-              if r.engine == "vllm" else engine_class("hf")(policy, tokenizer, max_batch_sequences=r.hf_max_batch_sequences))
+    if r.engine == "vllm":
+        engine = engine_class("vllm")(str(initial_dir), dtype=r.vllm_dtype, max_model_len=r.max_model_len,
+                                      seed=cfg.seed, kv_cache_gb=r.kv_cache_gb,
+                                      gpu_memory_utilization=r.gpu_memory_utilization)
+    else:  # shares the policy object: syncing is free
+        engine = engine_class("hf")(policy, tokenizer, max_batch_sequences=r.hf_max_batch_sequences)
     loss_fn = GRPOLoss(LossSettings(eps_low=a.clip_eps, eps_high=a.clip_eps, beta=0.0, aggregation="token",
                                     is_level=a.is_level, is_cap=a.is_cap))
     kl_ctl = KL_CONTROLLERS[a.kl_controller](a.kl_coef, a.kl_target, a.kl_horizon)
@@ -260,9 +271,9 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
             ref_logp = (no_grad_logprobs(reference, rows, r.temperature, a.micro_batch_size)[0]
                         if reference is not None else None)
             with torch.no_grad():
-                old_values = (torch.cat([critic_values(critic, rows.rows(torch.arange(s, min(s + a.micro_batch_size, K),
-                                                                                      device=rows.mask.device)))
-                                         for s in range(0, K, a.micro_batch_size)]) if K else torch.zeros_like(rows.mask))
+                old_values = torch.zeros_like(rows.mask)                              # [K, T]
+                for micro in torch.arange(K, device=rows.mask.device).split(a.micro_batch_size):
+                    old_values[micro] = critic_values(critic, rows.rows(micro))
 
             # 4. per-token rewards (KL penalty + score at the end), GAE, whitening
             rewards, seq_kl = token_rewards(scores, old_logp, ref_logp, rows.mask, kl_ctl.value)
@@ -284,7 +295,8 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
                     optimizer.zero_grad(set_to_none=True)
                     policy_losses.append(accumulate_gradients(policy, loss_fn, rows, old_logp, None, advantages, part,
                                                               a.micro_batch_size, scale, r.temperature, sums))
-                    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), clip(cfg.optim.grad_clip))))
+                    norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), clip(cfg.optim.grad_clip))
+                    grad_norms.append(float(norm))
                     optimizer.step()
 
                     critic_optimizer.zero_grad(set_to_none=True)
@@ -328,11 +340,12 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
                 "completion_length": _mean(rollouts.mask.sum(-1)), "truncated_fraction": _mean(rollouts.truncated),
                 "seconds": {k: round(v, 4) for k, v in times.items()},
             }
-            log.write(json.dumps({k: None if isinstance(v, float) and v != v else v for k, v in metrics.items()}) + "\n")
+            log.write(json.dumps({k: None if isinstance(v, float) and v != v else v  # NaN (nothing kept): null
+                                  for k, v in metrics.items()}) + "\n")
             log.flush()
             for i in range(min(cfg.log_samples, len(completions))):
-                samples.write(json.dumps({"step": step + 1, "prompt": prompts[i // S], "completion": completions[i].text,
-                                          "score": scored["scores"][i]}) + "\n")
+                samples.write(json.dumps({"step": step + 1, "prompt": prompts[i // S],
+                                          "completion": completions[i].text, "score": scored["scores"][i]}) + "\n")
     final = out / "final"
     if final.exists():  # a rerun into the same out_dir replaces its result
         shutil.rmtree(final)

@@ -76,7 +76,7 @@ class PPORewardConfig:
 class PPOAlgoConfig:
     gamma: float = 1.0             # discount over tokens
     lam: float = 0.95              # GAE lambda
-    kl_coef: float = 0.05          # beta of the per-token reward r_t = -beta (logp - ref_logp); 0 and fixed: no reference
+    kl_coef: float = 0.05          # beta of the per-token reward -beta (logp - ref_logp); 0 + fixed: no reference
     kl_controller: str = "fixed"   # fixed | adaptive (Ziegler et al. 2019)
     kl_target: float = 6.0         # adaptive: the wanted KL per sequence (nats)
     kl_horizon: int = 10000        # adaptive: sequences over which the coefficient may move by ~e^0.2

@@ -93,7 +93,8 @@ def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Te
     return torch.nn.functional.softplus(rejected - chosen)
 
 
-def _pair_scores(model: Any, part: Sequence[EncodedPair], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair_scores(model: Any, part: Sequence[EncodedPair], pad_id: int,
+                 device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Chosen and rejected rewards [B] each, from one forward pass over the 2B rows."""
     scores = sequence_scores(model, [c for c, _ in part] + [r for _, r in part], pad_id, device)   # [2B]
     return scores[:len(part)], scores[len(part):]

@@ -39,7 +39,8 @@ def test_dpo_loss_by_hand():
 def test_dpo_loss_gradient_raises_chosen_and_lowers_rejected():
     pi_c, pi_r = torch.tensor([-2.0], requires_grad=True), torch.tensor([-2.0], requires_grad=True)
     dpo_loss(pi_c, pi_r, torch.tensor([-2.0]), torch.tensor([-2.0]), beta=0.1).loss.sum().backward()
-    assert float(pi_c.grad[0]) == pytest.approx(-0.05) and float(pi_r.grad[0]) == pytest.approx(0.05)  # -beta/2, +beta/2
+    # d loss / d pi_c = -beta sigmoid(-h) = -beta/2 at h = 0; +beta/2 for the rejected
+    assert float(pi_c.grad[0]) == pytest.approx(-0.05) and float(pi_r.grad[0]) == pytest.approx(0.05)
 
 
 def test_sequence_logps_by_hand(tiny_dir):
@@ -86,7 +87,8 @@ def test_dpo_raises_the_chosen_vs_rejected_margin(tmp_path):
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     start, end = result["eval_history"][0], result["eval_history"][-1]
     # the reference is the initial policy: at step 0 every implicit reward is 0 and the loss log 2
-    assert start["eval_reward_margin"] == pytest.approx(0.0, abs=1e-4) and start["eval_loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert start["eval_reward_margin"] == pytest.approx(0.0, abs=1e-4)
+    assert start["eval_loss"] == pytest.approx(math.log(2), abs=1e-4)
     train_margins = [m["reward_margin"] for m in metrics[1:]]
     assert sum(train_margins[-3:]) / 3 > sum(train_margins[:3]) / 3 + 0.2, train_margins
     assert sum(m["reward_accuracy"] for m in metrics[-3:]) / 3 > 0.7, metrics[-3:]

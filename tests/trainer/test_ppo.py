@@ -25,7 +25,8 @@ def test_gae_by_hand():
     """Two rows, T=3, the second row 2 tokens long. gamma=0.9, lam=0.5.
     Row 0: r=(0, 0, 1), V=(0.5, 0.2, 0.4): deltas d2 = 1 - 0.4 = 0.6, d1 = 0 + 0.9*0.4 - 0.2 = 0.16,
     d0 = 0 + 0.9*0.2 - 0.5 = -0.32; A2 = 0.6, A1 = 0.16 + 0.45*0.6 = 0.43, A0 = -0.32 + 0.45*0.43 = -0.1265.
-    Row 1: r=(0, 2, x), V=(1, 1, x): d1 = 2 - 1 = 1 (terminal), d0 = 0 + 0.9 - 1 = -0.1; A1 = 1, A0 = -0.1 + 0.45 = 0.35."""
+    Row 1: r=(0, 2, x), V=(1, 1, x): d1 = 2 - 1 = 1 (terminal), d0 = 0 + 0.9 - 1 = -0.1;
+    A1 = 1, A0 = -0.1 + 0.45 = 0.35."""
     rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 5.0]])
     values = torch.tensor([[0.5, 0.2, 0.4], [1.0, 1.0, 3.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
@@ -139,3 +140,31 @@ def test_ppo_reward_rises_with_verifier_rewards(tmp_path, seven_data, verifier_a
     before, after = _weights(tmp_path / "tiny_model"), _weights(tmp_path / "final" / "model")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert (tmp_path / "final" / "critic" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_ppo_reward_rises_with_a_served_reward_model(tmp_path, seven_data):
+    """A reward model trained on "7 over any other answer" pairs, served by a verifier server that the
+    run starts with it (--prm): PPO raises its score, and the critic starts from the reward model."""
+    from trainer.ppo import train
+    from trainer.preferences import PreferencePair, write_pairs
+    from trainer.reward_model import train as train_rm
+    from trainer.rm_config import load_rm_config
+    pairs = [PreferencePair(f"Question {i}: which number?\n", "7", wrong) for i in range(16) for wrong in "0134a Q"]
+    write_pairs(pairs, tmp_path / "pairs.jsonl")
+    rm = train_rm(load_rm_config(None, ["data.source=jsonl", f"data.path={tmp_path / 'pairs.jsonl'}",
+                                        "data.eval_pairs=16",
+                                        "steps=30", "batch_size=16", "optim.lr=3e-3", "eval.every=0",
+                                        f"out_dir={tmp_path / 'rm'}"]))
+    assert rm["eval_history"][-1]["eval_accuracy"] >= 0.9, rm["eval_history"]
+    steps = 8
+    train(load_ppo_config(None, SEVEN + [
+        f"steps={steps}", f"out_dir={tmp_path / 'ppo'}", f"data.path={seven_data}", "reward.source=reward_model",
+        f"reward.reward_model={rm['model_dir']}", "reward.prm_device=cpu", "algo.kl_coef=0.01",
+        "reward.unjudged=penalize", "reward.penalty=0.0"]))   # an empty answer (EOS at once) scores 0
+    metrics = _metrics(tmp_path / "ppo")
+    rewards = [m["reward_mean"] for m in metrics]
+    for m in metrics:   # every completion scored by the served RM, or empty
+        statuses = m["statuses"]["reward_model"]
+        assert set(statuses) <= {"OK", "EMPTY"} and sum(statuses.values()) == m["completions"] and statuses["OK"]
+    assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.2, rewards

@@ -40,7 +40,8 @@ def test_pairs_from_verdicts_cap_distinct_unjudged_and_seed():
     verdicts = [[True, True, False, False, None], [True, True], [False, None], [True, False, None]]
     pairs, stats = pairs_from_verdicts(prompts, texts, verdicts, max_pairs_per_prompt=5, seed=0)
     # p1: distinct correct {a} x incorrect {b, c} (d unjudged, the second "a" a duplicate); p4: (m, n)
-    assert sorted((p.prompt, p.chosen, p.rejected) for p in pairs) == [("p1", "a", "b"), ("p1", "a", "c"), ("p4", "m", "n")]
+    expected = [("p1", "a", "b"), ("p1", "a", "c"), ("p4", "m", "n")]
+    assert sorted((p.prompt, p.chosen, p.rejected) for p in pairs) == expected
     assert (stats.prompts, stats.pairs, stats.prompts_without_pair, stats.unjudged) == (4, 3, 2, 3)
     capped, _ = pairs_from_verdicts(prompts, texts, verdicts, max_pairs_per_prompt=1, seed=0)
     assert [p.prompt for p in capped] == ["p1", "p4"]
@@ -49,7 +50,8 @@ def test_pairs_from_verdicts_cap_distinct_unjudged_and_seed():
 def test_pairs_from_verdicts_draw_is_seeded():
     texts = [[f"good{i}" for i in range(6)] + [f"bad{i}" for i in range(6)]]
     verdicts = [[True] * 6 + [False] * 6]
-    draws = {seed: pairs_from_verdicts(["p"], texts, verdicts, max_pairs_per_prompt=4, seed=seed)[0] for seed in range(4)}
+    draws = {seed: pairs_from_verdicts(["p"], texts, verdicts, max_pairs_per_prompt=4, seed=seed)[0]
+             for seed in range(4)}
     assert draws[0] == pairs_from_verdicts(["p"], texts, verdicts, max_pairs_per_prompt=4, seed=0)[0]
     assert len({tuple(v) for v in draws.values()}) > 1                     # other seeds, other pairs
     assert all(len(v) == 4 and len(set(v)) == 4 for v in draws.values())   # distinct pairs, at the cap
@@ -61,7 +63,8 @@ def test_jsonl_round_trip_and_field_errors(tmp_path):
     pairs = [PreferencePair("q1", "good", "bad"), PreferencePair("q2", "ok", "not ok")]
     assert write_pairs(pairs, tmp_path / "pairs.jsonl") == 2
     assert read_pairs(tmp_path / "pairs.jsonl") == pairs
-    for record, field in [({"prompt": "q", "chosen": "a"}, "rejected"), ({"prompt": "q", "chosen": 3, "rejected": "b"}, "chosen"),
+    for record, field in [({"prompt": "q", "chosen": "a"}, "rejected"),
+                          ({"prompt": "q", "chosen": 3, "rejected": "b"}, "chosen"),
                           ({"prompt": "q", "chosen": "a", "rejected": "b", "score": 1}, "score")]:
         (tmp_path / "bad.jsonl").write_text(json.dumps(record) + "\n")
         with pytest.raises(ValueError, match=field):
@@ -111,8 +114,9 @@ def test_verified_pairs_from_groups_judged_by_a_real_server(tiny_dir, verifier_a
     engine = HFEngine(model, tok)
     sampling = SamplingConfig(max_tokens=3, temperature=1.0, seed=11)
     with VerifierClient(verifier_address) as client:
-        run = lambda: collect_verified_pairs(engine, client, problems, prompts, group_size=8, sampling=sampling,  # noqa: E731
-                                             rewards=RewardSettings(math=1.0), max_pairs_per_prompt=2, seed=0)
+        def run():
+            return collect_verified_pairs(engine, client, problems, prompts, group_size=8, sampling=sampling,
+                                          rewards=RewardSettings(math=1.0), max_pairs_per_prompt=2, seed=0)
         pairs, stats = run()
         again, _ = run()
     assert stats.prompts == 4 and stats.pairs == len(pairs) >= 2 and stats.unjudged == 0
