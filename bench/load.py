@@ -174,6 +174,37 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
+ROLES = (("code.forkserver", "sandbox"), ("multiprocessing.spawn", "prm"), ("multiprocessing.forkserver", "math"),
+         ("resource_tracker", "math"))
+
+
+def tree_cpu_s(root: int) -> dict[str, float]:
+    """CPU seconds (user + system) of `root`'s tree so far by role: "server" (root itself), "math"
+    (forkserver and workers), "sandbox" (fork-servers), "prm" (the spawned PRM process); each process
+    with the children it has reaped (sandboxed programs, replaced workers), from /proc/<pid>/stat."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals = {"server": 0.0, "math": 0.0, "sandbox": 0.0, "prm": 0.0, "other": 0.0}
+    for pid in _descendants(root):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        role = "server" if pid == root else next((r for key, r in ROLES if key in cmdline), "other")
+        totals[role] += sum(int(x) for x in fields[11:15]) / ticks  # utime, stime, cutime, cstime
+    return totals
+
+
+def machine_cpu_s() -> float:
+    """Busy CPU seconds of the whole machine since boot, all cores (/proc/stat, idle and iowait left out)."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_memory(root: int) -> dict[str, float]:
     """Memory of `root` and its descendants in MiB: rss/pss of all of them, and of those running as
     root's own uid (the service; the sandbox runs untrusted programs as other uids)."""
@@ -210,6 +241,7 @@ class _Call:
     statuses: list[str]
     wrong: list[str]     # descriptions of wrong statuses / wrong call errors
     error: str = ""      # gRPC code of a failed call
+    program_cpu_s: float = 0.0  # CPU of the programs run for a code call, as the sandbox measured it
 
 
 class _Log:
@@ -226,23 +258,25 @@ class _Log:
             self.counts[call.hostile] += 1
 
 
-def _one_call(client, draw: Draw) -> tuple[list[str], list[str], str]:
-    """Send one draw; (statuses, wrong, call error code)."""
+def _one_call(client, draw: Draw) -> tuple[list[str], list[str], str, float]:
+    """Send one draw; (statuses, wrong, call error code, CPU seconds of the programs it ran)."""
     from verifier_service.client import VerifierCallError
     try:
         results = getattr(client, METHODS[draw.kind])(draw.items)
     except VerifierCallError as exc:
         wrong = [] if exc.code == draw.call_error else [f"{draw.kind}/{draw.name}: call failed {exc.code} "
                                                         f"(expected {draw.call_error or 'success'}): {exc.details[:120]}"]
-        return [], wrong, exc.code
+        return [], wrong, exc.code, 0.0
     except Exception as exc:  # the client's boundary: any other failure is a wrong answer, not a dead thread
-        return [], [f"{draw.kind}/{draw.name}: {type(exc).__name__}: {str(exc)[:120]}"], type(exc).__name__
+        return [], [f"{draw.kind}/{draw.name}: {type(exc).__name__}: {str(exc)[:120]}"], type(exc).__name__, 0.0
+    program_cpu_s = sum(r.cpu_time_s for r in results) if draw.kind == "code" else 0.0
     if draw.call_error:
-        return [r.status for r in results], [f"{draw.kind}/{draw.name}: succeeded, expected {draw.call_error}"], ""
+        return ([r.status for r in results], [f"{draw.kind}/{draw.name}: succeeded, expected {draw.call_error}"], "",
+                program_cpu_s)
     statuses = [r.status for r in results]
     wrong = [f"{draw.kind}/{draw.name} {item['id']}: {r.status} (expected {'|'.join(sorted(allowed))}) {r.reason[:80]}"
              for item, r, allowed in zip(draw.items, results, draw.allowed) if r.status not in allowed]
-    return statuses, wrong, ""
+    return statuses, wrong, "", program_cpu_s
 
 
 def _client_loop(index: int, config: LoadConfig, address: str, kinds: list[str], weights: list[float],
@@ -263,10 +297,10 @@ def _client_loop(index: int, config: LoadConfig, address: str, kinds: list[str],
             make = rng.choice(HOSTILE[kind]) if hostile else HONEST[kind]
             draw = make(rng, config.batch.get(kind, 1))
             start = time.monotonic()
-            statuses, wrong, error = _one_call(client, draw)
+            statuses, wrong, error, program_cpu_s = _one_call(client, draw)
             end = time.monotonic()
             out.add(_Call(end - t0, draw.kind, hostile, draw.name, end - start, len(draw.items), statuses,
-                             wrong, error))
+                          wrong, error, program_cpu_s))
 
 
 def _sample_memory(server: ServerProcess, every_s: float, t0: float, stop: threading.Event,
@@ -274,6 +308,8 @@ def _sample_memory(server: ServerProcess, every_s: float, t0: float, stop: threa
     while not stop.is_set():
         try:
             out.append({"t": round(time.monotonic() - t0, 1), "load1": os.getloadavg()[0],
+                        **{f"cpu_s_{role}": round(v, 2) for role, v in tree_cpu_s(server.proc.pid).items()},
+                        "machine_cpu_s": round(machine_cpu_s(), 2),
                         **tree_memory(server.proc.pid), **server.metrics()})
         except (FileNotFoundError, OSError):  # the server is gone: the report says so
             return
@@ -295,6 +331,7 @@ def run_load(config: LoadConfig, label: str = "run", log_dir: str | None = None)
     log_dir = log_dir or tempfile.mkdtemp(prefix="verirl-load-")
     server = ServerProcess(config, os.path.join(log_dir, f"{label}.server.log"))
     load_start = os.getloadavg()
+    bench_cpu_start = sum(os.times()[:2])  # this process: the clients' own CPU, on the same cores
     log = _Log()
     memory: list[dict] = []
     stop = threading.Event()
@@ -315,12 +352,14 @@ def run_load(config: LoadConfig, label: str = "run", log_dir: str | None = None)
         thread.join(max(0.0, join_by - time.monotonic()))
     hung = sum(thread.is_alive() for thread in threads)
     elapsed = time.monotonic() - t0
+    bench_cores = (sum(os.times()[:2]) - bench_cpu_start) / elapsed
     stop.set()
     sampler.join()
     alive = server.alive()
     load_end = os.getloadavg()
     exit_code = server.stop()
     report = _summarise(config, label, list(log.calls), memory, elapsed, kinds)
+    report["cpu"]["clients_cores"] = round(bench_cores, 2)
     loads = [m["load1"] for m in memory]
     report.update(server_alive_at_end=alive, loadavg_mean=round(sum(loads) / max(1, len(loads)), 2), server_exit_code=exit_code, hung_clients=hung,
                   server_error_lines=server.error_lines()[:20], server_log=server.log_path, kinds=kinds,
@@ -350,13 +389,33 @@ def _summarise(config: LoadConfig, label: str, calls: list[_Call], memory: list[
               for k in kinds}
     wrong = [w for c in calls for w in c.wrong]
     rss = _memory_growth(memory, config.warmup_s)
+    cpu = _cpu_use(memory, config, sum(c.items for c in window if not c.hostile and not c.error))
+    for hostile, name in ((False, "honest"), (True, "hostile")):  # the programs' own CPU, per second of window
+        cpu[f"{name}_programs_cores"] = round(sum(c.program_cpu_s for c in window if c.hostile is hostile) / seconds, 3)
     return {"label": label, "config": {**config.__dict__}, "elapsed_s": round(elapsed, 1),
             "calls": len(calls), "hostile_calls": sum(c.hostile for c in calls),
             "hostile_fraction": round(sum(c.hostile for c in calls) / max(1, len(calls)), 3),
             "honest_items_per_s": {k: round(v, 1) for k, v in honest.items()},
             "honest_items_per_s_total": round(sum(honest.values()), 1),
             "groups": per_group, "wrong_total": len(wrong), "wrong_examples": wrong[:20],
-            "memory": rss, "memory_series": memory}
+            "cpu": cpu, "memory": rss, "memory_series": memory}
+
+
+def _cpu_use(samples: list[dict], config: LoadConfig, honest_items: int) -> dict:
+    """Over the counted window: CPU the server's tree used (in cores), what the whole machine used,
+    and the server's CPU per honest item answered (ms): how much the hostile requests cost it."""
+    inside = [m for m in samples if config.warmup_s <= m["t"] <= config.duration_s]
+    if len(inside) < 2:
+        return {}
+    first, last = inside[0], inside[-1]
+    seconds = last["t"] - first["t"]
+    roles = {key[len("cpu_s_"):]: (last[key] - first[key]) / seconds for key in last if key.startswith("cpu_s_")}
+    server = sum(roles.values()) * seconds
+    return {"server_cores": round(server / seconds, 2),
+            "server_cores_by_role": {role: round(v, 3) for role, v in roles.items()},
+            "machine_cores": round((last["machine_cpu_s"] - first["machine_cpu_s"]) / seconds, 2),
+            "server_ms_per_honest_item": round(1e3 * server / max(1, honest_items) * (
+                (config.duration_s - config.warmup_s) / seconds), 2)}
 
 
 def _memory_growth(memory: list[dict], warmup_s: float) -> dict:
@@ -380,8 +439,9 @@ def markdown(reports: list[dict]) -> str:
     """One table of the runs and one of latencies and statuses per group."""
     lines = ["| run | hostile | honest items/s (math / code / steps / all) | wrong | hung | server alive, "
              "errors | service RSS MiB start -> end (growth) | service PSS MiB start -> end (growth) "
-             "| load avg (1 min) start / mean / end |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| load avg (1 min) start / mean / end | CPU cores: server tree / honest programs / hostile "
+             "programs / clients / whole machine | server CPU ms per honest item |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in reports:
         tp = r["honest_items_per_s"]
         rss, pss = (r["memory"].get(key, {}) for key in ("service_rss_mib", "service_pss_mib"))
@@ -391,7 +451,11 @@ def markdown(reports: list[dict]) -> str:
                      f"{'yes' if r['server_alive_at_end'] else 'NO'}, {len(r['server_error_lines'])} | "
                      + " | ".join(f"{m.get('start', '?')} -> {m.get('end', '?')} ({m.get('growth_pct', '?')}%)"
                                   for m in (rss, pss))
-                     + f" | {r['loadavg_start'][0]} / {r['loadavg_mean']} / {r['loadavg_end'][0]} |")
+                     + f" | {r['loadavg_start'][0]} / {r['loadavg_mean']} / {r['loadavg_end'][0]} | "
+                     + " / ".join(str(r["cpu"].get(k, "?")) for k in ("server_cores", "honest_programs_cores",
+                                                                     "hostile_programs_cores", "clients_cores",
+                                                                     "machine_cores"))
+                     + f" | {r['cpu'].get('server_ms_per_honest_item', '?')} |")
     lines += ["", "| run | kind | calls | p50 ms | p99 ms | statuses |", "|---|---|---|---|---|---|"]
     for r in reports:
         for key, g in r["groups"].items():

@@ -74,6 +74,24 @@ def test_tree_memory_counts_children():
     assert memory["service_rss_mib"] == memory["rss_mib"]  # all of them run as this uid
 
 
+def test_tree_cpu_counts_children_live_and_reaped():
+    before = load.tree_cpu_s(os.getpid())
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5:\n    pass\n"
+    subprocess.run([sys.executable, "-c", burn], check=True)  # reaped: counted in our cutime
+    child = subprocess.Popen([sys.executable, "-c", burn + "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while load.tree_cpu_s(os.getpid())["other"] - before["other"] < 0.45 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        after = load.tree_cpu_s(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert after["server"] - before["server"] >= 0.45  # the reaped child, in this process's cutime
+    assert after["other"] - before["other"] >= 0.45    # the live child, under its own role
+    assert load.machine_cpu_s() > 0
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     _needs_sandbox()
@@ -89,7 +107,7 @@ def test_a_wrong_status_is_counted(server):
     lying = traffic.Draw("math", "lying", draw.items, [frozenset({"TIMEOUT"})] * len(draw.items))
     refused = traffic.Draw("math", "refused", draw.items, draw.allowed, call_error="INVALID_ARGUMENT")
     with VerifierClient(server.address) as client:
-        statuses, wrong, error = load._one_call(client, draw)
+        statuses, wrong, error, _ = load._one_call(client, draw)
         assert wrong == [] and error == "" and len(statuses) == 6
         assert len(load._one_call(client, lying)[1]) == 6
         assert "succeeded, expected INVALID_ARGUMENT" in load._one_call(client, refused)[1][0]
@@ -103,7 +121,7 @@ def test_every_hostile_draw_gets_an_allowed_status(server, make):
     with VerifierClient(server.address, timeout=30) as client:
         for seed in range(6):
             draw = make(random.Random(seed), 1)
-            statuses, wrong, error = load._one_call(client, draw)
+            statuses, wrong, error, _ = load._one_call(client, draw)
             assert wrong == [], wrong
             seen.add(draw.name)
     assert len(seen) > 1  # the seeds reach more than one template
@@ -138,7 +156,7 @@ def test_steps_traffic_with_a_tiny_prm(tmp_path):
         with VerifierClient(server.address, timeout=120) as client:
             for make in (traffic.honest_steps, traffic.hostile_steps):
                 draw = make(random.Random(0), 3)
-                statuses, wrong, error = load._one_call(client, draw)
+                statuses, wrong, error, _ = load._one_call(client, draw)
                 assert wrong == [] and error == "" and statuses, (draw.name, statuses)
     finally:
         assert server.stop() == 0
