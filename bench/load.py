@@ -9,17 +9,22 @@ may get). It reports, per run:
   latency      p50/p99 per call, per kind and honest/hostile
   statuses     per kind and honest/hostile; `wrong`: items whose status is not the expected one,
                and calls that failed with a code other than the expected one
-  hangs        client threads still running 30 s after the end (every call has a --deadline)
+  hangs        client threads still running --deadline + 30 s after the end (every call has a deadline)
   crash        the server process gone, or any of its log lines at ERROR or above
   memory       the server's whole process tree (server, math workers, sandbox fork-servers,
                PRM process) sampled every --rss-every s from /proc: RSS summed, PSS summed
                (shared pages counted once), and the same without the untrusted programs
                that happen to be running (they run as other uids); growth from the end of
                warm-up to the end
-  load average of the machine at start and end, for judging noise on a shared machine.
+  cpu          cores used by the server's tree by role (gRPC server, math, sandbox fork-servers with
+               the programs they reap, PRM), by the programs themselves (the sandbox's own figure,
+               honest and hostile), by the clients, and by the whole machine
+  load average of the machine at start, mean and end, for judging noise on a shared machine.
 
-    python bench/load.py --duration 60 --runs honest,hostile,honest,hostile
-    python bench/load.py --duration 600 --runs hostile --warmup 60 --json soak.json
+    python bench/load.py --tiny-prm --duration 60 --warmup 10 --runs honest,hostile,honest,hostile
+    python bench/load.py --tiny-prm --duration 660 --warmup 60 --rss-every 5 --runs hostile --json soak.json
+Without --prm/--tiny-prm there is no steps traffic. --hostile-clients K sends the hostile share from
+K clients of their own, so that honest clients never wait on a slow hostile call.
 Prints the markdown table; --json writes everything (with the RSS series).
 """
 
