@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         "server started for the run. No download, no GPU."))
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="seeds the model, the data order and the sampling")
-    p.add_argument("--minutes", type=float, default=13.0,
-                   help="time budget of the whole job; GRPO gets what SFT and set-up leave (default 13)")
+    p.add_argument("--minutes", type=float, default=10.0,
+                   help="time budget of the whole job; GRPO gets what SFT and set-up leave (default 10)")
     p.add_argument("--sft-steps", type=int, default=SFT_SETTINGS["steps"], help=argparse.SUPPRESS)
     p.add_argument("--grpo-steps", type=int, default=GRPO_SETTINGS["steps"], help="GRPO steps at most")
     p.add_argument("--eval-problems", type=int, default=EVAL_PROBLEMS, help="held-out problems evaluated")
@@ -138,6 +138,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # vLLM logs every weight sync (and warns that rotary embeddings have no weights): it would bury the bars
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
     import torch
     from tqdm import tqdm
