@@ -229,7 +229,17 @@ def tree_memory(root: int) -> dict[str, float]:
         if uid == own_uid:
             totals["service_rss_mib"] += rss
             totals["service_pss_mib"] += pss
+            role = "server" if pid == root else next((r for key, r in ROLES if key in _cmdline(pid)), "other")
+            totals[f"pss_mib_{role}"] = totals.get(f"pss_mib_{role}", 0.0) + pss  # which part grows
     return {k: round(v, 1) for k, v in totals.items()}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 # ---------------------------------------------------------------- the clients
@@ -435,6 +445,8 @@ def _memory_growth(memory: list[dict], warmup_s: float) -> dict:
         end = sum(m[key] for m in after[-3:]) / len(after[-3:])
         out[key] = {"start": start, "end": round(end, 1), "max": max(m[key] for m in after),
                     "growth_pct": round(100 * (end - start) / start, 1)}
+    for key in sorted(k for k in after[-1] if k.startswith("pss_mib_")):
+        out[key] = {"start": after[0].get(key, 0.0), "end": after[-1][key]}
     for key in ("processes", "cache_misses", "worker_restarts", "worker_deaths"):
         out[key] = {"start": after[0].get(key), "end": after[-1].get(key), "max": max(m.get(key, 0) for m in after)}
     return out
