@@ -54,9 +54,9 @@ def test_sequence_logps_by_hand(tiny_dir):
         logps = sequence_logps(model, [chosen, rejected], tok.pad_token_id, "cpu")
         full = chosen[0] + chosen[1]                                           # a b c d EOS
         logp = model(input_ids=torch.tensor([full])).logits[0].log_softmax(-1)
+        alone = sequence_logps(model, [rejected], tok.pad_token_id, "cpu")    # no padding when alone
     expected = sum(float(logp[t - 1, full[t]]) for t in (2, 3, 4))
     assert float(logps[0]) == pytest.approx(expected, rel=1e-5)
-    alone = sequence_logps(model, [rejected], tok.pad_token_id, "cpu")        # no padding when alone
     assert float(logps[1]) == pytest.approx(float(alone[0]), rel=1e-5)
 
 
