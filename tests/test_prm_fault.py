@@ -1,6 +1,6 @@
 """PRM faults (issue 5): a PRM process killed mid-request, and a forward pass past its deadline.
 
-A real server on port 0 with a tiny but slow PRM (a 3,500-token chain takes seconds on a CPU),
+A real server on port 0 with a small but slow PRM (a 3,500-token chain takes seconds on a CPU),
 so a request is reliably inside the PRM process when the test kills it."""
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ SHORT = {"problem": "What is 2+3?", "steps": ["2+3 = 5", "The answer is 5."]}
 @pytest.fixture(scope="module")
 def slow_prm(tmp_path_factory):
     require_torch()
-    return build_prm(tmp_path_factory.mktemp("prm") / "slow", "token_classification", seed=6, hidden=256, layers=4,
+    # hidden 512 x 8 layers: a pass of three 3,500-token chains is tens of seconds of CPU, far past the
+    # deadline test's 1.5 s also on a quiet machine (hidden 256 x 4 layers finished in time on one)
+    return build_prm(tmp_path_factory.mktemp("prm") / "slow", "token_classification", seed=6, hidden=512, layers=8,
                      max_position_embeddings=4096, max_length=4096)
 
 

@@ -350,12 +350,18 @@ BAD_LINES = [
 ]
 
 
+def _eval_args(*argv: object) -> argparse.Namespace:
+    """`verirl eval`'s arguments through its real parser, so every flag has its default."""
+    parser = argparse.ArgumentParser()
+    evaluate.add_eval_arguments(parser)
+    return parser.parse_args([str(a) for a in argv])
+
+
 def test_verirl_eval_code_lines_with_the_embedded_server(tmp_path, capsys):
     lines = EVAL_LINES + humaneval_lines() + [line for line, _ in BAD_LINES]
     source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     source.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    args = argparse.Namespace(input=source, output=target, server=None, workers=1, batch_size=8, no_progress=True,
-                              timeout=120.0)
+    args = _eval_args(source, "-o", target, "--workers", 1, "--batch-size", 8, "--no-progress", "--timeout", 120)
     assert evaluate.run_eval(args) == 0
     out = {o["id"]: o["result"] for o in map(json.loads, target.read_text().splitlines())}
     assert len(out) == len(lines)
@@ -385,7 +391,7 @@ def test_eval_starts_the_sandbox_only_for_code_lines(tmp_path, monkeypatch):
     monkeypatch.setattr("verifier_service.server.start_sandbox", lambda config: seen.append(config.sandbox) or (
         None, code_backend.SandboxState("off")))
     for path in (plain, code):
-        args = argparse.Namespace(input=path, output=tmp_path / "out.jsonl", server=None, workers=1, batch_size=8,
-                                  no_progress=True, timeout=30.0)
+        args = _eval_args(path, "-o", tmp_path / "out.jsonl", "--workers", 1, "--batch-size", 8, "--no-progress",
+                          "--timeout", 30)
         assert evaluate.run_eval(args) == 0
     assert seen == ["off", "full"]
