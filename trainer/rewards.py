@@ -132,9 +132,13 @@ def score_completions(client: Any, problems: Sequence[Problem], texts: Sequence[
     weights = {"math": settings.math, "code": settings.code, "steps": settings.steps}
     steps = [split_steps(t, settings.step_separator) for t in texts]
     wanted: dict[str, list[int]] = {}
+    stepless: list[int] = []  # a completion with no step (empty, or only separators): nothing for a PRM
     for kind, weight in weights.items():
         use = weight != 0 or (kind == "steps" and settings.want_step_scores)
         index = [i for i in range(n) if use and kind in problems[i].checks]
+        if kind == "steps":
+            stepless = [i for i in index if not steps[i]]
+            index = [i for i in index if steps[i]]
         if index:
             wanted[kind] = index
     calls = {"math": client.check_math, "code": client.run_code, "steps": client.score_steps}
@@ -148,8 +152,12 @@ def score_completions(client: Any, problems: Sequence[Problem], texts: Sequence[
     statuses: dict[str, Counter] = {}
     means: dict[str, float] = {}
     counts: dict[str, int] = {}
+    if stepless:  # not sent (the server would refuse the request); unjudged, as a status of their own
+        statuses["steps"] = Counter({"EMPTY": len(stepless)})
+        for i in stepless:
+            judged_all[i] = False
     for kind, index in wanted.items():
-        statuses[kind] = Counter(r.status for r in results[kind])
+        statuses[kind] = statuses.get(kind, Counter()) + Counter(r.status for r in results[kind])
         judged_scores = [r.score for r in results[kind] if r.judged]
         means[kind] = sum(judged_scores) / len(judged_scores) if judged_scores else float("nan")
         counts[kind] = len(judged_scores)
