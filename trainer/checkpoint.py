@@ -9,6 +9,7 @@ directory, so the engine never samples with stale weights.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["RecipeState", "save_checkpoint", "load_recipe_state"]
+__all__ = ["RecipeState", "save_checkpoint", "load_recipe_state", "start_run", "starting_model_dir"]
 
 
 @dataclass(frozen=True)
@@ -46,3 +47,24 @@ def load_recipe_state(path: str | Path, optimizer: torch.optim.Optimizer, schedu
     random.setstate(blob["python_rng"])
     torch.random.set_rng_state(blob["torch_rng"])
     return RecipeState(step=blob["step"], data_position=blob["data_position"])
+
+
+def start_run(cfg: Any) -> Path:
+    """What every recipe does first: seed python and torch from `cfg.seed`, create `cfg.out_dir` and
+    write the resolved config there. Returns the output directory."""
+    from trainer.config import to_dict
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    return out
+
+
+def starting_model_dir(model: Any, out: Path, tiny_shape: Any = None) -> Path:
+    """The model a run starts from: `model.path`, or with `model.tiny` the tiny model built into
+    <out>/tiny_model (seed `model.tiny_seed`, shape `tiny_shape` or the default)."""
+    if not model.tiny:
+        return Path(model.path)
+    from trainer.tiny import build_tiny
+    return build_tiny(out / "tiny_model", seed=model.tiny_seed, **({"config": tiny_shape} if tiny_shape else {}))

@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          read_jsonl_records(out / "grpo" / "metrics.jsonl"), evals,
                          {"after SFT": before.accuracy, "after GRPO": after.accuracy})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    report = write_report(out / "report.html", {k: v for k, v in summary.items() if not isinstance(v, dict)},
+    write_report(out / "report.html", {k: v for k, v in summary.items() if not isinstance(v, dict)},
                           images, samples[:REPORT_SAMPLES])
     _say(f"\nheld-out accuracy: after SFT {100 * before.accuracy:.1f}%, after {steps_done} GRPO steps "
          f"{100 * after.accuracy:.1f}% ({summary['gain_points']:+.1f} points) in {seconds / 60:.1f} minutes")

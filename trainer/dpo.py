@@ -25,17 +25,15 @@ Not handled: resume (the final checkpoint holds the recipe state); pairs longer 
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from trainer.checkpoint import RecipeState, save_checkpoint
-from trainer.dpo_config import DPOConfig, to_dict
+from trainer.checkpoint import RecipeState, save_checkpoint, start_run, starting_model_dir
+from trainer.dpo_config import DPOConfig
 from trainer.grpo import batch_order
 from trainer.losses import token_logprobs
 from trainer.optim import build_optimizer, build_scheduler
@@ -120,19 +118,11 @@ def _summary(terms: DPOTerms, prefix: str = "") -> dict[str, float]:
 # ---------------------------------------------------------------- the recipe
 def train(cfg: DPOConfig) -> dict[str, Any]:
     """Run DPO; returns the last step's metrics, `eval_history` and `model_dir` (a policy directory)."""
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    out = start_run(cfg)
     device = cfg.model.device
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    if cfg.model.tiny:
-        from trainer.tiny import build_tiny
-        model_dir = build_tiny(out / "tiny_model", seed=cfg.model.tiny_seed)
-    else:
-        model_dir = Path(cfg.model.path)
+    model_dir = starting_model_dir(cfg.model, out)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dtype = getattr(torch, cfg.model.dtype)
     policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).train()

@@ -44,7 +44,7 @@ import torch
 from tasks.prompts import format_prompt
 from tasks.types import Problem
 from trainer.advantages import ADVANTAGES, NEEDS_STEPS, AdvantageInput, zero_variance
-from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint
+from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint, start_run, starting_model_dir
 from trainer.config import GRPOConfig, to_dict
 from trainer.losses import BatchScale, GRPOLoss, LossSettings, token_logprobs
 from trainer.optim import build_optimizer, build_scheduler
@@ -267,10 +267,7 @@ def sample_batch(cfg: GRPOConfig, engine: Any, sampler: StepSampler | None, clie
 # ---------------------------------------------------------------- setup helpers
 def _initial_model_dir(cfg: GRPOConfig, out: Path) -> Path:
     """The model the run starts from (and the KL reference, also when resuming)."""
-    if cfg.model.tiny:
-        from trainer.tiny import build_tiny
-        return build_tiny(out / "tiny_model", seed=cfg.model.tiny_seed)
-    return Path(cfg.model.path)
+    return starting_model_dir(cfg.model, out)
 
 
 def _load_model(path: Path, cfg: GRPOConfig, trainable: bool) -> Any:
@@ -340,11 +337,7 @@ def train(cfg: GRPOConfig, *,
     from trainer import distributed  # under torchrun (WORLD_SIZE > 1): the FSDP2 recipe, trainer/distributed.py
     if distributed.world_size() > 1:
         return distributed.train(cfg, on_step=on_step)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    out = start_run(cfg)
 
     from transformers import AutoTokenizer
     initial_dir = _initial_model_dir(cfg, out)

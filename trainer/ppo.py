@@ -36,21 +36,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import shutil
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
 
 from tasks.prompts import format_prompt
-from trainer.checkpoint import RecipeState, save_checkpoint
+from trainer.checkpoint import RecipeState, save_checkpoint, start_run, starting_model_dir
 from trainer.grpo import Rollouts, accumulate_gradients, batch_order, collate, load_problems, no_grad_logprobs
 from trainer.losses import BatchScale, GRPOLoss, LossSettings
 from trainer.optim import build_optimizer, build_scheduler
-from trainer.ppo_config import PPOConfig, to_dict
+from trainer.ppo_config import PPOConfig
 from trainer.reward_model import load_scalar_model
 from trainer.rewards import RewardSettings, score_completions
 from trainer.rollout import SamplingConfig, engine_class
@@ -193,20 +191,12 @@ def _mean(x: torch.Tensor) -> float:
 # ---------------------------------------------------------------- the recipe
 def train(cfg: PPOConfig) -> dict[str, Any]:
     """Run PPO; returns the last step's metrics plus `reward_history` and `model_dir`."""
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    out = start_run(cfg)
     device, a, r = cfg.model.device, cfg.algo, cfg.rollout
     dtype = getattr(torch, cfg.model.dtype)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    if cfg.model.tiny:
-        from trainer.tiny import build_tiny
-        initial_dir = build_tiny(out / "tiny_model", seed=cfg.model.tiny_seed)
-    else:
-        initial_dir = Path(cfg.model.path)
+    initial_dir = starting_model_dir(cfg.model, out)
     tokenizer = AutoTokenizer.from_pretrained(initial_dir)
     policy = AutoModelForCausalLM.from_pretrained(initial_dir, dtype=dtype).to(device).train()
     if cfg.model.gradient_checkpointing:

@@ -51,10 +51,10 @@ import torch
 
 from tasks.prm_format import PRMFormat, render_ids
 from tasks.types import Problem
-from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint
+from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint, start_run, starting_model_dir
 from trainer.grpo import batch_order
 from trainer.optim import build_optimizer, build_scheduler
-from trainer.prm_config import PRMConfig, ShepherdConfig, to_dict
+from trainer.prm_config import PRMConfig, ShepherdConfig
 
 __all__ = ["Encoded", "Batch", "prm_format", "check_record", "encode", "encode_all", "collate", "tag_loss",
            "step_probabilities", "predicted_first_error", "first_error_f1", "math_shepherd_records",
@@ -374,11 +374,8 @@ def _load_model(cfg: PRMConfig, out: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForTokenClassification, AutoTokenizer
     if cfg.resume:
         model_dir = Path(cfg.resume) / "model"
-    elif cfg.model.tiny:
-        from trainer.tiny import build_tiny
-        model_dir = build_tiny(out / "tiny_model", seed=cfg.model.tiny_seed, config=cfg.tiny)
     else:
-        model_dir = Path(cfg.model.path)
+        model_dir = starting_model_dir(cfg.model, out, cfg.tiny)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     labels = {1 - CORRECT_LABEL: "wrong", CORRECT_LABEL: "correct"}
     # a causal LM directory loads its backbone; the head (hidden -> 2) starts random
@@ -392,11 +389,7 @@ def _load_model(cfg: PRMConfig, out: Path) -> tuple[Any, Any]:
 
 def train(cfg: PRMConfig) -> dict[str, Any]:
     """Train a PRM; returns the last step's metrics plus `eval_history` and `model_dir` (verirl serve --prm)."""
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    out = start_run(cfg)
     device, d, e = cfg.model.device, cfg.data, cfg.eval
     fmt = prm_format(cfg)
 

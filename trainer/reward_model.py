@@ -28,7 +28,6 @@ response would move the tag and score a different text.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import time
 from pathlib import Path
@@ -37,11 +36,11 @@ from typing import Any, Sequence
 import torch
 
 from tasks.prm_format import PRMFormat, render_ids
-from trainer.checkpoint import RecipeState, save_checkpoint
+from trainer.checkpoint import RecipeState, save_checkpoint, start_run, starting_model_dir
 from trainer.grpo import batch_order
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.preferences import PreferencePair, load_pairs
-from trainer.rm_config import RMConfig, to_dict
+from trainer.rm_config import RMConfig
 
 __all__ = ["rm_format", "encode_pairs", "collate_rows", "sequence_scores", "bradley_terry_loss",
            "evaluate_pairs", "load_scalar_model", "RewardModelScorer", "train"]
@@ -153,19 +152,11 @@ class RewardModelScorer:
 # ---------------------------------------------------------------- the recipe
 def train(cfg: RMConfig) -> dict[str, Any]:
     """Train the reward model; returns the last step's metrics, `eval_history` and `model_dir`."""
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    out = start_run(cfg)
     device = cfg.model.device
 
     from transformers import AutoTokenizer
-    if cfg.model.tiny:
-        from trainer.tiny import build_tiny
-        backbone_dir = build_tiny(out / "tiny_model", seed=cfg.model.tiny_seed)
-    else:
-        backbone_dir = Path(cfg.model.path)
+    backbone_dir = starting_model_dir(cfg.model, out)
     tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
     model = load_scalar_model(backbone_dir, cfg.model.dtype, device).train()
     if cfg.model.gradient_checkpointing:

@@ -42,10 +42,10 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from tasks.types import Problem
-from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint
+from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint, start_run, starting_model_dir
 from trainer.grpo import batch_order
 from trainer.optim import build_optimizer, build_scheduler
-from trainer.sft_config import SFTConfig, to_dict
+from trainer.sft_config import SFTConfig
 
 __all__ = ["Example", "Segment", "Batch", "example_from_record", "synthetic_examples", "load_examples", "tokenize",
            "build_rows", "collate", "completion_nll", "evaluate_loss", "greedy_accuracy", "train", "IGNORE"]
@@ -232,21 +232,14 @@ def greedy_accuracy(model: Any, tokenizer: Any, problems: Sequence[Problem], pro
 def train(cfg: SFTConfig, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run SFT; returns the last step's metrics plus `eval_history` and `model_dir` (for GRPO's model.path).
     `on_step(step, metrics)` runs after each step's log line (a progress bar, say)."""
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    out = start_run(cfg)
     device = cfg.model.device
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     if cfg.resume:
         model_dir = Path(cfg.resume) / "model"
-    elif cfg.model.tiny:
-        from trainer.tiny import build_tiny
-        model_dir = build_tiny(out / "tiny_model", seed=cfg.model.tiny_seed)
     else:
-        model_dir = Path(cfg.model.path)
+        model_dir = starting_model_dir(cfg.model, out)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, cfg.model.dtype)).to(device).train()
     if cfg.model.gradient_checkpointing:
