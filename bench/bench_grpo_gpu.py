@@ -1,15 +1,18 @@
 """Trainer throughput on a GPU (H100): generation, a training step's MFU, and one GRPO step.
 
-Usage (GPU):  .venv/bin/python bench/bench_grpo_gpu.py [--parts generate,train,grpo] [--out FILE]
+Usage (GPU):  .venv/bin/python bench/bench_grpo_gpu.py [--parts generate,engine,train,grpo] [--out FILE]
 Check on CPU: .venv/bin/python bench/bench_grpo_gpu.py --tiny      (tiny shapes, float32, seconds)
 
 Models are random (no downloads), built from Qwen2 configs:
   generate  the ~0.5B shape (hidden 896, 24 layers, 14 heads, 2 kv heads, intermediate 4864, vocab
             151936), bf16: transformers `generate` of `--gen-batch` (64) prompts of 64 random tokens x
-            `--gen-tokens` (256) new tokens (no early stop), in three modes: plain (dynamic cache),
-            static (cache_implementation="static"), static_compiled (static cache + the compiled
-            decode step transformers runs for static caches). tokens/s = batch x new tokens / seconds,
-            after a warm-up call. Targets: 40,000 tok/s; plain gave ~10,800 before.
+            `--gen-tokens` (256) new tokens (no early stop), in two modes: plain (dynamic cache) and
+            static (cache_implementation="static", compilation off). tokens/s = batch x new tokens /
+            seconds, after a warm-up call. The issue's reference: ~10,800 tok/s at batch 64.
+  engine    the same shape through verirl's hf rollout engine (what GRPO samples with: sampling
+            log-probs recorded), `--engine-batches` rows (64,256) in groups of 8, per KV cache
+            (`--engine-caches`: dynamic, static, static_compiled = static + transformers' compiled decode
+            step). Target: 40,000 tok/s.
   train     the same shape: bf16 parameters, AdamW, a step over 8 x 1024 tokens (forward, backward,
             optimizer step), in variants: eager (sdpa attention, foreach AdamW), fused (fused AdamW),
             compiled (torch.compile of the model + fused AdamW). Gradient checkpointing off.
@@ -70,7 +73,7 @@ def bench_generate(shape: dict, dtype: torch.dtype, device: str, batch: int, new
     model = build(shape, dtype, device).eval()
     prompts = torch.randint(3, shape["vocab_size"], (batch, 64), device=device)
     out = {}
-    for mode in ("plain", "static", "static_compiled"):
+    for mode in ("plain", "static"):
         cfg = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True,
                                temperature=1.0, top_k=0, top_p=1.0, eos_token_id=1, pad_token_id=2)
         if mode != "plain":
@@ -91,6 +94,47 @@ def bench_generate(shape: dict, dtype: torch.dtype, device: str, batch: int, new
             out[mode] = {"seconds": round(seconds, 3), "tokens_per_s": round(made / seconds, 1)}
         except Exception as exc:  # a mode that this transformers/torch cannot run is reported, not fatal
             out[mode] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return out
+
+
+def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[int, ...], new_tokens: int,
+                 caches: tuple[str, ...], group: int = 8) -> dict:
+    """verirl's hf rollout engine (trainer/rollout/hf_engine.py) on the ~0.5B shape: `batch` rows = batch /
+    group prompts of 64 characters x `group` samples, exactly `new_tokens` new tokens (the model's EOS,
+    the character tokenizer's id 0, is one of 151,936 ids: a random model almost never samples it, and a
+    row that does only shortens its count), per KV-cache mode. tokens/s = completion tokens / seconds,
+    after a warm-up call of the same shape (compilation)."""
+    from transformers import AutoTokenizer
+
+    from trainer.rollout import SamplingConfig
+    from trainer.rollout.hf_engine import HFEngine
+    from trainer.tiny import build_tiny
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = AutoTokenizer.from_pretrained(build_tiny(Path(tmp) / "tok", seed=0))
+    model = build(shape, dtype, device).eval()
+    rng = __import__("random").Random(0)
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789 "
+    out: dict = {}
+    for batch in batches:
+        prompts = ["".join(rng.choice(letters) for _ in range(64)) for _ in range(batch // group)]
+        for cache in caches:
+            engine = HFEngine(model, tokenizer, max_batch_sequences=batch, cache=cache)
+            sampling = SamplingConfig(max_tokens=new_tokens, temperature=1.0, seed=0)
+            try:
+                engine.generate(prompts, group, sampling)  # warm-up
+                _sync(device)
+                start = time.perf_counter()
+                groups = engine.generate(prompts, group, sampling)
+                _sync(device)
+                seconds = time.perf_counter() - start
+                made = sum(len(c.token_ids) for g in groups for c in g.completions)
+                out[f"{cache}_b{batch}"] = {"seconds": round(seconds, 3), "tokens_per_s": round(made / seconds, 1),
+                                            "tokens": made}
+            except Exception as exc:  # reported, not fatal
+                out[f"{cache}_b{batch}"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            if device == "cuda":
+                torch.cuda.empty_cache()
     return out
 
 
@@ -133,32 +177,39 @@ def bench_train(shape: dict, dtype: torch.dtype, device: str, rows: int, seq: in
     return out
 
 
-def bench_grpo(shape: dict, device: str, dtype: str, prompts: int, group: int, new_tokens: int, steps: int,
-               tmp: Path) -> dict:
+def save_grpo_model(path: Path, shape: dict) -> Path:
+    """The tiny character tokenizer and a random Qwen2 of `shape` (seed 0) as a model directory."""
     from transformers import AutoConfig, Qwen2ForCausalLM
 
-    from trainer.config import load_config
-    from trainer.grpo import train
     from trainer.tiny import build_tiny
 
-    model_dir = build_tiny(tmp / "grpo_model", seed=0)
+    model_dir = build_tiny(path, seed=0)
     config = AutoConfig.from_pretrained(model_dir)
     for k, v in shape.items():
         setattr(config, k, v)
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
-    model.save_pretrained(model_dir)
-    non_embedding = non_embedding_params(model)
-    del model
+    Qwen2ForCausalLM(config).save_pretrained(model_dir)
+    return model_dir
+
+
+def bench_grpo(model_dir: Path, device: str, dtype: str, prompts: int, group: int, new_tokens: int, steps: int,
+               tmp: Path, overrides: tuple[str, ...] = ()) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    from trainer.config import load_config
+    from trainer.grpo import train
+
+    non_embedding = non_embedding_params(AutoModelForCausalLM.from_pretrained(model_dir))
+    run_dir = Path(tempfile.mkdtemp(prefix="grpo_run", dir=tmp))
     cfg = load_config(ROOT / "configs/demo.yaml", [
-        f"steps={steps}", f"out_dir={tmp / 'grpo_run'}", "model.tiny=false", f"model.path={model_dir}",
+        f"steps={steps}", f"out_dir={run_dir}", "model.tiny=false", f"model.path={model_dir}",
         f"model.device={device}", f"model.dtype={dtype}", "rollout.engine=hf", f"rollout.prompts_per_step={prompts}",
         f"rollout.group_size={group}", f"rollout.max_tokens={new_tokens}", "rollout.max_model_len=1024",
         "algo.beta=0.0", "algo.mini_batches=1", "algo.micro_batch_size=32", "optim.lr=1e-6",
         "algo.filter_zero_std=false",  # a random model earns no reward: keep every completion in the update
-        "log.progress=false", "log_samples=0"])
+        "log.progress=false", "log_samples=0", *overrides])
     train(cfg)
-    rows = [json.loads(line) for line in (tmp / "grpo_run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     measured = rows[1:] or rows
     phases = sorted({k for r in measured for k in r["seconds"]})
     return {"non_embedding_params": non_embedding, "steps_measured": len(measured),
@@ -168,12 +219,20 @@ def bench_grpo(shape: dict, device: str, dtype: str, prompts: int, group: int, n
             "kept": measured[-1]["kept"]}
 
 
+def save(result: dict, out: str) -> None:
+    """After each part: a run cut short by its time limit still leaves the parts it finished."""
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--parts", default="generate,train,grpo")
+    parser.add_argument("--parts", default="generate,engine,train,grpo")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes on CPU: checks the script runs")
     parser.add_argument("--gen-batch", type=int, default=64)
     parser.add_argument("--gen-tokens", type=int, default=256)
+    parser.add_argument("--engine-batches", default="64,256")
+    parser.add_argument("--engine-caches", default="dynamic,static,static_compiled")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
@@ -184,13 +243,21 @@ def main() -> None:
     if "generate" in parts:
         result["generate"] = bench_generate(TINY if args.tiny else QWEN_05B, dtype, device,
                                             4 if args.tiny else args.gen_batch, 8 if args.tiny else args.gen_tokens)
+    save(result, args.out)
+    if "engine" in parts:
+        result["engine"] = bench_engine(TINY if args.tiny else QWEN_05B, dtype, device,
+                                        (8,) if args.tiny else tuple(int(b) for b in args.engine_batches.split(",")),
+                                        8 if args.tiny else args.gen_tokens, tuple(args.engine_caches.split(",")))
+    save(result, args.out)
     if "train" in parts:
         result["train"] = bench_train(TINY if args.tiny else QWEN_05B, dtype, device, 2 if args.tiny else 8,
                                       32 if args.tiny else 1024, 2 if args.tiny else 10)
+    save(result, args.out)
     if "grpo" in parts:
         with tempfile.TemporaryDirectory() as tmp:
             shape = {**TINY, "vocab_size": 128} if args.tiny else QWEN_036B_V128
-            result["grpo"] = bench_grpo(shape, device, "float32" if args.tiny else "bfloat16",
+            model_dir = save_grpo_model(Path(tmp) / "grpo_model", shape)
+            result["grpo"] = bench_grpo(model_dir, device, "float32" if args.tiny else "bfloat16",
                                         2 if args.tiny else 16, 2 if args.tiny else 8, 8 if args.tiny else 256,
                                         2 if args.tiny else 3, Path(tmp))
     text = json.dumps(result, indent=2)

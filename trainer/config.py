@@ -29,7 +29,7 @@ from trainer.advantages import ADVANTAGES
 from trainer.losses import AGGREGATIONS, IS_CORRECTIONS, KL_ESTIMATORS
 from trainer.rewards import UNJUDGED_POLICIES
 from trainer.logging_sinks import LogConfig
-from trainer.rollout import ENGINES
+from trainer.rollout import ENGINES, HF_CACHES
 from trainer.step_sampler import StepSamplerConfig
 
 __all__ = ["ModelConfig", "DataConfig", "RolloutConfig", "RewardConfig", "AlgoConfig", "OptimConfig",
@@ -91,6 +91,7 @@ class RolloutConfig:
     kv_cache_gb: float = 1.0       # vLLM CPU KV cache
     gpu_memory_utilization: float = 0.3
     hf_max_batch_sequences: int = 256
+    hf_cache: str = "dynamic"        # hf engine: dynamic | static | static_compiled (docs/benchmarks.md)
     score_chunks: int = 1          # generate in this many chunks, scoring chunk i while chunk i+1 generates
     sync_bucket_mb: float = 256.0  # vLLM weight sync: at most this many MiB converted at a time
     vllm_sleep: bool = False       # release vLLM's memory during the update (GPU builds; a no-op on CPU)
@@ -98,6 +99,7 @@ class RolloutConfig:
 
     def __post_init__(self) -> None:
         _one_of(self.engine, ENGINES, "rollout.engine")
+        _one_of(self.hf_cache, HF_CACHES, "rollout.hf_cache")
         _one_of(self.sampler, SAMPLERS, "rollout.sampler")
         if self.group_size < 2 or self.prompts_per_step < 1:
             raise ValueError("rollout.group_size must be >= 2 and rollout.prompts_per_step >= 1")

@@ -287,7 +287,8 @@ def _engine(cfg: GRPOConfig, path: Path, model: Any, tokenizer: Any) -> Any:
         return engine_class("vllm")(str(path), dtype=r.vllm_dtype, max_model_len=r.max_model_len, seed=cfg.seed,
                                     kv_cache_gb=r.kv_cache_gb, gpu_memory_utilization=r.gpu_memory_utilization,
                                     sync_bucket_mb=r.sync_bucket_mb, sleep=r.vllm_sleep)
-    return engine_class("hf")(model, tokenizer, max_batch_sequences=r.hf_max_batch_sequences)
+    return engine_class("hf")(model, tokenizer, max_batch_sequences=r.hf_max_batch_sequences,
+                              cache=r.hf_cache)
 
 
 @contextlib.contextmanager

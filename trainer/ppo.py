@@ -217,7 +217,8 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
                                       seed=cfg.seed, kv_cache_gb=r.kv_cache_gb,
                                       gpu_memory_utilization=r.gpu_memory_utilization)
     else:  # shares the policy object: syncing is free
-        engine = engine_class("hf")(policy, tokenizer, max_batch_sequences=r.hf_max_batch_sequences)
+        engine = engine_class("hf")(policy, tokenizer, max_batch_sequences=r.hf_max_batch_sequences,
+                                    cache=r.hf_cache)
     loss_fn = GRPOLoss(LossSettings(eps_low=a.clip_eps, eps_high=a.clip_eps, beta=0.0, aggregation="token",
                                     is_level=a.is_level, is_cap=a.is_cap))
     kl_ctl = KL_CONTROLLERS[a.kl_controller](a.kl_coef, a.kl_target, a.kl_horizon)

@@ -22,7 +22,7 @@ from trainer.config import DataConfig, ModelConfig, OptimConfig, _one_of, from_d
 from trainer.losses import IS_CORRECTIONS
 from trainer.rewards import UNJUDGED_POLICIES
 from trainer.rm_config import load_yaml
-from trainer.rollout import ENGINES
+from trainer.rollout import ENGINES, HF_CACHES
 
 __all__ = ["PPORolloutConfig", "PPORewardConfig", "PPOAlgoConfig", "PPOConfig", "REWARD_SOURCES",
            "KL_CONTROLLER_NAMES", "load_ppo_config", "to_dict"]
@@ -43,9 +43,11 @@ class PPORolloutConfig:
     kv_cache_gb: float = 1.0
     gpu_memory_utilization: float = 0.3
     hf_max_batch_sequences: int = 256
+    hf_cache: str = "dynamic"        # hf engine: dynamic | static | static_compiled (docs/benchmarks.md)
 
     def __post_init__(self) -> None:
         _one_of(self.engine, ENGINES, "rollout.engine")
+        _one_of(self.hf_cache, HF_CACHES, "rollout.hf_cache")
         if min(self.prompts_per_step, self.samples_per_prompt, self.max_tokens) < 1 or self.temperature <= 0:
             raise ValueError("rollout: prompts_per_step, samples_per_prompt, max_tokens >= 1; temperature > 0")
 

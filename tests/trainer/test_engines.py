@@ -18,7 +18,7 @@ def load(tiny_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32), AutoTokenizer.from_pretrained(tiny_dir)
 
 
-def check_groups(groups, model, tokenizer, n, max_tokens, atol):
+def check_groups(groups, model, tokenizer, n, max_tokens, atol, temperature=1.0):
     assert [g.prompt for g in groups] == PROMPTS
     for g in groups:
         assert g.prompt_ids == tuple(tokenizer(g.prompt, add_special_tokens=False).input_ids)
@@ -30,7 +30,7 @@ def check_groups(groups, model, tokenizer, n, max_tokens, atol):
             assert c.text == tokenizer.decode(c.token_ids, skip_special_tokens=True)
     # the engine's sampling log-probs agree with the trainer's recomputation
     r = collate(groups, tokenizer.pad_token_id)
-    trainer_logp = no_grad_logprobs(model, r, 1.0, 64)[0]
+    trainer_logp = no_grad_logprobs(model, r, temperature, 64)[0]
     assert torch.allclose(trainer_logp, r.engine_logp, atol=atol)
 
 
@@ -58,6 +58,37 @@ def test_hf_engine_groups_and_logprobs(tiny_dir):
     assert again == groups  # seeded
     greedy = engine.generate(PROMPTS, 1, SamplingConfig(max_tokens=16, temperature=0.0))
     assert [list(g.completions[0].token_ids) for g in greedy] == [greedy_hf(model, tokenizer, p, 16) for p in PROMPTS]
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_hf_engine_temperature_logprobs_and_caches(tiny_dir, cache):
+    """The sampling log-probs (recorded step by step, not stored scores) are those of the tempered
+    distribution, with either cache; a static cache decodes greedily like the dynamic one."""
+    model, tokenizer = load(tiny_dir)
+    engine = engine_class("hf")(model, tokenizer, cache=cache)
+    groups = engine.generate(PROMPTS, 3, SamplingConfig(max_tokens=12, temperature=0.7, seed=1))
+    check_groups(groups, model, tokenizer, 3, 12, atol=1e-4, temperature=0.7)
+    greedy = engine.generate(PROMPTS, 1, SamplingConfig(max_tokens=12, temperature=0.0))
+    assert [list(g.completions[0].token_ids) for g in greedy] == [greedy_hf(model, tokenizer, p, 12) for p in PROMPTS]
+
+
+def test_hf_engine_top_k_renormalises(tiny_dir):
+    """Top-k truncation renormalises: a sampled token's log-prob is at least its untruncated one, and
+    above it somewhere (the tiny model's distribution is not concentrated on 5 tokens)."""
+    model, tokenizer = load(tiny_dir)
+    groups = engine_class("hf")(model, tokenizer).generate(PROMPTS, 4, SamplingConfig(max_tokens=12, top_k=5,
+                                                                                       seed=2))
+    r = collate(groups, tokenizer.pad_token_id)
+    full = no_grad_logprobs(model, r, 1.0, 64)[0]
+    mask = r.mask.bool()
+    assert bool((r.engine_logp[mask] >= full[mask] - 1e-4).all())
+    assert bool((r.engine_logp[mask] > full[mask] + 1e-3).any())
+
+
+def test_hf_engine_rejects_an_unknown_cache(tiny_dir):
+    model, tokenizer = load(tiny_dir)
+    with pytest.raises(ValueError, match="rollout.hf_cache"):
+        engine_class("hf")(model, tokenizer, cache="paged")
 
 
 @pytest.fixture(scope="module")

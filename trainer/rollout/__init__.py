@@ -19,7 +19,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
-__all__ = ["SamplingConfig", "Completion", "Group", "RolloutEngine", "ENGINES", "engine_class"]
+__all__ = ["SamplingConfig", "Completion", "Group", "RolloutEngine", "ENGINES", "HF_CACHES", "engine_class"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class RolloutEngine(Protocol):
 
 
 # name -> "module:Class"; imported on first use only
+HF_CACHES = ("dynamic", "static", "static_compiled")  # the hf engine's KV caches (hf_engine.py)
 ENGINES = {"vllm": "trainer.rollout.vllm_engine:VLLMEngine", "hf": "trainer.rollout.hf_engine:HFEngine"}
 
 

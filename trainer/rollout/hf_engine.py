@@ -7,24 +7,67 @@ and all groups go through one `generate` call (`num_return_sequences=n`) in chun
 through `generate`'s `stop_strings`; as with vLLM, the stop string's tokens stay in `token_ids` and
 its text is cut from `text`.
 
-Departs from the issue's wish: this uses plain batched `generate` with a dynamic cache, not the
-library's paged/continuous-batching generation (a follow-up; it matters for the H100 throughput target).
+Sampling log-probs without `output_scores`: the warpers (temperature, top-k, top-p) are handed to
+`generate` as our own processor list, ending in `_LogprobRecorder`, which keeps one step's processed
+scores and gathers the log-prob of the token sampled from them at the next call (and once more at the
+end). Memory stays O(batch) per step instead of the O(steps x batch x vocab) of stored scores (20 GiB
+for 128 rows x 256 steps of a 151,936-token vocabulary).
+
+`cache`: "dynamic" (transformers' default cache), "static" (a preallocated cache, no compilation) or
+"static_compiled" (static cache plus the compiled decode step transformers runs for it; prompts are
+left-padded to a multiple of 64 tokens so that few shapes compile). Which is fastest depends on the
+model and batch; bench/bench_grpo_gpu.py measures them on the H100 (docs/benchmarks.md).
+
+Departs from the issue's wish: transformers' paged/continuous-batching generation (`generate_batch`) is
+not used; it returns no sampling log-probs.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from trainer.rollout import Completion, Group, SamplingConfig
+from trainer.rollout import HF_CACHES, Completion, Group, SamplingConfig
 
 __all__ = ["HFEngine"]
 
 
+class _LogprobRecorder:
+    """The last logits processor: log-softmax of the processed scores, gathered at the sampled token."""
+
+    def __init__(self) -> None:
+        self.previous = None  # [rows, vocab] log-probs of the step before
+        self.logprobs: list = []
+
+    def __call__(self, input_ids, scores):
+        import torch
+        if self.previous is not None:
+            self.logprobs.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.previous = torch.log_softmax(scores, dim=-1)
+        return scores
+
+    def finish(self, new_tokens):
+        """[rows, T] log-probs of the T generated tokens `new_tokens` (the sequences' new part). Calls for
+        steps that `generate` ran ahead and then undid (its deferred stop check) are dropped."""
+        import torch
+        made = new_tokens.shape[1]
+        if len(self.logprobs) < made and self.previous is not None:
+            self.logprobs.append(self.previous.gather(1, new_tokens[:, len(self.logprobs):len(self.logprobs) + 1])
+                                 .squeeze(1))
+        self.previous = None
+        if len(self.logprobs) < made:
+            raise RuntimeError(f"recorded {len(self.logprobs)} sampling log-probs for {made} generated tokens")
+        kept = self.logprobs[:made]
+        return torch.stack(kept, dim=1) if kept else torch.zeros(new_tokens.shape[0], 0, device=new_tokens.device)
+
+
 class HFEngine:
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch_sequences: int = 256):
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch_sequences: int = 256, cache: str = "dynamic"):
+        if cache not in HF_CACHES:
+            raise ValueError(f"rollout.hf_cache must be one of {HF_CACHES}, got {cache!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_sequences = max_batch_sequences
+        self.cache = cache
 
     def sync_weights(self, model: Any) -> None:
         if model is not self.model:
@@ -50,23 +93,10 @@ class HFEngine:
         try:
             for start in range(0, len(prompts), per_chunk):
                 chunk = list(prompts[start:start + per_chunk])
-                enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left",
-                          add_special_tokens=False).to(self.model.device)
-                kwargs = dict(do_sample=not greedy, max_new_tokens=sampling.max_tokens, num_return_sequences=n,
-                              output_scores=True, return_dict_in_generate=True, eos_token_id=eos,
-                              pad_token_id=eos)  # finished rows are padded with EOS: cut at the first
-                if sampling.stop:
-                    kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
-                if not greedy:
-                    # every knob explicit: a model's generation_config (Qwen's: top_k 20, top_p 0.8,
-                    # repetition_penalty 1.05) must not change the distribution behind the log-probs
-                    kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p,
-                                  top_k=max(sampling.top_k, 0), repetition_penalty=1.0)
-                with torch.no_grad():
-                    out = self.model.generate(**enc, **kwargs)
-                    # [len(chunk)*n, new_tokens]: log-softmax of the processed scores = sampling log-probs
-                    logprobs = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-                new = out.sequences[:, enc.input_ids.shape[1]:]  # [len(chunk)*n, new_tokens]
+                enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False,
+                          pad_to_multiple_of=64 if self.cache == "static_compiled" else None).to(self.model.device)
+                out, logprobs = self._generate(enc, n, sampling, eos, greedy)
+                new = out[:, enc.input_ids.shape[1]:]  # [len(chunk)*n, new_tokens]
                 for i, prompt in enumerate(chunk):
                     prompt_ids = tuple(enc.input_ids[i][enc.attention_mask[i].bool()].tolist())
                     completions = tuple(self._completion(new[i * n + j], logprobs[i * n + j], eos, sampling.stop)
@@ -77,6 +107,37 @@ class HFEngine:
                 torch.random.set_rng_state(generator_state)
             self.model.train(was_training)
         return groups
+
+    def _generate(self, enc: Any, n: int, sampling: SamplingConfig, eos: int, greedy: bool):
+        """(sequences [rows, prompt + new], sampling log-probs [rows, new]) of one chunk."""
+        import torch
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        recorder = _LogprobRecorder()
+        processors = LogitsProcessorList()
+        if not greedy:
+            # every knob explicit and applied by us, in vLLM's order (temperature, top-k, top-p): a model's
+            # generation_config (Qwen's: top_k 20, top_p 0.8, repetition_penalty 1.05) must not change the
+            # distribution behind the log-probs
+            if sampling.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.top_k > 0:
+                processors.append(TopKLogitsWarper(sampling.top_k))
+            if sampling.top_p < 1.0:
+                processors.append(TopPLogitsWarper(sampling.top_p))
+        processors.append(recorder)
+        kwargs = dict(do_sample=not greedy, max_new_tokens=sampling.max_tokens, num_return_sequences=n,
+                      eos_token_id=eos, pad_token_id=eos,  # finished rows are padded with EOS: cut at the first
+                      temperature=1.0, top_k=0, top_p=1.0, min_p=None, typical_p=1.0, repetition_penalty=1.0,
+                      logits_processor=processors)
+        if self.cache != "dynamic":
+            kwargs.update(cache_implementation="static", disable_compile=self.cache != "static_compiled")
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        with torch.inference_mode():
+            sequences = self.model.generate(**enc, **kwargs)
+            logprobs = recorder.finish(sequences[:, enc.input_ids.shape[1]:])
+        return sequences, logprobs.float().cpu()
 
     def _completion(self, ids: Any, logprobs: Any, eos: int, stop: Sequence[str]) -> Completion:
         ids = ids.tolist()
