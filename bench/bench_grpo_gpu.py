@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the repository's packages, also where verirl is not installed
 PEAK_BF16 = {"cuda": 989e12}  # H100 SXM dense bf16; on CPU no MFU is reported
 
 QWEN_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
@@ -179,16 +181,15 @@ def bench_train(shape: dict, dtype: torch.dtype, device: str, rows: int, seq: in
 
 def save_grpo_model(path: Path, shape: dict) -> Path:
     """The tiny character tokenizer and a random Qwen2 of `shape` (seed 0) as a model directory."""
-    from transformers import AutoConfig, Qwen2ForCausalLM
+    from transformers import AutoConfig, Qwen2Config, Qwen2ForCausalLM
 
     from trainer.tiny import build_tiny
 
     model_dir = build_tiny(path, seed=0)
-    config = AutoConfig.from_pretrained(model_dir)
-    for k, v in shape.items():
-        setattr(config, k, v)
+    settings = {**AutoConfig.from_pretrained(model_dir).to_dict(), **shape}
+    settings.pop("layer_types", None)  # per-layer list of the tiny shape: rebuilt for the new layer count
     torch.manual_seed(0)
-    Qwen2ForCausalLM(config).save_pretrained(model_dir)
+    Qwen2ForCausalLM(Qwen2Config(**settings)).save_pretrained(model_dir)
     return model_dir
 
 
