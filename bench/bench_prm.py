@@ -132,6 +132,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-tokens", type=int, default=32768, help="padded tokens per batched pass")
     parser.add_argument("--group", type=int, default=8, help="chains per request of the naive baseline")
     parser.add_argument("--matmul-size", type=int, default=8192)
+    parser.add_argument("--compile", action="store_true",
+                        help="also the batched path through a torch.compile'd model (PRMModel(compile=True))")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="also write the result as JSON here")
     args = parser.parse_args(argv)
@@ -153,6 +155,13 @@ def main(argv=None) -> int:
     fast = PRMModel.wrap(model.to(args.device, fast_dtype), fmt, args.device)  # the same module, cast in place
     fast_s, fast_padded = run_batched(fast, chains, args.batch_tokens, args.device)
     diff = max(abs(a - b) for x, y in zip(fast.score_rows(*zip(*check)), reference) for a, b in zip(x, y))
+    compiled = {}
+    if args.compile:
+        fast_c = PRMModel.wrap(model, fmt, args.device, compile=True)
+        compiled_s, _ = run_batched(fast_c, chains, args.batch_tokens, args.device)
+        compiled = {"compiled_tokens_per_s": tokens / compiled_s,
+                    "compiled_max_score_diff_vs_fp32": max(abs(a - b) for x, y in zip(fast_c.score_rows(*zip(*check)),
+                                                                                     reference) for a, b in zip(x, y))}
     rate = matmul_rate(args.device, fast_dtype, args.matmul_size if args.device.startswith("cuda") else 1024,
                        repeats=20 if args.device.startswith("cuda") else 5)
     result = {
@@ -166,7 +175,9 @@ def main(argv=None) -> int:
         "speedup": naive_s / fast_s, "matmul_flops_per_s": rate,
         "batched_fraction_of_flop_bound": 2 * params * tokens / fast_s / rate,
         "naive_fraction_of_flop_bound": 2 * params * tokens / naive_s / rate,
-        "max_score_diff_fast_vs_fp32": diff,
+        **({"compiled_fraction_of_flop_bound": 2 * params * compiled["compiled_tokens_per_s"] / rate} if compiled
+           else {}),
+        "max_score_diff_fast_vs_fp32": diff, **compiled,
         "settings": {k: getattr(args, k) for k in ("batch_tokens", "group", "min_len", "max_len", "step_tokens")},
     }
     print(f"{result['machine']} {args.device}, {args.model} ({params / 1e6:.2f}M non-embedding params), "
@@ -176,6 +187,9 @@ def main(argv=None) -> int:
           f"FLOP bound)")
     print(f"  naive fp32 per request:  {result['naive_tokens_per_s']:,.0f} tok/s "
           f"(padding {result['naive_padding_share']:.1%}, {result['naive_fraction_of_flop_bound']:.1%})")
+    if compiled:
+        print(f"  batched, compiled: {compiled['compiled_tokens_per_s']:,.0f} tok/s "
+              f"({2 * params * compiled['compiled_tokens_per_s'] / rate:.1%} of the FLOP bound)")
     print(f"  speedup {result['speedup']:.1f}x; matmul {rate / 1e12:.3g} TFLOP/s; max |score diff| {diff:.2e}")
     if args.out:
         with open(args.out, "w") as f:

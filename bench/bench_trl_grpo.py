@@ -13,7 +13,8 @@ optimizer step per generation batch. Both load the same model directory, so thei
 follow the same distribution (a random model stops at EOS, p ~ 1/128 per token).
 
 verirl: `bench_grpo_gpu.bench_grpo` (trainer.grpo.train; rewards from the run's own verifier server;
-micro-batches of 32 rows; the phases timed by the trainer). TRL 1.16: `GRPOTrainer` with a local reward
+micro-batches of 32 rows; the phases timed by the trainer), once per `--verirl-caches` value of
+`rollout.hf_cache` (dynamic, static_compiled). TRL 1.16: `GRPOTrainer` with a local reward
 function (random numbers, so that no group has zero variance: the update runs on every row, as verirl's
 `algo.filter_zero_std=false` does), `per_device_train_batch_size` 128 = one generation batch, whole-batch
 forward/backward; a callback times each optimizer step (generation included). Both report the mean of
@@ -104,6 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tiny", action="store_true", help="tiny shapes on the CPU: checks the script runs")
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--verirl-caches", default="dynamic,static_compiled",
+                        help="rollout.hf_cache values to run verirl with, one run each")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
@@ -115,15 +118,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = save_grpo_model(tmp / "model", shape)
-        result["verirl"] = bench_grpo(model_dir, device, dtype, prompts, group, new_tokens, args.steps, tmp)
-        v = result["verirl"]
-        v["seconds_per_step"] = v["seconds"]["total"]  # the trainer's whole step, generation included
-        v["completion_tokens_per_s"] = round(prompts * group * v["completion_length"] / v["seconds_per_step"], 1)
+        for cache in args.verirl_caches.split(","):
+            v = bench_grpo(model_dir, device, dtype, prompts, group, new_tokens, args.steps, tmp,
+                           overrides=(f"rollout.hf_cache={cache}",))
+            v["seconds_per_step"] = v["seconds"]["total"]  # the trainer's whole step, generation included
+            v["completion_tokens_per_s"] = round(prompts * group * v["completion_length"] / v["seconds_per_step"], 1)
+            result[f"verirl_{cache}"] = v
+            if device == "cuda":
+                torch.cuda.empty_cache()
         if device == "cuda":
             torch.cuda.empty_cache()
         result["trl"] = bench_trl(model_dir, device, dtype, prompts, group, new_tokens, args.steps, tmp)
-    result["speedup_tokens_per_s"] = round(result["verirl"]["completion_tokens_per_s"] /
-                                           result["trl"]["completion_tokens_per_s"], 2)
+    for cache in args.verirl_caches.split(","):
+        result[f"speedup_tokens_per_s_{cache}"] = round(result[f"verirl_{cache}"]["completion_tokens_per_s"] /
+                                                         result["trl"]["completion_tokens_per_s"], 2)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -125,6 +125,18 @@ def test_scorer_batched_equals_plain_forward(prms, kind):
         assert all(0 < s < 1 for s in scores)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["causal_lm", "token_classification"])
+def test_compiled_scorer_equals_plain_forward(prms, kind):
+    """`compile=True` (verirl serve --prm-compile): the same scores through the compiled forward, over
+    passes of different shapes (one dynamic graph)."""
+    from verifier_service.prm import PRMScorer
+
+    scorer = PRMScorer(str(prms[kind]), device="cpu", batch_tokens=256, compile=True)
+    for (problem, steps), scores in zip(CHAINS, scorer.score_many(CHAINS)):
+        assert scores == pytest.approx(_reference(prms[kind], problem, steps), abs=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["causal_lm", "token_classification"])
 def test_candidates_share_prefix_and_equal_full_chains(prms, kind):
     from verifier_service.prm import PRMScorer

@@ -178,21 +178,27 @@ def accumulate_sharded(policy: Any, loss_fn: GRPOLoss, r: Any, old_logp: torch.T
     chunks = list(part.split(micro)) if len(part) else []  # split() of no rows gives one empty chunk
     device = r.mask.device
     rounds = _max_over_ranks(len(chunks), str(device))
-    total = 0.0
-    for rows in chunks:
-        mb = r.rows(rows.to(device))
-        logp, _ = sequence_logprobs(policy, mb, temperature)                               # [m, T]
-        loss, stats = loss_fn(logp, old_logp[rows], mb.engine_logp, None if ref_logp is None else ref_logp[rows],
-                              advantages[rows], mb.mask, scale)
-        loss.backward()
-        total += float(loss.detach())
-        for k, v in stats.items():
-            sums[k] = sums.get(k, 0.0) + v
-    for _ in range(rounds - len(chunks)):
-        # one token through every sharded module: its reduce-scatter pairs with the other ranks'
-        out = policy(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device), use_cache=False)
-        (out.logits.float().sum() * 0.0).backward()
-    return total
+    total = torch.zeros((), device=device)
+    for i in range(rounds):
+        # gradients accumulate unsharded on each rank and are reduce-scattered once, after the last
+        # round (every rank runs `rounds` backwards, so the last is the same round everywhere)
+        policy.set_requires_gradient_sync(i == rounds - 1)
+        if i < len(chunks):
+            rows = chunks[i]
+            mb = r.rows(rows.to(device))
+            logp, _ = sequence_logprobs(policy, mb, temperature)                           # [m, T]
+            loss, stats = loss_fn(logp, old_logp[rows], mb.engine_logp,
+                                  None if ref_logp is None else ref_logp[rows], advantages[rows], mb.mask, scale)
+            loss.backward()
+            total += loss.detach()
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+        else:
+            # one token through every sharded module: its reduce-scatter pairs with the other ranks'
+            out = policy(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device), use_cache=False)
+            (out.logits.float().sum() * 0.0).backward()
+    policy.set_requires_gradient_sync(True)
+    return float(total)
 
 
 def grad_norm(model: Any, clip: float) -> float:

@@ -150,17 +150,17 @@ def accumulate_gradients(policy: Any, loss_fn: GRPOLoss, r: Rollouts, old_logp: 
     """Backward the loss of rows `part` of `r`, `micro` rows at a time; gradients add up in .grad.
     Returns the part's loss; metric sums are added into `sums`. The loss is divided by the part's
     totals (`scale`), so the gradient does not depend on `micro`."""
-    total = 0.0
+    total = torch.zeros((), device=r.mask.device)
     for rows in part.split(micro):
         mb = r.rows(rows.to(r.mask.device))
         logp, _ = sequence_logprobs(policy, mb, temperature)                               # [m, T]
         loss, stats = loss_fn(logp, old_logp[rows], mb.engine_logp, None if ref_logp is None else ref_logp[rows],
                               advantages[rows], mb.mask, scale)
         loss.backward()
-        total += float(loss.detach())
+        total += loss.detach()
         for k, v in stats.items():
             sums[k] = sums.get(k, 0.0) + v
-    return total
+    return float(total)
 
 
 def step_tensors(scored: Scored, groups: list[Group], tokenizer: Any, T: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -80,6 +80,8 @@ def _add_prm_arguments(parser: argparse.ArgumentParser) -> None:
     prm.add_argument("--prm-device", choices=DEVICES, default=defaults.device)
     prm.add_argument("--prm-batch-tokens", type=int, default=defaults.batch_tokens,
                      help="padded tokens per forward pass")
+    prm.add_argument("--prm-compile", action="store_true",
+                     help="torch.compile the scoring forward (faster on a GPU once compiled; docs/benchmarks.md)")
     prm.add_argument("--prm-timeout", type=float, default=defaults.timeout_s,
                      help="deadline of a PRM item in seconds, waiting included (then TIMEOUT)")
 
@@ -98,7 +100,7 @@ def _prm_settings(args: argparse.Namespace) -> dict[str, Any] | None:
                  "bad_token": args.prm_bad_token, "correct_label": args.prm_correct_label,
                  "aggregation": args.prm_aggregation, "max_length": args.prm_max_length}
     return {"dir": args.prm, "device": args.prm_device, "batch_tokens": args.prm_batch_tokens,
-            "timeout_s": args.prm_timeout, **{k: v for k, v in overrides.items() if v is not None}}
+            "compile": args.prm_compile, "timeout_s": args.prm_timeout, **{k: v for k, v in overrides.items() if v is not None}}
 
 
 TOKEN_ENV = "VERIRL_AUTH_TOKEN"

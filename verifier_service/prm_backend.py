@@ -80,7 +80,7 @@ def start_prm(config: PRMConfig, queue_capacity: int) -> PRMService:
     tokenizer = load_tokenizer(config.dir)
     check_labels(tokenizer, fmt)
     render_ids(tokenizer, fmt, "", [""])  # a tag that tokenizes to nothing fails here, not per item
-    engine = PRMEngine(PRMProcess(config.dir, fmt, config.device, config.start_timeout_s),
+    engine = PRMEngine(PRMProcess(config.dir, fmt, config.device, config.start_timeout_s, config.compile),
                        batch_tokens=config.batch_tokens, max_wait_s=config.max_wait_s, timeout_s=config.timeout_s,
                        capacity=queue_capacity)
     info = engine.start()

@@ -44,6 +44,7 @@ class PRMConfig:
     # Execution
     device: str = "auto"                  # "auto": cuda if the PRM process sees a GPU, else cpu
     batch_tokens: int = 8192              # padded tokens per forward pass (rows x longest row)
+    compile: bool = False                 # torch.compile the scoring forward (GPU; first passes compile)
     max_wait_s: float = 0.005             # an idle batcher waits this long for more callers to join a batch
     timeout_s: float = 60.0               # deadline of an item from its arrival: waiting + scoring
     start_timeout_s: float = 600.0        # loading the model (also on a restart after a crash)

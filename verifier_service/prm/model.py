@@ -31,21 +31,28 @@ __all__ = ["PRMModel"]
 
 @dataclass(frozen=True)
 class _Head:
-    features: Callable[..., Any]   # (model, **inputs) -> [B, T, F]
+    module: Callable[[Any], Any]   # the loaded model -> the module that runs (the full model, or its base)
+    features: Callable[..., Any]   # (module, **inputs) -> [B, T, F]
     probs: Callable[[Any], Any]    # [N, F] gathered at tags -> [N] P(correct), fp32
 
 
 class PRMModel:
     """A loaded PRM; `score_rows` and `score_candidates` return P(correct) at the tag positions."""
 
-    def __init__(self, model: Any, fmt: PRMFormat, device: str, head: _Head) -> None:
+    def __init__(self, model: Any, fmt: PRMFormat, device: str, head: _Head, compile: bool = False) -> None:
         self.model = model
         self.fmt = fmt
         self.device = device
         self._head = head
+        # `compile`: score_rows runs a torch.compile'd module (dynamic shapes: one graph for every batch
+        # shape; fused norms and activations). The prefix-cache path of score_candidates stays eager.
+        self._rows_module = head.module(model)
+        if compile:
+            import torch
+            self._rows_module = torch.compile(self._rows_module, dynamic=True)
 
     @classmethod
-    def load(cls, directory: str, fmt: PRMFormat, device: str = "auto") -> PRMModel:
+    def load(cls, directory: str, fmt: PRMFormat, device: str = "auto", compile: bool = False) -> PRMModel:
         import torch
         from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
@@ -55,18 +62,20 @@ class PRMModel:
         auto = AutoModelForCausalLM if fmt.kind == "causal_lm" else AutoModelForTokenClassification
         model = auto.from_pretrained(directory, dtype=dtype).to(device)
         labels = label_token_ids(load_tokenizer(directory), fmt) if fmt.kind == "causal_lm" else None
-        return cls.wrap(model, fmt, device, labels)
+        return cls.wrap(model, fmt, device, labels, compile)
 
     @classmethod
-    def wrap(cls, model: Any, fmt: PRMFormat, device: str, labels: tuple[int, int] | None = None) -> PRMModel:
+    def wrap(cls, model: Any, fmt: PRMFormat, device: str, labels: tuple[int, int] | None = None,
+             compile: bool = False) -> PRMModel:
         """A PRMModel around a model already in memory on `device` (the benchmark builds one);
         `labels` are the (good, bad) token ids of a causal_lm PRM."""
         model.eval()
         if fmt.kind == "causal_lm":
             if labels is None:
                 raise ValueError("a causal_lm PRM needs its (good, bad) label token ids")
-            return cls(model, fmt, device, _causal_lm_head(model, *labels))
-        return cls(model, fmt, device, _token_classification_head(model.config.num_labels, fmt.correct_label))
+            return cls(model, fmt, device, _causal_lm_head(model, *labels), compile)
+        return cls(model, fmt, device, _token_classification_head(model.config.num_labels, fmt.correct_label),
+                   compile)
 
     def describe(self) -> dict[str, Any]:
         params = sum(p.numel() for p in self.model.parameters())
@@ -82,7 +91,7 @@ class PRMModel:
             # no mask: with right padding, causal attention alone keeps padding out of every real token,
             # and a mask-free batch takes SDPA's fused causal kernels (a padding mask forces the slower
             # masked path: 2x the throughput on the H100, docs/benchmarks.md)
-            x = self._head.features(self.model, input_ids=ids)             # [B, T, F]
+            x = self._head.features(self._rows_module, input_ids=ids)      # [B, T, F]
             return self._gather(x, positions)
 
     def score_candidates(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]],
@@ -101,7 +110,8 @@ class PRMModel:
             ids, suffix_mask = self._pad(suffixes)                          # [K, S]
             mask = torch.cat([torch.ones(k, p, dtype=torch.long, device=self.device), suffix_mask], dim=1)  # [K, P+S]
             position_ids = torch.arange(p, p + ids.shape[1], device=self.device).expand(k, -1)      # [K, S]
-            x = self._head.features(self.model, input_ids=ids, attention_mask=mask, position_ids=position_ids,
+            x = self._head.features(self._head.module(self.model), input_ids=ids, attention_mask=mask,
+                                    position_ids=position_ids,
                                     past_key_values=cache, use_cache=True)  # [K, S, F]
             return [row[0] for row in self._gather(x, [[pos] for pos in positions])]
 
@@ -132,13 +142,16 @@ class PRMModel:
 def _token_classification_head(num_labels: int, correct_label: int) -> _Head:
     import torch
 
-    def features(model: Any, **inputs: Any) -> Any:
-        return model(**inputs).logits                                       # [B, T, L]
+    def features(module: Any, **inputs: Any) -> Any:
+        return module(**inputs).logits                                      # [B, T, L]
+
+    def whole(model: Any) -> Any:
+        return model
 
     if num_labels == 1:
-        return _Head(features, lambda logits: torch.sigmoid(logits.float()[:, 0]))
+        return _Head(whole, features, lambda logits: torch.sigmoid(logits.float()[:, 0]))
     if num_labels == 2:
-        return _Head(features, lambda logits: torch.softmax(logits.float(), dim=-1)[:, correct_label])
+        return _Head(whole, features, lambda logits: torch.softmax(logits.float(), dim=-1)[:, correct_label])
     raise ValueError(f"a token_classification PRM must have 1 or 2 labels, this one has {num_labels}")
 
 
@@ -149,8 +162,11 @@ def _causal_lm_head(model: Any, good: int, bad: int) -> _Head:
     weight = lm_head.weight[[good, bad]].float()                           # [2, H]
     bias = None if lm_head.bias is None else lm_head.bias[[good, bad]].float()
 
-    def features(model: Any, **inputs: Any) -> Any:
-        return model.base_model(**inputs).last_hidden_state                # [B, T, H]
+    def base(model: Any) -> Any:
+        return model.base_model
+
+    def features(module: Any, **inputs: Any) -> Any:
+        return module(**inputs).last_hidden_state                          # [B, T, H]
 
     def probs(hidden: Any) -> Any:
         logits = hidden.float() @ weight.T                                 # [N, 2]
@@ -158,4 +174,4 @@ def _causal_lm_head(model: Any, good: int, bad: int) -> _Head:
             logits = logits + bias
         return torch.softmax(logits, dim=-1)[:, 0]
 
-    return _Head(features, probs)
+    return _Head(base, features, probs)

@@ -43,7 +43,7 @@ class PRMFailed(RuntimeError):
     """The forward pass raised (the process lives on); the message is the exception."""
 
 
-def _child_main(conn: Any, directory: str, fmt: dict[str, Any], device: str) -> None:
+def _child_main(conn: Any, directory: str, fmt: dict[str, Any], device: str, compile: bool = False) -> None:
     from transformers import AutoTokenizer
 
     from tasks.prm_format import render_ids
@@ -52,7 +52,7 @@ def _child_main(conn: Any, directory: str, fmt: dict[str, Any], device: str) -> 
     from .text import PROBE
 
     try:
-        model = PRMModel.load(directory, PRMFormat.from_dict(fmt), device)
+        model = PRMModel.load(directory, PRMFormat.from_dict(fmt), device, compile=compile)
         probe = render_ids(AutoTokenizer.from_pretrained(directory), model.fmt, *PROBE)
     except Exception as exc:  # the boundary: the parent reports why the model did not load
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
@@ -75,10 +75,12 @@ def _child_main(conn: Any, directory: str, fmt: dict[str, Any], device: str) -> 
 class PRMProcess:
     """Handle on one PRM process. Not thread-safe: one caller (the batcher thread) at a time."""
 
-    def __init__(self, directory: str, fmt: PRMFormat, device: str, start_timeout_s: float) -> None:
+    def __init__(self, directory: str, fmt: PRMFormat, device: str, start_timeout_s: float,
+                 compile: bool = False) -> None:
         self.directory = directory
         self.fmt = fmt
         self.device = device
+        self.compile = compile
         self.start_timeout_s = start_timeout_s
         self.info: dict[str, Any] = {}
         self._proc: Any = None
@@ -95,7 +97,7 @@ class PRMProcess:
         """Start the process and wait until the model is loaded; PRMStartError if it is not."""
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
-        proc = ctx.Process(target=_child_main, args=(child, self.directory, self.fmt.to_dict(), self.device),
+        proc = ctx.Process(target=_child_main, args=(child, self.directory, self.fmt.to_dict(), self.device, self.compile),
                            name="verirl-prm", daemon=True)
         started = time.monotonic()
         proc.start()

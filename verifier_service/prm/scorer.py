@@ -29,7 +29,7 @@ class PRMScorer:
         self.config = PRMConfig(dir=str(directory), device=device, batch_tokens=batch_tokens, **overrides)
         self.format = resolve_format(self.config)
         self.tokenizer = load_tokenizer(directory)
-        self.model = PRMModel.load(str(directory), self.format, device)
+        self.model = PRMModel.load(str(directory), self.format, device, compile=self.config.compile)
 
     def render(self, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         ids, positions = render_ids(self.tokenizer, self.format, problem, steps)
