@@ -75,6 +75,7 @@ class LoadConfig:
     sandbox: str = "full"
     cache_size: int = 100_000           # the server's result cache (its default); 0: off
     prm: str = ""                       # PRM directory for `verirl serve --prm`; "": no steps traffic
+    server_args: tuple[str, ...] = ()   # more `verirl serve` flags (e.g. --malloc-arena-max 0)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ class ServerProcess:
                 "--metrics-port", "0"]
         if config.prm:
             args += ["--prm", config.prm]
+        args += list(config.server_args)
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
@@ -530,6 +532,8 @@ def main() -> None:
     parser.add_argument("--sandbox", default=d.sandbox)
     parser.add_argument("--cache-size", type=int, default=d.cache_size, help="the server's result cache; 0: off")
     parser.add_argument("--prm", default=d.prm, help="PRM directory served with --prm (enables steps traffic)")
+    parser.add_argument("--server-args", default="", help="more `verirl serve` flags, one string "
+                        "(e.g. \"--malloc-arena-max 0 --malloc-trim-every 0\")")
     parser.add_argument("--tiny-prm", action="store_true", help="build a tiny random PRM in a temp dir and serve it")
     parser.add_argument("--runs", default="honest,hostile", help="comma list of honest|hostile, run back to back")
     parser.add_argument("--seed", type=int, default=d.seed)
@@ -545,7 +549,8 @@ def main() -> None:
                             hostile=args.hostile if kind == "hostile" else 0.0,
                             hostile_clients=args.hostile_clients, mix=args.mix, batch=args.batch,
                             deadline_s=args.deadline, rss_every_s=args.rss_every, workers=args.workers,
-                            code_slots=args.code_slots, sandbox=args.sandbox, cache_size=args.cache_size, prm=args.prm, seed=args.seed + n)
+                            code_slots=args.code_slots, sandbox=args.sandbox, cache_size=args.cache_size, prm=args.prm, seed=args.seed + n,
+                            server_args=tuple(args.server_args.split()))
         report = run_load(config, label=f"{n + 1}:{kind}")
         reports.append(report)
         print(json.dumps({k: report[k] for k in ("label", "ok", "honest_items_per_s", "wrong_total",

@@ -40,6 +40,10 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="items allowed to wait for a worker before RESOURCE_EXHAUSTED")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     parser.add_argument("--cache-size", type=int, default=defaults.cache_size, help="results kept by content; 0: off")
+    parser.add_argument("--malloc-arena-max", type=int, default=defaults.malloc_arena_max,
+                        help="glibc malloc arenas of the server process; 0: glibc's default (8 per core)")
+    parser.add_argument("--malloc-trim-every", type=float, default=defaults.malloc_trim_every_s, metavar="SECONDS",
+                        help="return free heap pages to the kernel this often; 0: never")
     parser.add_argument("--grace", type=float, default=defaults.grace_s,
                         help="seconds in-flight work may take to finish on SIGTERM/SIGINT")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
@@ -144,7 +148,8 @@ def _serve(args: argparse.Namespace) -> int:
         config = ServerConfig(address=args.address, math_workers=args.workers, math_timeout_s=args.math_timeout,
                               max_math_timeout_s=max(args.math_timeout, ServerConfig.max_math_timeout_s),
                               queue_capacity=args.queue_capacity, metrics_port=args.metrics_port,
-                              cache_size=args.cache_size, grace_s=args.grace, sandbox=args.sandbox,
+                              cache_size=args.cache_size, malloc_arena_max=args.malloc_arena_max,
+                              malloc_trim_every_s=args.malloc_trim_every, grace_s=args.grace, sandbox=args.sandbox,
                               code_slots=args.code_slots, prm=_prm_settings(args), **_access_settings(args))
     except (ValueError, OSError) as exc:
         print(f"verirl serve: {exc}", file=sys.stderr)

@@ -48,6 +48,8 @@ class ServerConfig:
     worker_recycle_after: int = 10000     # replace a worker after this many checks (bounds memory growth); 0: never
     cache_size: int = 100_000             # results kept by content (LRU); 0: no cache
     replay_size: int = 256                # responses kept by request_id for safe retries; 0: off
+    malloc_arena_max: int = 2             # glibc malloc arenas of the server process (native_memory.py); 0: glibc's default
+    malloc_trim_every_s: float = 30.0     # give free heap pages back to the kernel this often; 0: never
     # Code sandbox (docs/sandbox.md). Code items share queue_capacity's bound, in a queue of their own.
     sandbox: str = "full"                 # "full": every protection or no code at all; "weak": what exists; "off"
     code_slots: int = 0                   # programs run at once (one core each); 0: one per CPU core
@@ -73,7 +75,8 @@ class ServerConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"ServerConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("worker_recycle_after", "cache_size", "replay_size", "grace_s", "stream_backpressure_s"):
+        for name in ("worker_recycle_after", "cache_size", "replay_size", "grace_s", "stream_backpressure_s",
+                     "malloc_arena_max", "malloc_trim_every_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ServerConfig.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("math_timeout_s", "max_math_timeout_s"):

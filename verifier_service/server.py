@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from . import native_memory
 from .backends import build_backends
 from .code_backend import CodeBackend, start_sandbox
 from .config import ServerConfig
@@ -46,6 +47,9 @@ class VerifierServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        if config.malloc_arena_max:  # before the gRPC handler threads exist
+            native_memory.limit_arenas(config.malloc_arena_max)
+        self._trimmer = native_memory.Trimmer(config.malloc_trim_every_s)
         self.pool = WorkerPool(config.math_workers, queue_capacity=config.queue_capacity,
                                cache_size=config.cache_size, recycle_after=config.worker_recycle_after)
         self.code: CodeBackend | None = None
@@ -103,6 +107,7 @@ class VerifierServer:
 
     def start(self) -> None:
         self._grpc.start()
+        self._trimmer.start()
         if self.config.metrics_port is not None:
             self.metrics.serve(self.config.metrics_address, self.config.metrics_port)
         for service in ("", SERVICE_NAME):
@@ -140,6 +145,7 @@ class VerifierServer:
             if self.prm is not None:
                 self.prm.close(grace_s=max(0.0, deadline - time.monotonic()))
             self.metrics.stop()
+            self._trimmer.stop()
             self._stopped.set()
             log.info("verifier on %s stopped", self.address)
 
