@@ -178,7 +178,7 @@ def accumulate_sharded(policy: Any, loss_fn: GRPOLoss, r: Any, old_logp: torch.T
     chunks = list(part.split(micro)) if len(part) else []  # split() of no rows gives one empty chunk
     device = r.mask.device
     rounds = _max_over_ranks(len(chunks), str(device))
-    total = torch.zeros((), device=device)
+    total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per micro-batch
     for i in range(rounds):
         # gradients accumulate unsharded on each rank and are reduce-scattered once, after the last
         # round (every rank runs `rounds` backwards, so the last is the same round everywhere)
@@ -190,7 +190,7 @@ def accumulate_sharded(policy: Any, loss_fn: GRPOLoss, r: Any, old_logp: torch.T
             loss, stats = loss_fn(logp, old_logp[rows], mb.engine_logp,
                                   None if ref_logp is None else ref_logp[rows], advantages[rows], mb.mask, scale)
             loss.backward()
-            total += loss.detach()
+            total += loss.detach().double()
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
         else:

@@ -150,14 +150,14 @@ def accumulate_gradients(policy: Any, loss_fn: GRPOLoss, r: Rollouts, old_logp: 
     """Backward the loss of rows `part` of `r`, `micro` rows at a time; gradients add up in .grad.
     Returns the part's loss; metric sums are added into `sums`. The loss is divided by the part's
     totals (`scale`), so the gradient does not depend on `micro`."""
-    total = torch.zeros((), device=r.mask.device)
+    total = torch.zeros((), dtype=torch.float64, device=r.mask.device)  # summed on the device: no sync per micro-batch
     for rows in part.split(micro):
         mb = r.rows(rows.to(r.mask.device))
         logp, _ = sequence_logprobs(policy, mb, temperature)                               # [m, T]
         loss, stats = loss_fn(logp, old_logp[rows], mb.engine_logp, None if ref_logp is None else ref_logp[rows],
                               advantages[rows], mb.mask, scale)
         loss.backward()
-        total += loss.detach()
+        total += loss.detach().double()
         for k, v in stats.items():
             sums[k] = sums.get(k, 0.0) + v
     return float(total)
