@@ -42,3 +42,27 @@ def test_trimmer_off_starts_no_thread():
 def test_config_rejects_negative_memory_settings(field):
     with pytest.raises(ValueError, match=f"ServerConfig.{field}"):
         ServerConfig(**{field: -1})
+
+
+def test_tracemalloc_dump_on_sigusr2(tmp_path):
+    """VERIRL_TRACEMALLOC=FILE: each SIGUSR2 appends the allocation sites that grew (memory_debug.py)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "trace.txt"
+    script = textwrap.dedent("""
+        import os, signal, time
+        from verifier_service import memory_debug
+        assert memory_debug.install_from_env()
+        kept = [bytes(1000) + bytes([i % 256]) for i in range(5000)]
+        os.kill(os.getpid(), signal.SIGUSR2)
+        for _ in range(100):
+            time.sleep(0.05)
+            if os.path.exists(os.environ["VERIRL_TRACEMALLOC"]) and "blocks" in open(os.environ["VERIRL_TRACEMALLOC"]).read():
+                break
+    """)
+    subprocess.run([sys.executable, "-c", script], env={**__import__("os").environ, "VERIRL_TRACEMALLOC": str(out)},
+                   check=True, timeout=60)
+    text = out.read_text()
+    assert text.startswith("== ") and "traced" in text and "blocks" in text

@@ -138,12 +138,14 @@ def _access_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from . import memory_debug
     from .config import ServerConfig
     from .logs import configure_logging
     from .prm.process import PRMStartError
     from .server import access_summary, create_server
 
     configure_logging(args.log_format, args.log_level)
+    memory_debug.install_from_env()
     try:
         config = ServerConfig(address=args.address, math_workers=args.workers, math_timeout_s=args.math_timeout,
                               max_math_timeout_s=max(args.math_timeout, ServerConfig.max_math_timeout_s),
