@@ -1,0 +1,34 @@
+"""The GPU benchmarks' CPU checks run (tiny shapes): a script that breaks is found here, not on the
+GPU machine, where each call costs device time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_grpo_gpu_tiny(tmp_path):
+    out = tmp_path / "grpo.json"
+    subprocess.run([sys.executable, str(ROOT / "bench/bench_grpo_gpu.py"), "--tiny", "--parts",
+                    "generate,engine,grpo", "--engine-caches", "dynamic,static", "--out", str(out)],
+                   check=True, timeout=600, cwd=tmp_path, capture_output=True)
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu"
+    assert all("tokens_per_s" in v for v in result["engine"].values()), result["engine"]
+    assert result["grpo"]["seconds"]["total"] > 0
+
+
+def test_bench_prm_tiny(tmp_path):
+    out = tmp_path / "prm.json"
+    subprocess.run([sys.executable, str(ROOT / "bench/bench_prm.py"), "--device", "cpu", "--model", "tiny",
+                    "--chains", "16", "--max-len", "256", "--out", str(out)],
+                   check=True, timeout=600, cwd=tmp_path, capture_output=True)
+    result = json.loads(out.read_text())
+    assert result["batched_tokens_per_s"] > 0 and result["max_score_diff_fast_vs_fp32"] < 1e-4
