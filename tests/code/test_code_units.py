@@ -105,3 +105,29 @@ def test_plain_refuses_or_keeps_other_objects():
         deep = [deep]
     with pytest.raises(plain.NotPlain):
         plain.dumps(deep)
+
+
+# ---------------------------------------------------------------- a run that ended without "done"
+
+def _stdio_job():
+    from verifier_service.code.types import CodeLimits, CodeRequest, StdioCase, StdioTests
+    from verifier_service.code.verdicts import Job
+    request = CodeRequest(response="print(1)", tests=StdioTests(cases=(StdioCase(input="", output="1"),)))
+    return Job(request, "print(1)", CodeLimits(1.0, 128 << 20, 1 << 16, 2.0), {"style": "stdio"}, None, 1, ["1"])
+
+
+def test_run_whose_init_the_oom_killer_took_is_memory_limit():
+    """Under memory pressure the OOM killer can take the run's init after the solution (found by the
+    load test, bench/load.py): with OOM kills in the run's cgroup that is MEMORY_LIMIT, not a fault."""
+    from verifier_service.code.types import CodeStatus
+    from verifier_service.code.verdicts import assemble
+    verdict = assemble(_stdio_job(), [], {"backstop": False, "status": -9, "oom_kills": 2})
+    assert verdict.status is CodeStatus.MEMORY_LIMIT and verdict.passed == 0, verdict
+
+
+def test_run_ended_without_result_and_without_oom_is_a_fault():
+    from verifier_service.code.verdicts import SandboxFault, assemble
+    with pytest.raises(SandboxFault, match="without a result"):
+        assemble(_stdio_job(), [], {"backstop": False, "status": -9, "oom_kills": 0})
+    with pytest.raises(SandboxFault):
+        assemble(_stdio_job(), [], {"backstop": False, "status": 0, "oom_kills": 1})  # init exited by itself

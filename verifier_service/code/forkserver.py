@@ -149,6 +149,7 @@ def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
             continue
         if cgroup is not None:
             cgroup.reset(int(request["cgroup_memory"]))
+        oom_before = cgroup.oom_kills() if cgroup is not None else 0  # a running count: the run's is the rise
         pid = _clone_init(_RUN_NAMESPACES)
         if pid == 0:
             sock.close()
@@ -165,7 +166,8 @@ def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
         os.close(pidfd)
         left = _wait_empty(cgroup, 2.0)
         reply = {"op": "end", "backstop": backstop, "status": status, "pids_left": left,
-                 "peak_memory": cgroup.peak() if cgroup else 0}
+                 "peak_memory": cgroup.peak() if cgroup else 0,
+                 "oom_kills": cgroup.oom_kills() - oom_before if cgroup else 0}
         sock.send(json.dumps(reply).encode())
 
 

@@ -131,9 +131,16 @@ def assemble(job: Job, records: list[tuple[dict, list[bytes]]], end: dict[str, A
             outputs.append(tuple((blobs + [b"", b""])[:2]))
     done = any(h.get("t") == "done" for h, _ in records)
     if not done:
-        if not end.get("backstop"):
+        if end.get("backstop"):
+            outcomes.append(TestOutcome(len(outcomes), CodeStatus.TIMEOUT, "wall-clock backstop of the run"))
+        elif end.get("oom_kills") and end.get("status") != 0:
+            # the slot's memory cgroup hit the limit and the OOM killer took the run's init too (the
+            # solution, at oom_score_adj 1000, goes first; under memory pressure while it is still
+            # exiting, the init can follow): the program's memory did it, not a fault of ours
+            outcomes.append(TestOutcome(len(outcomes), CodeStatus.MEMORY_LIMIT,
+                                        "over the memory limit (the OOM killer ended the run)"))
+        else:
             raise SandboxFault("the run ended without a result")
-        outcomes.append(TestOutcome(len(outcomes), CodeStatus.TIMEOUT, "wall-clock backstop of the run"))
     passed = sum(o.status is CodeStatus.PASSED for o in outcomes)
     failing = next((o for o in outcomes if o.status is not CodeStatus.PASSED), None)
     if failing is None and passed < total:
