@@ -16,6 +16,7 @@ glibc = pytest.mark.skipif(native_memory._libc() is None, reason="not glibc")
 def test_limit_arenas_and_trim_on_glibc():
     assert native_memory.limit_arenas(2) is True
     assert native_memory.limit_arenas(0) is False  # 0 means "leave glibc's default": nothing is set
+    assert native_memory.fix_mmap_threshold(128 * 1024) is True
     blocks = [bytearray(64 * 1024) for _ in range(2000)]  # ~128 MiB in mmap-threshold-sized blocks
     del blocks
     assert isinstance(native_memory.trim(), bool)
@@ -38,7 +39,7 @@ def test_trimmer_off_starts_no_thread():
     trimmer.stop()
 
 
-@pytest.mark.parametrize("field", ["malloc_arena_max", "malloc_trim_every_s"])
+@pytest.mark.parametrize("field", ["malloc_arena_max", "malloc_trim_every_s", "malloc_mmap_threshold"])
 def test_config_rejects_negative_memory_settings(field):
     with pytest.raises(ValueError, match=f"ServerConfig.{field}"):
         ServerConfig(**{field: -1})

@@ -44,6 +44,8 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="glibc malloc arenas of the server process; 0: glibc's default (8 per core)")
     parser.add_argument("--malloc-trim-every", type=float, default=defaults.malloc_trim_every_s, metavar="SECONDS",
                         help="return free heap pages to the kernel this often; 0: never")
+    parser.add_argument("--malloc-mmap-threshold", type=int, default=defaults.malloc_mmap_threshold, metavar="BYTES",
+                        help="heap blocks this large always get their own mapping; 0: glibc's dynamic threshold")
     parser.add_argument("--grace", type=float, default=defaults.grace_s,
                         help="seconds in-flight work may take to finish on SIGTERM/SIGINT")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
@@ -151,7 +153,8 @@ def _serve(args: argparse.Namespace) -> int:
                               max_math_timeout_s=max(args.math_timeout, ServerConfig.max_math_timeout_s),
                               queue_capacity=args.queue_capacity, metrics_port=args.metrics_port,
                               cache_size=args.cache_size, malloc_arena_max=args.malloc_arena_max,
-                              malloc_trim_every_s=args.malloc_trim_every, grace_s=args.grace, sandbox=args.sandbox,
+                              malloc_trim_every_s=args.malloc_trim_every,
+                              malloc_mmap_threshold=args.malloc_mmap_threshold, grace_s=args.grace, sandbox=args.sandbox,
                               code_slots=args.code_slots, prm=_prm_settings(args), **_access_settings(args))
     except (ValueError, OSError) as exc:
         print(f"verirl serve: {exc}", file=sys.stderr)

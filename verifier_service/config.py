@@ -50,6 +50,7 @@ class ServerConfig:
     replay_size: int = 256                # responses kept by request_id for safe retries; 0: off
     malloc_arena_max: int = 2             # glibc malloc arenas of the server process (native_memory.py); 0: glibc's default
     malloc_trim_every_s: float = 30.0     # give free heap pages back to the kernel this often; 0: never
+    malloc_mmap_threshold: int = 128 * 1024  # blocks this large always get their own mapping; 0: glibc's dynamic one
     # Code sandbox (docs/sandbox.md). Code items share queue_capacity's bound, in a queue of their own.
     sandbox: str = "full"                 # "full": every protection or no code at all; "weak": what exists; "off"
     code_slots: int = 0                   # programs run at once (one core each); 0: one per CPU core
@@ -76,7 +77,7 @@ class ServerConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"ServerConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("worker_recycle_after", "cache_size", "replay_size", "grace_s", "stream_backpressure_s",
-                     "malloc_arena_max", "malloc_trim_every_s"):
+                     "malloc_arena_max", "malloc_trim_every_s", "malloc_mmap_threshold"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ServerConfig.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("math_timeout_s", "max_math_timeout_s"):

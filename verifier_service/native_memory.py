@@ -8,6 +8,10 @@ tracks the work done, not a leak of Python objects, and is what the soaks showed
 
 - `limit_arenas(n)`: mallopt(M_ARENA_MAX, n), before the handler threads start (threads that already
   have an arena keep it);
+- `fix_mmap_threshold(b)`: mallopt(M_MMAP_THRESHOLD, b). By default glibc raises the threshold to the
+  size of every mmap'd block freed (up to 32 MiB), so after one 2 MiB request is freed, later 2 MiB
+  buffers come from the arenas, where they fragment and stay; a fixed threshold keeps every large
+  block in its own mapping, returned to the kernel when freed;
 - `Trimmer`: a daemon thread that calls malloc_trim(0) every `every_s` seconds, returning free pages
   at the top of every arena and, since glibc 2.8, free whole pages inside them to the kernel.
 """
@@ -19,11 +23,12 @@ import ctypes.util
 import logging
 import threading
 
-__all__ = ["limit_arenas", "trim", "Trimmer"]
+__all__ = ["limit_arenas", "fix_mmap_threshold", "trim", "Trimmer"]
 
 log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # <malloc.h>
+M_MMAP_THRESHOLD = -3
 
 
 def _libc():
@@ -44,6 +49,14 @@ def limit_arenas(n: int) -> bool:
     if libc is None or n < 1:
         return False
     return bool(libc.mallopt(M_ARENA_MAX, n))
+
+
+def fix_mmap_threshold(size: int) -> bool:
+    """Blocks of at least `size` bytes get their own mapping, always (no dynamic threshold)."""
+    libc = _libc()
+    if libc is None or size < 1:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, size))
 
 
 def trim() -> bool:

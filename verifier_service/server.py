@@ -49,6 +49,8 @@ class VerifierServer:
         self.config = config
         if config.malloc_arena_max:  # before the gRPC handler threads exist
             native_memory.limit_arenas(config.malloc_arena_max)
+        if config.malloc_mmap_threshold:
+            native_memory.fix_mmap_threshold(config.malloc_mmap_threshold)
         self._trimmer = native_memory.Trimmer(config.malloc_trim_every_s)
         self.pool = WorkerPool(config.math_workers, queue_capacity=config.queue_capacity,
                                cache_size=config.cache_size, recycle_after=config.worker_recycle_after)
