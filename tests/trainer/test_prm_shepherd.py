@@ -82,7 +82,8 @@ def test_a_policy_that_knows_the_answers_labels_its_right_chains_right(tmp_path,
     cfg = load_prm_config(ROOT / "configs/prm_demo.yaml", [
         "data.source=math_shepherd", f"shepherd.policy={policy}", "shepherd.num_problems=2",
         "shepherd.chains_per_problem=1", "shepherd.rollouts=2", "shepherd.temperature=0.3",
-        "shepherd.max_tokens=40", "shepherd.labels=soft", "data.seed=3", "eval.examples=4", f"out_dir={tmp_path}"])
+        "shepherd.max_tokens=40", "shepherd.labels=soft", "data.seed=3", "eval.examples=4", f"out_dir={tmp_path}",
+        "data.min_steps=1", "data.max_steps=2", "data.max_value=30"])  # the `problems` fixture's difficulty
     records, heldout, counts = load_records(cfg, tmp_path)
     assert counts["shepherd_records"] == 2 and len(heldout) == 4
     for r in records:
