@@ -73,7 +73,7 @@ class LoadConfig:
     workers: int = 2                    # math worker processes of the server
     code_slots: int = 0                 # 0: one per core
     sandbox: str = "full"
-    cache_size: int = 100_000           # the server's result cache (its default); 0: off
+    cache_size: int = 20_000            # the server's result cache (its default); 0: off
     prm: str = ""                       # PRM directory for `verirl serve --prm`; "": no steps traffic
     server_args: tuple[str, ...] = ()   # more `verirl serve` flags (e.g. --malloc-arena-max 0)
     seed: int = 0

@@ -46,7 +46,7 @@ class ServerConfig:
     queue_capacity: int = 16384           # items waiting for a worker; over it: RESOURCE_EXHAUSTED
     stream_backpressure_s: float = 10.0   # a Verify stream waits this long for queue room before failing
     worker_recycle_after: int = 10000     # replace a worker after this many checks (bounds memory growth); 0: never
-    cache_size: int = 100_000             # results kept by content (LRU); 0: no cache
+    cache_size: int = 20_000              # results kept by content (LRU; ~1 KiB each in RSS); 0: no cache
     replay_size: int = 256                # responses kept by request_id for safe retries; 0: off
     malloc_arena_max: int = 2             # glibc malloc arenas of the server process (native_memory.py); 0: glibc's default
     malloc_trim_every_s: float = 30.0     # give free heap pages back to the kernel this often; 0: never
