@@ -14,12 +14,30 @@ glibc = pytest.mark.skipif(native_memory._libc() is None, reason="not glibc")
 
 @glibc
 def test_limit_arenas_and_trim_on_glibc():
-    assert native_memory.limit_arenas(2) is True
-    assert native_memory.limit_arenas(0) is False  # 0 means "leave glibc's default": nothing is set
-    assert native_memory.fix_mmap_threshold(128 * 1024) is True
-    blocks = [bytearray(64 * 1024) for _ in range(2000)]  # ~128 MiB in mmap-threshold-sized blocks
-    del blocks
-    assert isinstance(native_memory.trim(), bool)
+    """In a child process: the settings are process-wide, and this one runs the rest of the suite."""
+    import subprocess
+    import sys
+    script = (
+        "from verifier_service import native_memory as m\n"
+        "assert m.limit_arenas(2) is True\n"
+        "assert m.limit_arenas(0) is False\n"          # 0: leave glibc's default, nothing is set
+        "assert m.fix_mmap_threshold(128 * 1024) is True\n"
+        "blocks = [bytearray(64 * 1024) for _ in range(2000)]\n"
+        "del blocks\n"
+        "assert isinstance(m.trim(), bool)\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def test_embedded_server_leaves_the_host_process_allocator_alone(monkeypatch):
+    """Only `verirl serve` (own_process=True) sets the process-wide malloc options: a trainer that
+    embeds a server keeps glibc's defaults (a fixed mmap threshold slowed a torch run 1.6x)."""
+    from verifier_service.server import create_server
+    calls = []
+    monkeypatch.setattr(native_memory, "limit_arenas", lambda n: calls.append(("arenas", n)))
+    monkeypatch.setattr(native_memory, "fix_mmap_threshold", lambda b: calls.append(("mmap", b)))
+    server, _ = create_server(ServerConfig(address="127.0.0.1:0", math_workers=1, sandbox="off"))
+    server.stop(grace=0)
+    assert calls == [] and server._trimmer.every_s == 0
 
 
 @glibc

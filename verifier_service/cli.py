@@ -154,7 +154,8 @@ def _serve(args: argparse.Namespace) -> int:
                               queue_capacity=args.queue_capacity, metrics_port=args.metrics_port,
                               cache_size=args.cache_size, malloc_arena_max=args.malloc_arena_max,
                               malloc_trim_every_s=args.malloc_trim_every,
-                              malloc_mmap_threshold=args.malloc_mmap_threshold, grace_s=args.grace, sandbox=args.sandbox,
+                              malloc_mmap_threshold=args.malloc_mmap_threshold, own_process=True,
+                              grace_s=args.grace, sandbox=args.sandbox,
                               code_slots=args.code_slots, prm=_prm_settings(args), **_access_settings(args))
     except (ValueError, OSError) as exc:
         print(f"verirl serve: {exc}", file=sys.stderr)

@@ -51,6 +51,7 @@ class ServerConfig:
     malloc_arena_max: int = 2             # glibc malloc arenas of the server process (native_memory.py); 0: glibc's default
     malloc_trim_every_s: float = 30.0     # give free heap pages back to the kernel this often; 0: never
     malloc_mmap_threshold: int = 128 * 1024  # blocks this large always get their own mapping; 0: glibc's dynamic one
+    own_process: bool = False             # the process is the server's alone (verirl serve): the malloc_* settings apply
     # Code sandbox (docs/sandbox.md). Code items share queue_capacity's bound, in a queue of their own.
     sandbox: str = "full"                 # "full": every protection or no code at all; "weak": what exists; "off"
     code_slots: int = 0                   # programs run at once (one core each); 0: one per CPU core

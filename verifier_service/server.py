@@ -47,11 +47,14 @@ class VerifierServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        if config.malloc_arena_max:  # before the gRPC handler threads exist
+        # the process-wide malloc settings only where the server owns its process (`verirl serve`,
+        # own_process=True): in a trainer's process a fixed mmap threshold makes every large torch
+        # buffer an mmap/munmap pair (a PPO test ran 1.6x slower, mostly in the kernel)
+        if config.own_process and config.malloc_arena_max:  # before the gRPC handler threads exist
             native_memory.limit_arenas(config.malloc_arena_max)
-        if config.malloc_mmap_threshold:
+        if config.own_process and config.malloc_mmap_threshold:
             native_memory.fix_mmap_threshold(config.malloc_mmap_threshold)
-        self._trimmer = native_memory.Trimmer(config.malloc_trim_every_s)
+        self._trimmer = native_memory.Trimmer(config.malloc_trim_every_s if config.own_process else 0)
         self.pool = WorkerPool(config.math_workers, queue_capacity=config.queue_capacity,
                                cache_size=config.cache_size, recycle_after=config.worker_recycle_after)
         self.code: CodeBackend | None = None

@@ -171,6 +171,7 @@ def test_ppo_reward_rises_with_a_served_reward_model(tmp_path, seven_data):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # SFT warm-up (~3.5 min) + 14 PPO steps: ~5 min on this 2-core machine, more under load
 def test_ppo_reward_rises_on_the_synthetic_task(tmp_path, verifier_address):
     """The synthetic task family (1-3 steps, values up to 12), from the demo's kind of warm-up: SFT on an
     imperfect teacher that answers multi-step problems after their first step. PPO with verifier
