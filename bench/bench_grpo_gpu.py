@@ -226,6 +226,12 @@ def save(result: dict, out: str) -> None:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
 
 
+def report(result: dict, out: str) -> None:
+    """The final result: printed, and written to `out` when given."""
+    print(json.dumps(result, indent=2))
+    save(result, out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--parts", default="generate,engine,train,grpo")
@@ -261,10 +267,7 @@ def main() -> None:
             result["grpo"] = bench_grpo(model_dir, device, "float32" if args.tiny else "bfloat16",
                                         2 if args.tiny else 16, 2 if args.tiny else 8, 8 if args.tiny else 256,
                                         2 if args.tiny else 3, Path(tmp))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

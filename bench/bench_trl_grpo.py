@@ -24,7 +24,6 @@ the steps after the first (warm-up), as seconds per step and completion tokens p
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_grpo_gpu import QWEN_036B_V128, TINY, bench_grpo, save_grpo_model  # noqa: E402
+from bench_grpo_gpu import QWEN_036B_V128, TINY, bench_grpo, report, save_grpo_model  # noqa: E402
 
 
 def trl_prompts(n: int, seed: int) -> list[str]:
@@ -126,16 +125,11 @@ def main() -> None:
             result[f"verirl_{cache}"] = v
             if device == "cuda":
                 torch.cuda.empty_cache()
-        if device == "cuda":
-            torch.cuda.empty_cache()
         result["trl"] = bench_trl(model_dir, device, dtype, prompts, group, new_tokens, args.steps, tmp)
     for cache in args.verirl_caches.split(","):
         result[f"speedup_tokens_per_s_{cache}"] = round(result[f"verirl_{cache}"]["completion_tokens_per_s"] /
                                                          result["trl"]["completion_tokens_per_s"], 2)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

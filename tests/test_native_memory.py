@@ -78,7 +78,8 @@ def test_tracemalloc_dump_on_sigusr2(tmp_path):
         os.kill(os.getpid(), signal.SIGUSR2)
         for _ in range(100):
             time.sleep(0.05)
-            if os.path.exists(os.environ["VERIRL_TRACEMALLOC"]) and "blocks" in open(os.environ["VERIRL_TRACEMALLOC"]).read():
+            path = os.environ["VERIRL_TRACEMALLOC"]
+            if os.path.exists(path) and "blocks" in open(path).read():
                 break
     """)
     subprocess.run([sys.executable, "-c", script], env={**__import__("os").environ, "VERIRL_TRACEMALLOC": str(out)},
