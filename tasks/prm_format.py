@@ -4,7 +4,8 @@ One contract for the three places that touch a PRM: the trainer that writes one,
 that serves it, and the evaluation that scores it. A PRM model directory is a Hugging Face directory
 (config, weights, tokenizer) plus `verirl_prm.json` holding a `PRMFormat`:
 
-    {"kind": "token_classification" | "causal_lm", "step_tag": "<string>", "step_separator": "\\n\\n",
+    {"kind": "token_classification" | "causal_lm" | "step_likelihood", "step_tag": "<string>",
+     "step_separator": "\\n\\n",
      "good_token": "+", "bad_token": "-", "correct_label": 1, "default_aggregation": "min",
      "max_length": 4096}
 
@@ -13,7 +14,8 @@ that serves it, and the evaluation that scores it. A PRM model directory is a Hu
     ids = tok(problem) + sum over steps j of [tok(separator + step_j) + tok(step_tag)]
 
 each piece tokenized on its own, without special tokens. The score of step j is read at the LAST token
-of step j's tag. Why segment by segment: tokenizing the joined text lets a BPE merge a tag with its
+of step j's tag; `render_spans` also gives each step's own tokens (after its separator, before its tag).
+Why segment by segment: tokenizing the joined text lets a BPE merge a tag with its
 neighbours, so the tag's position would depend on the text around it; piecewise tokenization puts the
 tags at the same places in training and in serving, by construction.
 
@@ -22,9 +24,15 @@ Reading P(correct) at a tag position (done by the consumers, which own torch):
   token_classification, 1 label   ->  sigmoid(logit)            (also a Bradley-Terry reward model:
                                                                  one "step" = the response)
   causal_lm                       ->  softmax(logit[good_id], logit[bad_id])[0]   (Math-Shepherd)
+  step_likelihood                 ->  sigmoid(w . features_j + b), features_j = `likelihood_features`:
+                                      statistics of the causal LM's negative log-likelihoods of step j's
+                                      own tokens and of its tag, and their running maxima over steps <= j;
+                                      (w, b) is the head, `HEAD_FILE` next to FORMAT_FILE
 
 This module imports nothing of the project and no torch; the tokenizer is any callable with the
-Hugging Face `tokenizer(text, add_special_tokens=False)["input_ids"]` interface.
+Hugging Face `tokenizer(text, add_special_tokens=False)["input_ids"]` interface. `likelihood_features` is
+part of the contract (a step_likelihood head's weights mean nothing without it), so it lives here, shared
+by the trainer and the service; it uses only methods of the tensor it is given, so no torch import.
 """
 
 from __future__ import annotations
@@ -34,10 +42,18 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["PRMFormat", "FORMAT_FILE", "KINDS", "AGGREGATIONS", "render_ids", "label_token_ids", "tokenize"]
+__all__ = ["PRMFormat", "FORMAT_FILE", "HEAD_FILE", "KINDS", "AGGREGATIONS", "STEP_FEATURES", "render_ids",
+           "render_spans", "likelihood_features", "load_head", "save_head", "label_token_ids", "tokenize"]
 
 FORMAT_FILE = "verirl_prm.json"
-KINDS = ("token_classification", "causal_lm")
+HEAD_FILE = "verirl_prm_head.json"  # the step_likelihood head: {"features": [...], "weight": [...], "bias": b}
+KINDS = ("token_classification", "causal_lm", "step_likelihood")
+# The step_likelihood features of step j, in the head's order. NLLs in nats under the causal LM, each
+# token's NLL read from the logits at the token before it. "own tokens": ids of the step's text after its
+# separator, up to its tag; "tag": the tag's tokens (the LM's surprise that the step ends there).
+# The running maxima make P(correct) a property of the whole prefix, as the prefix labels are: a step
+# after the first error can be locally consistent with it (tasks/corruptions.py), yet it is labelled wrong.
+STEP_FEATURES = ("max_nll", "mean_nll", "tag_nll", "prefix_max_nll", "prefix_mean_nll", "prefix_tag_nll")
 AGGREGATIONS = ("min", "prod", "last", "mean")
 
 
@@ -45,7 +61,8 @@ AGGREGATIONS = ("min", "prod", "last", "mean")
 class PRMFormat:
     """What a PRM expects around the steps and where its answer is read.
 
-    kind: "token_classification" (a per-token head) or "causal_lm" (next-token good/bad probabilities).
+    kind: "token_classification" (a per-token head), "causal_lm" (next-token good/bad probabilities) or
+        "step_likelihood" (a causal LM's likelihoods of each step's tokens, read by a small head).
     step_tag: text appended after every step; the score is read at its last token.
     step_separator: text put before every step (also before the first, after the problem).
     good_token, bad_token: the label tokens of a causal_lm PRM (each must be one token).
@@ -128,18 +145,90 @@ def tokenize(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
-def render_ids(tokenizer: Any, fmt: PRMFormat, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
-    """(input_ids, tag_positions): the chain as the PRM reads it; tag_positions[j] is where step j is scored."""
+def render_spans(tokenizer: Any, fmt: PRMFormat, problem: str,
+                 steps: Sequence[str]) -> tuple[list[int], list[tuple[int, int, int]]]:
+    """(input_ids, spans): spans[j] = (start, tag_start, tag) of step j. ids[start:tag_start] are the step's
+    own tokens: after its separator's tokens (when tok(separator + step) begins with tok(separator); if a
+    merge crossed the boundary, the whole piece counts as the step's), so step 0 never includes the problem
+    text. ids[tag_start:tag + 1] are its tag's tokens, and `tag` is where the step is scored."""
     tag = tokenize(tokenizer, fmt.step_tag)
     if not tag:
         raise ValueError(f"step_tag {fmt.step_tag!r} tokenizes to nothing")
+    separator = tokenize(tokenizer, fmt.step_separator)
     ids = tokenize(tokenizer, problem)
-    positions = []
+    spans = []
     for step in steps:
-        ids.extend(tokenize(tokenizer, fmt.step_separator + step))
+        piece = tokenize(tokenizer, fmt.step_separator + step)
+        start = len(ids) + (len(separator) if piece[:len(separator)] == separator else 0)
+        ids.extend(piece)
+        tag_start = len(ids)
         ids.extend(tag)
-        positions.append(len(ids) - 1)
-    return ids, positions
+        spans.append((start, tag_start, len(ids) - 1))
+    return ids, spans
+
+
+def render_ids(tokenizer: Any, fmt: PRMFormat, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+    """(input_ids, tag_positions): the chain as the PRM reads it; tag_positions[j] is where step j is scored."""
+    ids, spans = render_spans(tokenizer, fmt, problem, steps)
+    return ids, [tag for _, _, tag in spans]
+
+
+def likelihood_features(token_nll: Any, spans: Sequence[Sequence[tuple[int, int, int]]]) -> Any:
+    """The step_likelihood features (STEP_FEATURES) of every step of every row: [N, 6], N = all steps,
+    row-major (row 0's steps in order, then row 1's, ...).
+
+    token_nll: [B, T] tensor, token_nll[b, t] = -log p(ids[b, t] | ids[b, :t]) (anything at t = 0 and outside
+    the spans is never read); spans[b]: the row's render_spans spans. A step with no own tokens has max and
+    mean 0. Differentiable in token_nll; only tensor methods are used (this module does not import torch).
+    """
+    n = sum(len(row) for row in spans)
+    own = token_nll.new_zeros((n, 3))           # [N, 3] max, mean, tag
+    i = 0
+    for b, row in enumerate(spans):
+        for start, tag_start, tag in row:
+            if tag_start > start:
+                own[i, 0] = token_nll[b, start:tag_start].max()
+                own[i, 1] = token_nll[b, start:tag_start].mean()
+            own[i, 2] = token_nll[b, tag_start:tag + 1].sum()
+            i += 1
+    out = token_nll.new_zeros((n, len(STEP_FEATURES)))  # [N, 6]; `own` is complete before any cummax reads it
+    out[:, :3] = own
+    i = 0
+    for row in spans:
+        if row:
+            out[i:i + len(row), 3:] = own[i:i + len(row)].cummax(dim=0).values
+        i += len(row)
+    return out
+
+
+def save_head(directory: str | Path, weight: Sequence[float], bias: float) -> Path:
+    """Write a step_likelihood head ([len(STEP_FEATURES)] weights and a bias) as HEAD_FILE."""
+    if len(weight) != len(STEP_FEATURES):
+        raise ValueError(f"a step_likelihood head has {len(STEP_FEATURES)} weights, got {len(weight)}")
+    path = Path(directory) / HEAD_FILE
+    path.write_text(json.dumps({"features": list(STEP_FEATURES), "weight": [float(w) for w in weight],
+                                "bias": float(bias)}, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def load_head(directory: str | Path) -> tuple[list[float], float]:
+    """(weight, bias) of a step_likelihood head; ValueError (naming the file) if missing or not this version's."""
+    path = Path(directory) / HEAD_FILE
+    if not path.is_file():
+        raise ValueError(f"{directory}: a step_likelihood PRM needs {HEAD_FILE} (its head), not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or set(data) != {"features", "weight", "bias"}:
+        raise ValueError(f"{path}: must hold exactly the keys features, weight, bias")
+    if data["features"] != list(STEP_FEATURES):
+        raise ValueError(f"{path}: features {data['features']} are not this version's {list(STEP_FEATURES)}")
+    weight, bias = data["weight"], data["bias"]
+    if not isinstance(weight, list) or len(weight) != len(STEP_FEATURES) or \
+            not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weight + [bias]):
+        raise ValueError(f"{path}: weight must be {len(STEP_FEATURES)} numbers and bias a number")
+    return [float(w) for w in weight], float(bias)
 
 
 def label_token_ids(tokenizer: Any, fmt: PRMFormat) -> tuple[int, int]:

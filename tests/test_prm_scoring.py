@@ -8,7 +8,7 @@ import math
 import pytest
 
 from prm_models import STEP_TAG, build_prm, require_torch
-from tasks.prm_format import FORMAT_FILE, PRMFormat, render_ids
+from tasks.prm_format import FORMAT_FILE, PRMFormat, likelihood_features, load_head, render_ids, render_spans
 from verifier_service.prm import PRMConfig, aggregate, first_error, resolve_format
 from verifier_service.prm.batching import padded_tokens, plan_batches
 
@@ -90,7 +90,8 @@ def prms(tmp_path_factory):
     root = tmp_path_factory.mktemp("prm")
     return {"causal_lm": build_prm(root / "lm", "causal_lm", seed=1),
             "token_classification": build_prm(root / "tc", "token_classification", seed=2),
-            "bradley_terry": build_prm(root / "bt", "token_classification", seed=3, num_labels=1)}
+            "bradley_terry": build_prm(root / "bt", "token_classification", seed=3, num_labels=1),
+            "step_likelihood": build_prm(root / "sl", "step_likelihood", seed=6)}
 
 
 def _reference(directory, problem, steps):
@@ -101,10 +102,12 @@ def _reference(directory, problem, steps):
     fmt = PRMFormat.load(directory)
     tok = AutoTokenizer.from_pretrained(directory)  # the trainer's tokenizer: the server's ids must match it
     ids, positions = render_ids(tok, fmt, problem, steps)
-    auto = AutoModelForCausalLM if fmt.kind == "causal_lm" else AutoModelForTokenClassification
+    auto = AutoModelForTokenClassification if fmt.kind == "token_classification" else AutoModelForCausalLM
     model = auto.from_pretrained(directory).eval()
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]        # [T, V] or [T, L]
+    if fmt.kind == "step_likelihood":
+        return [torch.sigmoid(z).item() for z in _likelihood_logits(directory, tok, fmt, problem, steps, logits)]
     if fmt.kind == "causal_lm":
         good, bad = (tok(t, add_special_tokens=False)["input_ids"][0] for t in (fmt.good_token, fmt.bad_token))
         return [torch.softmax(logits[p][[good, bad]], -1)[0].item() for p in positions]
@@ -113,7 +116,24 @@ def _reference(directory, problem, steps):
     return [torch.softmax(logits[p], -1)[fmt.correct_label].item() for p in positions]
 
 
-@pytest.mark.parametrize("kind", ["causal_lm", "token_classification", "bradley_terry"])
+def _likelihood_logits(directory, tok, fmt, problem, steps, logits):
+    """The head's logit per step, by hand: every token's NLL from the full vocabulary, max and mean over
+    exactly ids[start:tag_start], the tag's sum, running maxima, then w . f + b."""
+    import torch
+
+    ids, spans = render_spans(tok, fmt, problem, steps)
+    nll = [0.0] + [-logits[t - 1].log_softmax(-1)[ids[t]].item() for t in range(1, len(ids))]
+    weight, bias = load_head(directory)
+    out, running = [], [0.0, 0.0, 0.0]
+    for start, tag_start, tag in spans:
+        own = nll[start:tag_start]
+        f = [max(own), sum(own) / len(own), sum(nll[tag_start:tag + 1])]
+        running = [max(a, b) for a, b in zip(running, f)]
+        out.append(torch.tensor(sum(w * x for w, x in zip(weight, f + running)) + bias))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["causal_lm", "token_classification", "bradley_terry", "step_likelihood"])
 def test_scorer_batched_equals_plain_forward(prms, kind):
     from verifier_service.prm import PRMScorer
 
@@ -137,7 +157,7 @@ def test_compiled_scorer_equals_plain_forward(prms, kind):
         assert scores == pytest.approx(_reference(prms[kind], problem, steps), abs=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["causal_lm", "token_classification"])
+@pytest.mark.parametrize("kind", ["causal_lm", "token_classification", "step_likelihood"])
 def test_candidates_share_prefix_and_equal_full_chains(prms, kind):
     from verifier_service.prm import PRMScorer
 
@@ -168,3 +188,42 @@ def test_scorer_refuses_too_long(prms):
     scorer = PRMScorer(str(prms["causal_lm"]), device="cpu", max_length=40)
     with pytest.raises(ValueError, match="exceeds max_length 40"):
         scorer.score("p", ["a" * 60])
+
+
+def test_step_likelihood_features_read_the_step_tokens_only(prms):
+    """The features are the LM's NLLs of each step's own tokens (after the problem and the separator) and
+    of its tag: a step whose one token the LM finds less likely gets a higher max NLL, changing step 1
+    leaves step 0's features alone, and the running max covers both."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = prms["step_likelihood"]
+    fmt = PRMFormat.load(directory)
+    tok = AutoTokenizer.from_pretrained(directory)
+    lm = AutoModelForCausalLM.from_pretrained(directory).eval()
+    problem, first = "Ann has 5 pens.", "5 + 4 = 9"
+
+    def token_nll(ids):
+        with torch.no_grad():
+            logp = lm(torch.tensor([ids])).logits[0].log_softmax(-1)                         # [T, V]
+        return torch.nn.functional.pad(-logp[:-1].gather(-1, torch.tensor(ids[1:])[:, None])[:, 0], (1, 0))  # [T]
+
+    ids, spans = render_spans(tok, fmt, problem, [first, "0"])
+    assert spans[0][:2] == (len(problem + fmt.step_separator), len(problem + fmt.step_separator + first))
+    digits = [tok(str(d))["input_ids"][0] for d in range(10)]
+    with torch.no_grad():
+        logp = lm(torch.tensor([ids[:spans[1][0]]])).logits[0, -1].log_softmax(-1)[digits]   # [10]
+    likely, unlikely = str(int(logp.argmax())), str(int(logp.argmin()))
+    assert likely != unlikely
+    features = {}
+    for digit in (likely, unlikely):
+        ids, spans = render_spans(tok, fmt, problem, [first, digit])
+        nll = token_nll(ids)
+        features[digit] = likelihood_features(nll[None], [spans])                            # [2, 6]
+        start, tag_start, tag = spans[1]
+        assert features[digit][1, 0] == pytest.approx(float(nll[start]))                      # one own token
+        assert features[digit][1, 2] == pytest.approx(float(nll[tag_start:tag + 1].sum()))
+        assert features[digit][0, 0] == pytest.approx(float(nll[spans[0][0]:spans[0][1]].max()))
+    assert torch.equal(features[likely][0], features[unlikely][0])
+    assert features[unlikely][1, 0] > features[likely][1, 0]
+    assert torch.equal(features[unlikely][1, 3:], torch.maximum(features[unlikely][0, :3], features[unlikely][1, :3]))

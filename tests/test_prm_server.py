@@ -60,7 +60,23 @@ def lm(tmp_path_factory):
         server.stop(0)
 
 
-@pytest.mark.parametrize("which", ["tc", "lm"])
+@pytest.fixture(scope="module")
+def sl(tmp_path_factory):
+    """A step_likelihood PRM (a causal LM and its head file) behind a real server."""
+    require_torch()
+    from verifier_service.prm import PRMScorer
+
+    directory = build_prm(tmp_path_factory.mktemp("prm") / "sl", "step_likelihood", seed=7)
+    server, port = _serve(directory)
+    client = VerifierClient(f"127.0.0.1:{port}")
+    try:
+        yield server, PRMScorer(str(directory), device="cpu"), client
+    finally:
+        client.close()
+        server.stop(0)
+
+
+@pytest.mark.parametrize("which", ["tc", "lm", "sl"])
 def test_scores_equal_direct_forward(which, request):
     server, scorer, client = request.getfixturevalue(which)
     [result] = client.score_steps([{"id": "a", "problem": PROBLEM, "steps": STEPS}])

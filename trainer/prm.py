@@ -2,13 +2,26 @@
 
     verirl train prm --config configs/prm_demo.yaml [key=value ...]    # or: python -m trainer.cli prm ...
 
-Model: a token-classification head (2 labels, `correct_label` 1) on a causal backbone, loaded with
-`AutoModelForTokenClassification` from the tiny model or any policy directory (e.g. SFT's result). A chain
-is rendered by `tasks.prm_format.render_ids` (problem, then separator + step and the step tag per step,
-piece by piece), exactly as `verirl serve --prm` renders it, and step j is scored at the last token of
-its tag. The loss is the soft-target cross-entropy at the tag positions only: with label y in [0, 1]
-(hard 0/1 or soft), -(y log p(correct) + (1 - y) log p(wrong)), summed over the batch's tags and divided
-by their number. Every other token has no target.
+Model (`format.kind`, picked once from `MODELS`), from the tiny model or any policy directory (e.g. SFT's
+result). A chain is rendered by `tasks.prm_format.render_spans` (problem, then separator + step and the step
+tag per step, piece by piece), exactly as `verirl serve --prm` renders it, and step j is scored at the last
+token of its tag.
+  * token_classification: a 2-label head (`correct_label` 1) on the causal backbone
+    (`AutoModelForTokenClassification`); P(correct) is read from the head at the tag.
+  * step_likelihood: a causal LM (`AutoModelForCausalLM`, its LM head kept) plus a linear head over
+    `tasks.prm_format.likelihood_features` (the LM's negative log-likelihoods of step j's own tokens and
+    tag, and their running maxima); P(correct) = sigmoid(head). Why: every corruption of the synthetic
+    family is an equality between two places, which one label bit per step teaches a small model far too
+    slowly (docs/benchmarks.md), while the same model learns to *write* right steps quickly; a wrong
+    value is then a token the LM finds unlikely.
+The tag loss is the soft-target cross-entropy at the tags: with label y in [0, 1] (hard 0/1 or soft),
+-(y log p(correct) + (1 - y) log p(wrong)), summed over the batch's tags and divided by their number.
+step_likelihood adds `likelihood.lm_weight` x the next-token loss (summed NLL of the own tokens and tags
+of the steps labelled right, y >= 0.5, divided by their number in the batch); the problem text, the
+separators and the wrong steps have no next-token target. With `likelihood.detach_features` (the
+default) the tag loss trains the head alone and the LM learns only from the next-token loss: the LM stays
+a model of right steps, and the tag loss cannot buy a lower loss by making the LM less sure of the right
+tokens of wrong steps (the mean NLL feature covers every token of a step, not only the wrong one).
 
 Data (`data.source`):
   * synthetic: `tasks.corruptions.step_chains` (reference chains and chains corrupted at a known step,
@@ -49,14 +62,14 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from tasks.prm_format import PRMFormat, render_ids
+from tasks.prm_format import STEP_FEATURES, PRMFormat, likelihood_features, load_head, render_spans, save_head
 from tasks.types import Problem
 from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint, start_run, starting_model_dir
 from trainer.grpo import batch_order
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.prm_config import PRMConfig, ShepherdConfig
 
-__all__ = ["Encoded", "Batch", "prm_format", "check_record", "encode", "encode_all", "collate", "tag_loss",
+__all__ = ["Encoded", "Batch", "StepLikelihoodPRM", "MODELS", "prm_format", "prm_losses", "check_record", "encode", "encode_all", "collate", "tag_loss",
            "step_probabilities", "predicted_first_error", "first_error_f1", "math_shepherd_records",
            "evaluate", "train", "NO_TARGET", "CORRECT_LABEL"]
 
@@ -67,7 +80,7 @@ CORRECT_LABEL = 1  # the class index meaning "this step is right" (PRMFormat.cor
 # ---------------------------------------------------------------- data
 def prm_format(cfg: PRMConfig) -> PRMFormat:
     f = cfg.format
-    return PRMFormat(kind="token_classification", step_tag=f.step_tag, step_separator=f.step_separator,
+    return PRMFormat(kind=f.kind, step_tag=f.step_tag, step_separator=f.step_separator,
                      correct_label=CORRECT_LABEL, default_aggregation=f.default_aggregation,
                      max_length=cfg.data.max_length)
 
@@ -76,10 +89,11 @@ def prm_format(cfg: PRMConfig) -> PRMFormat:
 class Encoded:
     """One chain as the PRM reads it."""
 
-    ids: list[int]          # rendered by tasks.prm_format.render_ids
+    ids: list[int]          # rendered by tasks.prm_format.render_spans
     tags: list[int]         # positions of the step scores, one per kept step
     labels: list[float]     # P(step correct) targets in [0, 1], one per kept step
     first_error: int        # first label below 0.5, -1 if none (the evaluation's truth)
+    spans: list[tuple[int, int, int]]  # (start, tag_start, tag) per kept step: render_spans
 
 
 def check_record(record: Mapping[str, Any], where: str) -> tuple[str, list[str], list[float]]:
@@ -106,7 +120,8 @@ def encode(record: Mapping[str, Any], tokenizer: Any, fmt: PRMFormat, truncation
            where: str = "record") -> tuple[Encoded | None, int]:
     """(the encoded chain or None when dropped, number of step labels left out by truncation)."""
     prompt, steps, labels = check_record(record, where)
-    ids, tags = render_ids(tokenizer, fmt, prompt, steps)
+    ids, spans = render_spans(tokenizer, fmt, prompt, steps)
+    tags = [tag for _, _, tag in spans]
     if len(ids) > fmt.max_length:
         if truncation == "error":
             raise ValueError(f"{where}: {len(ids)} tokens > data.max_length={fmt.max_length}; raise it, or set "
@@ -114,12 +129,12 @@ def encode(record: Mapping[str, Any], tokenizer: Any, fmt: PRMFormat, truncation
         kept = sum(t < fmt.max_length for t in tags) if truncation == "keep_prefix" else 0
         if kept == 0:
             return None, len(labels)
-        ids, tags, labels = ids[:tags[kept - 1] + 1], tags[:kept], labels[:kept]
+        ids, tags, labels, spans = ids[:tags[kept - 1] + 1], tags[:kept], labels[:kept], spans[:kept]
         dropped = len(steps) - kept
     else:
         dropped = 0
     first = next((i for i, y in enumerate(labels) if y < 0.5), -1)
-    return Encoded(ids, tags, labels, first), dropped
+    return Encoded(ids, tags, labels, first, spans), dropped
 
 
 def encode_all(records: Sequence[Mapping[str, Any]], tokenizer: Any, fmt: PRMFormat, truncation: str,
@@ -288,9 +303,12 @@ class Batch:
     input_ids: torch.Tensor       # [B, L]
     attention_mask: torch.Tensor  # [B, L] 1 on chain tokens
     targets: torch.Tensor         # [B, L] float: P(correct) label at the tags, NO_TARGET elsewhere
+    lm_mask: torch.Tensor         # [B, L] bool: next-token targets (own tokens and tag of the right steps)
+    spans: tuple                  # per row, its chain's Encoded.spans
 
     def to(self, device: str) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.targets.to(device))
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.targets.to(device),
+                     self.lm_mask.to(device), self.spans)
 
 
 def collate(chains: Sequence[Encoded], pad_id: int) -> Batch:
@@ -298,26 +316,92 @@ def collate(chains: Sequence[Encoded], pad_id: int) -> Batch:
     ids = torch.full((len(chains), L), pad_id, dtype=torch.long)
     mask = torch.zeros((len(chains), L), dtype=torch.long)
     targets = torch.full((len(chains), L), NO_TARGET, dtype=torch.float32)
+    lm_mask = torch.zeros((len(chains), L), dtype=torch.bool)
     for i, c in enumerate(chains):
         ids[i, :len(c.ids)] = torch.tensor(c.ids)
         mask[i, :len(c.ids)] = 1
         targets[i, c.tags] = torch.tensor(c.labels, dtype=torch.float32)
-    return Batch(ids, mask, targets)
+        for (start, _, tag), y in zip(c.spans, c.labels):
+            if y >= 0.5:
+                lm_mask[i, start:tag + 1] = True
+    return Batch(ids, mask, targets, lm_mask, tuple(c.spans for c in chains))
 
 
-def _log_probs(model: Any, batch: Batch) -> torch.Tensor:
+class StepLikelihoodPRM(torch.nn.Module):
+    """A causal LM and a linear head over the likelihood features of each step (format.kind step_likelihood).
+
+    Saved as the LM's Hugging Face directory plus HEAD_FILE (tasks.prm_format.save_head): what the service
+    loads. `detach`: the tag loss's gradient stops at the features (likelihood.detach_features)."""
+
+    def __init__(self, lm: Any, head: torch.nn.Linear, detach: bool) -> None:
+        super().__init__()
+        self.lm, self.head, self.detach = lm, head, detach
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype, detach: bool) -> StepLikelihoodPRM:
+        """The LM of `directory`; its head from HEAD_FILE if there is one (a checkpoint), else zeros
+        (P(correct) 0.5 everywhere until the tag loss moves it)."""
+        from transformers import AutoModelForCausalLM
+        from tasks.prm_format import HEAD_FILE
+        head = torch.nn.Linear(len(STEP_FEATURES), 1)
+        with torch.no_grad():
+            if (Path(directory) / HEAD_FILE).is_file():
+                weight, bias = load_head(directory)
+                head.weight.copy_(torch.tensor([weight]))
+                head.bias.fill_(bias)
+            else:
+                head.weight.zero_()
+                head.bias.zero_()
+        return cls(AutoModelForCausalLM.from_pretrained(directory, dtype=dtype), head, detach)  # the head: fp32
+
+    @property
+    def config(self) -> Any:
+        return self.lm.config
+
+    def gradient_checkpointing_enable(self) -> None:
+        self.lm.gradient_checkpointing_enable()
+
+    def save_pretrained(self, directory: str | Path, **kwargs: Any) -> None:
+        self.lm.save_pretrained(directory, **kwargs)
+        save_head(directory, self.head.weight[0].tolist(), self.head.bias.item())
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                spans: Sequence[Sequence[tuple[int, int, int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(head logits [N], one per step of every row in order; token NLLs [B, L]: token_nll[:, t] =
+        -log p(ids[:, t] | ids[:, :t]), 0 at t = 0)."""
+        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits.float()     # [B, L, V]
+        nll = -logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:, None])[..., 0]   # [B, L-1]
+        token_nll = torch.nn.functional.pad(nll, (1, 0))                                     # [B, L]
+        features = likelihood_features(token_nll.detach() if self.detach else token_nll, spans)  # [N, 6]
+        return self.head(features)[:, 0].float(), token_nll
+
+
+def _tag_log_probs(model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(log P(wrong), log P(correct)) at every tag, [n_tags, 2] in the order of batch.targets[tags], and
+    the token NLLs [B, L] of a step_likelihood model (None for token classification)."""
+    if isinstance(model, StepLikelihoodPRM):
+        z, token_nll = model(batch.input_ids, batch.attention_mask, batch.spans)           # [N]
+        logsig = torch.nn.functional.logsigmoid
+        return torch.stack([logsig(-z), logsig(z)], dim=-1), token_nll                     # CORRECT_LABEL = 1
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # [B, L, 2]
-    return logits.float().log_softmax(-1)
+    return logits.float().log_softmax(-1)[batch.targets != NO_TARGET], None
+
+
+def prm_losses(model: Any, batch: Batch) -> tuple[torch.Tensor, int, torch.Tensor, int]:
+    """(tag loss summed over tags, number of tags, next-token loss summed over the lm_mask tokens (0 without
+    an LM), their number)."""
+    picked, token_nll = _tag_log_probs(model, batch)                  # [n_tags, 2]
+    y = batch.targets[batch.targets != NO_TARGET]                     # [n_tags]
+    loss = -(y * picked[:, CORRECT_LABEL] + (1 - y) * picked[:, 1 - CORRECT_LABEL]).sum()
+    if token_nll is None:
+        return loss, len(y), torch.zeros((), device=loss.device), 0
+    return loss, len(y), token_nll[batch.lm_mask].sum(), int(batch.lm_mask.sum())
 
 
 def tag_loss(model: Any, batch: Batch) -> tuple[torch.Tensor, int]:
     """(sum over tags of -(y log p(correct) + (1-y) log p(wrong)), number of tags)."""
-    logp = _log_probs(model, batch)
-    at = batch.targets != NO_TARGET                                   # [B, L]
-    y = batch.targets[at]                                             # [n_tags]
-    picked = logp[at]                                                 # [n_tags, 2]
-    loss = -(y * picked[:, CORRECT_LABEL] + (1 - y) * picked[:, 1 - CORRECT_LABEL]).sum()
-    return loss, int(at.sum())
+    loss, n, _, _ = prm_losses(model, batch)
+    return loss, n
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -334,11 +418,14 @@ def step_probabilities(model: Any, chains: Sequence[Encoded], pad_id: int, batch
     with torch.no_grad():
         for part in _chunks(chains, batch_size):
             batch = collate(part, pad_id).to(device)
-            logp = _log_probs(model, batch)                            # [B, L, 2]
-            p = logp[..., CORRECT_LABEL].exp().cpu()                   # [B, L]
-            probs += [p[i, c.tags].tolist() for i, c in enumerate(part)]
-            loss, n = tag_loss(model, batch)
-            total, tags = total + float(loss), tags + n
+            picked, _ = _tag_log_probs(model, batch)                   # [n_tags, 2]
+            p = picked[:, CORRECT_LABEL].exp().cpu().tolist()          # [n_tags], chain by chain
+            for c in part:
+                probs.append(p[:len(c.tags)])
+                p = p[len(c.tags):]
+            y = batch.targets[batch.targets != NO_TARGET]
+            loss = -(y * picked[:, CORRECT_LABEL] + (1 - y) * picked[:, 1 - CORRECT_LABEL]).sum()
+            total, tags = total + float(loss), tags + len(y)
     model.train(was_training)
     return probs, total / max(tags, 1)
 
@@ -370,21 +457,46 @@ def evaluate(model: Any, chains: Sequence[Encoded], pad_id: int, batch_size: int
 
 
 # ---------------------------------------------------------------- the recipe
+def _token_classification(model_dir: Path, cfg: PRMConfig) -> Any:
+    from transformers import AutoModelForTokenClassification
+    labels = {1 - CORRECT_LABEL: "wrong", CORRECT_LABEL: "correct"}
+    # a causal LM directory loads its backbone; the head (hidden -> 2) starts random
+    return AutoModelForTokenClassification.from_pretrained(
+        model_dir, num_labels=2, id2label=labels, label2id={v: k for k, v in labels.items()},
+        dtype=getattr(torch, cfg.model.dtype))
+
+
+def _step_likelihood(model_dir: Path, cfg: PRMConfig) -> Any:
+    return StepLikelihoodPRM.from_pretrained(model_dir, getattr(torch, cfg.model.dtype),
+                                             cfg.likelihood.detach_features)
+
+
+MODELS = {"token_classification": _token_classification, "step_likelihood": _step_likelihood}
+
+
 def _load_model(cfg: PRMConfig, out: Path) -> tuple[Any, Any]:
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from transformers import AutoTokenizer
     if cfg.resume:
         model_dir = Path(cfg.resume) / "model"
     else:
         model_dir = starting_model_dir(cfg.model, out, cfg.tiny)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    labels = {1 - CORRECT_LABEL: "wrong", CORRECT_LABEL: "correct"}
-    # a causal LM directory loads its backbone; the head (hidden -> 2) starts random
-    model = AutoModelForTokenClassification.from_pretrained(
-        model_dir, num_labels=2, id2label=labels, label2id={v: k for k, v in labels.items()},
-        dtype=getattr(torch, cfg.model.dtype))
+    model = MODELS[cfg.format.kind](model_dir, cfg)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(cfg.model.device).train(), tokenizer
+
+
+def _optimizer(model: Any, cfg: PRMConfig) -> torch.optim.Optimizer:
+    """AdamW (trainer.optim); a step_likelihood head is its own group at likelihood.head_lr: 7 numbers
+    whose right values are a few units, which the model's lr would take most of the run to reach."""
+    o = cfg.optim
+    if not isinstance(model, StepLikelihoodPRM):
+        return build_optimizer(model, o.lr, o.weight_decay, o.betas)
+    optimizer = build_optimizer(model.lm, o.lr, o.weight_decay, o.betas)
+    optimizer.add_param_group({"params": list(model.head.parameters()), "weight_decay": 0.0,
+                               "lr": cfg.likelihood.head_lr})
+    return optimizer
 
 
 def train(cfg: PRMConfig) -> dict[str, Any]:
@@ -396,7 +508,7 @@ def train(cfg: PRMConfig) -> dict[str, Any]:
     model, tokenizer = _load_model(cfg, out)
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    optimizer = build_optimizer(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas)
+    optimizer = _optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg.optim.schedule, cfg.steps, cfg.optim.warmup_steps)
     state = load_recipe_state(cfg.resume, optimizer, scheduler) if cfg.resume else RecipeState(0, 0)
 
@@ -425,13 +537,15 @@ def train(cfg: PRMConfig) -> dict[str, Any]:
             chains = [train_set[i] for i in batch_order(len(train_set), d.seed, state.data_position, cfg.batch_size)]
             micro = [collate(part, pad_id).to(device) for part in _chunks(chains, cfg.micro_batch_size)]
             tags = sum(len(c.tags) for c in chains)  # the whole batch's targets
+            lm_tokens = max(1, sum(int(b.lm_mask.sum()) for b in micro))
 
             optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            for b in micro:  # gradient accumulation: each part's sum over the batch's tag count
-                loss, _ = tag_loss(model, b)
-                (loss / tags).backward()
+            total, lm_total = 0.0, 0.0
+            for b in micro:  # gradient accumulation: each part's sums over the batch's counts
+                loss, _, lm_loss, _ = prm_losses(model, b)
+                (loss / tags + cfg.likelihood.lm_weight * lm_loss / lm_tokens).backward()
                 total += float(loss.detach())
+                lm_total += float(lm_loss.detach())
             clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
             lr = scheduler.get_last_lr()[0]
@@ -442,6 +556,8 @@ def train(cfg: PRMConfig) -> dict[str, Any]:
             seconds = time.monotonic() - t0
             metrics = {"step": state.step, "lr": lr, "loss": total / tags, "grad_norm": grad_norm, "tags": tags,
                        "tokens": sum(int(b.input_ids.numel()) for b in micro), "seconds": round(seconds, 4)}
+            if isinstance(model, StepLikelihoodPRM):
+                metrics["lm_loss"] = lm_total / lm_tokens
             if (e.every and state.step % e.every == 0) or state.step == cfg.steps:
                 metrics.update(run_eval())
                 history.append({k: v for k, v in metrics.items() if k == "step" or k.startswith("eval_")})

@@ -9,7 +9,9 @@ unknown names are errors naming the key.
 Batch shapes: a step is one optimizer step over `batch_size` chains, processed `micro_batch_size` chains
 at a time with gradient accumulation. The loss is the sum over the batch's step tags of the soft-target
 cross-entropy, divided by the number of tags of the whole batch, so the gradient does not depend on
-`micro_batch_size`.
+`micro_batch_size`. A step_likelihood PRM (format.kind) adds `likelihood.lm_weight` x the next-token loss,
+summed over the own tokens and tags of the steps labelled right and divided by their number in the whole
+batch (trainer/prm.py).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from trainer.config import ModelConfig, OptimConfig, _one_of, apply_overrides, f
 from trainer.rollout import ENGINES
 from trainer.tiny import TinyConfig
 
-__all__ = ["PRMDataConfig", "ShepherdConfig", "PRMFormatConfig", "PRMEvalConfig", "PRMConfig", "PRM_SOURCES",
-           "TRUNCATION", "LABEL_KINDS", "load_prm_config", "to_dict"]
+__all__ = ["PRMDataConfig", "ShepherdConfig", "PRMFormatConfig", "PRMLikelihoodConfig", "PRMEvalConfig",
+           "PRMConfig", "PRM_SOURCES", "TRUNCATION", "LABEL_KINDS", "TRAINED_KINDS", "load_prm_config", "to_dict"]
 
 # synthetic: correct and corrupted chains of tasks.synthetic with exact labels (tasks.corruptions)
 # jsonl: {"prompt", "completions", "labels"} records (hard 0/1 or soft 0..1 labels)
@@ -35,7 +37,9 @@ PRM_SOURCES = ("synthetic", "jsonl", "math_shepherd")
 # error: stop with the record named; drop_example: leave it out (counted, logged);
 # keep_prefix: keep the steps whose tags fit, leave out the rest (their labels counted, logged)
 TRUNCATION = ("error", "drop_example", "keep_prefix")
-LABEL_KINDS = ("hard", "soft")  # Math-Shepherd: hard = any rollout reached the gold; soft = the share that did
+LABEL_KINDS = ("hard", "soft")
+# the PRM kinds this recipe trains (tasks.prm_format.KINDS; causal_lm PRMs are released ones, served only)
+TRAINED_KINDS = ("token_classification", "step_likelihood")  # Math-Shepherd: hard = any rollout reached the gold; soft = the share that did
 
 
 @dataclass(frozen=True)
@@ -91,16 +95,31 @@ class ShepherdConfig:
 
 @dataclass(frozen=True)
 class PRMFormatConfig:
-    """How the PRM reads a chain (written to the model's verirl_prm.json, kind token_classification)."""
+    """How the PRM reads a chain (written to the model's verirl_prm.json)."""
 
+    kind: str = "token_classification"  # TRAINED_KINDS (trainer/prm.py's MODELS)
     step_tag: str = "@"            # one character of the tiny tokenizer that the synthetic text never uses
     step_separator: str = "\n"     # tasks.synthetic's step separator
     default_aggregation: str = "min"
 
     def __post_init__(self) -> None:
+        _one_of(self.kind, TRAINED_KINDS, "format.kind")
         _one_of(self.default_aggregation, AGGREGATIONS, "format.default_aggregation")
         if not self.step_tag:
             raise ValueError("format.step_tag must not be empty")
+
+
+@dataclass(frozen=True)
+class PRMLikelihoodConfig:
+    """format.kind step_likelihood only (a token_classification model has no LM head to read)."""
+
+    lm_weight: float = 1.0         # weight of the next-token loss on the right steps' tokens (0: the tag loss alone)
+    detach_features: bool = True   # the tag loss trains the head only; the LM learns from the next-token loss
+    head_lr: float = 0.03          # AdamW lr of the head (7 numbers; the schedule of optim applies to it too)
+
+    def __post_init__(self) -> None:
+        if self.lm_weight < 0 or self.head_lr <= 0:
+            raise ValueError("likelihood: lm_weight >= 0, head_lr > 0")
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,7 @@ class PRMConfig:
     data: PRMDataConfig = field(default_factory=PRMDataConfig)
     shepherd: ShepherdConfig = field(default_factory=ShepherdConfig)
     format: PRMFormatConfig = field(default_factory=PRMFormatConfig)
+    likelihood: PRMLikelihoodConfig = field(default_factory=PRMLikelihoodConfig)
     eval: PRMEvalConfig = field(default_factory=PRMEvalConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, schedule="cosine", warmup_steps=20))
 

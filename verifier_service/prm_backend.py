@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from tasks.prm_format import PRMFormat, render_ids
+from tasks.prm_format import HEAD_FILE, PRMFormat, render_ids, render_spans
 from tasks.stepdata import split_steps
 
 from .backends import MathBackend, MathCall, check_string
@@ -58,8 +58,9 @@ class PRMService:
 
     def details(self) -> str:
         f, c = self.format, self.config
-        label = (f"good_token={f.good_token!r} bad_token={f.bad_token!r}" if f.kind == "causal_lm"
-                 else f"correct_label={f.correct_label}")
+        label = {"causal_lm": f"good_token={f.good_token!r} bad_token={f.bad_token!r}",
+                 "token_classification": f"correct_label={f.correct_label}",
+                 "step_likelihood": f"head={HEAD_FILE}"}[f.kind]
         return (f"kind={f.kind} step_tag={f.step_tag!r} step_separator={f.step_separator!r} {label} "
                 f"default_aggregation={f.default_aggregation} max_length={f.max_length} "
                 f"max_candidates={c.max_candidates} batch_tokens={c.batch_tokens} timeout_s={c.timeout_s:g} "
@@ -194,12 +195,13 @@ class StepsBackend:
             response = DEFAULT_SEPARATOR.join(steps)
             math_call = self.math.prepare(pb.MathItem(id=item.id, response=response, gold=item.gold),
                                           self.math.defaults(None, "options"), path)
-        ids, positions = render_ids(self.prm.tokenizer, self.prm.format, item.problem, steps)
+        ids, spans = render_spans(self.prm.tokenizer, self.prm.format, item.problem, steps)
         if len(ids) > self.prm.format.max_length:
             early = Scored("too_long", reason=f"the chain is {len(ids)} tokens, over the PRM's max_length "
                                               f"({self.prm.format.max_length}); it is not truncated")
             return StepsCall(item.id, None, aggregation, threshold, math_call, early)
-        return StepsCall(item.id, Job("rows", (ids, positions), len(ids)), aggregation, threshold, math_call)
+        job = Job("rows", (ids, [tag for _, _, tag in spans], spans), len(ids))
+        return StepsCall(item.id, job, aggregation, threshold, math_call)
 
     def submit(self, prepared: Sequence[StepsCall], *, wait_s: float = 0.0) -> list[Future]:
         runs = [c for c in prepared if c.job is not None]
@@ -270,15 +272,16 @@ class CandidatesBackend:
                                   f"max_candidates ({most})")
         for k, step in enumerate(item.candidates):
             _check_step(step, f"{path}.candidates[{k}]", limit)
-        prefix, suffixes, positions = render_candidates(self.prm.tokenizer, self.prm.format, item.problem,
-                                                        list(item.prefix_steps), list(item.candidates))
-        longest = len(prefix) + max(len(s) for s in suffixes)
+        c = render_candidates(self.prm.tokenizer, self.prm.format, item.problem, list(item.prefix_steps),
+                              list(item.candidates))
+        longest = len(c.prefix_ids) + max(len(s) for s in c.suffixes)
         if longest > self.prm.format.max_length:
             return CandidatesCall(item.id, None, Scored(
                 "too_long", reason=f"the longest chain is {longest} tokens, over the PRM's max_length "
                                    f"({self.prm.format.max_length}); it is not truncated"))
-        tokens = len(prefix) + len(suffixes) * max(len(s) for s in suffixes)
-        return CandidatesCall(item.id, Job("candidates", (prefix, suffixes, positions), tokens))
+        tokens = len(c.prefix_ids) + len(c.suffixes) * max(len(s) for s in c.suffixes)
+        payload = (c.prefix_ids, c.suffixes, c.positions, c.spans, c.prefix_spans)
+        return CandidatesCall(item.id, Job("candidates", payload, tokens))
 
     def submit(self, prepared: Sequence[CandidatesCall], *, wait_s: float = 0.0) -> list[Future]:
         runs = [c for c in prepared if c.job is not None]

@@ -12,8 +12,8 @@ import torch
 
 from tasks.prm_format import PRMFormat, render_ids
 from trainer.cli import main
-from trainer.prm import (NO_TARGET, check_record, collate, encode, encode_all, first_error_f1,
-                         predicted_first_error, tag_loss)
+from trainer.prm import (NO_TARGET, StepLikelihoodPRM, check_record, collate, encode, encode_all, first_error_f1,
+                         predicted_first_error, prm_losses, tag_loss)
 from trainer.prm_config import PRMConfig, load_prm_config
 from trainer.tiny import build_tokenizer
 
@@ -236,6 +236,129 @@ def test_cli_print_config_and_error(capsys):
     assert printed["steps"] == 7 and printed["format"]["step_tag"] == "@"
     assert main(["prm", "--config", config, "stepz=7"]) == 2
     assert "stepz" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- step_likelihood
+SL = PRMFormat(kind="step_likelihood", step_tag="@", step_separator="\n", max_length=64)
+
+
+def likelihood_model(tiny_dir, detach: bool = True) -> StepLikelihoodPRM:
+    model = StepLikelihoodPRM.from_pretrained(tiny_dir, torch.float32, detach)
+    with torch.no_grad():  # a head that reads every feature (a fresh one is all zeros)
+        model.head.weight.copy_(torch.tensor([[-0.3, -0.2, -0.1, -0.2, -0.1, -0.05]]))
+        model.head.bias.fill_(2.0)
+    return model
+
+
+def test_next_token_targets_are_the_right_steps_own_tokens_and_tags(tok):
+    """"ab" + "\nc@" + "\nde@", step 0 right, step 1 wrong: the LM's targets are "c@" only (not the
+    problem, not the separators, not the wrong step)."""
+    enc, _ = encode({"prompt": "ab", "completions": ["c", "de"], "labels": [1, 0]}, tok, SL, "error")
+    assert enc.spans == [(3, 4, 4), (6, 8, 8)]
+    batch = collate([enc], tok.pad_token_id)
+    assert batch.lm_mask[0].nonzero()[:, 0].tolist() == [3, 4]
+
+
+def test_step_likelihood_losses_by_hand(tok, tiny_dir):
+    """The tag loss is the cross-entropy of sigmoid(w . features + b), the features computed by hand from
+    the LM's full-vocabulary NLLs; the next-token loss sums the NLLs of the right steps' tokens."""
+    from transformers import AutoModelForCausalLM
+    model = likelihood_model(tiny_dir)
+    enc, _ = encode({"prompt": "Q?", "completions": ["1 + 2 = 3", "#### 4"], "labels": [1.0, 0.0]}, tok, SL, "error")
+    with torch.no_grad():
+        loss, n, lm, n_lm = prm_losses(model, collate([enc], tok.pad_token_id))
+        logp = AutoModelForCausalLM.from_pretrained(tiny_dir)(torch.tensor([enc.ids])).logits[0].log_softmax(-1)
+    nll = [0.0] + [-float(logp[t - 1, enc.ids[t]]) for t in range(1, len(enc.ids))]
+    w, b = model.head.weight[0].tolist(), model.head.bias.item()
+    running, expected = [0.0] * 3, 0.0
+    for (start, tag_start, tag), y in zip(enc.spans, enc.labels):
+        f = [max(nll[start:tag_start]), sum(nll[start:tag_start]) / (tag_start - start), sum(nll[tag_start:tag + 1])]
+        running = [max(x, r) for x, r in zip(f, running)]
+        p = torch.sigmoid(torch.tensor(sum(wi * x for wi, x in zip(w, f + running)) + b))
+        expected -= y * float(p.log()) + (1 - y) * float((1 - p).log())
+    start, _, tag = enc.spans[0]
+    assert (n, n_lm) == (2, tag + 1 - start)
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+    assert float(lm) == pytest.approx(sum(nll[start:tag + 1]), rel=1e-4)
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_step_likelihood_gradient_does_not_depend_on_micro_batch(tok, tiny_dir, detach):
+    """Both losses, each divided by the whole batch's count, accumulated over micro-batches: the same
+    gradients; with detached features the tag loss reaches the head only."""
+    chains = [encode({"prompt": f"Q{i}?", "completions": ["1 + 2 = 3"] * (i % 3 + 1) + ["#### 3"],
+                      "labels": [1.0] * (i % 3 + 1) + [float(i % 2)]}, tok, SL, "error")[0] for i in range(6)]
+    tags = sum(len(c.tags) for c in chains)
+    lm_tokens = int(collate(chains, tok.pad_token_id).lm_mask.sum())
+
+    def grads(micro: int, lm_weight: float) -> list[torch.Tensor]:
+        m = likelihood_model(tiny_dir, detach)
+        for s in range(0, len(chains), micro):
+            loss, _, lm, _ = prm_losses(m, collate(chains[s:s + micro], tok.pad_token_id))
+            (loss / tags + lm_weight * lm / lm_tokens).backward()
+        return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in m.parameters()]
+
+    for g1, g6 in zip(grads(1, 1.0), grads(6, 1.0)):
+        torch.testing.assert_close(g1, g6, rtol=1e-4, atol=1e-6)
+    tag_only = grads(6, 0.0)  # [LM parameters..., head weight, head bias]
+    assert any(g.abs().sum() > 0 for g in tag_only[-2:])
+    assert all(g.abs().sum() == 0 for g in tag_only[:-2]) == detach
+
+
+@pytest.fixture(scope="module")
+def trained_sl(tmp_path_factory) -> tuple[Path, dict]:
+    """A few steps of the demo config (step_likelihood, small)."""
+    from trainer.prm import train
+    out = tmp_path_factory.mktemp("prm_sl")
+    return out, train(load_prm_config(ROOT / "configs/prm_demo.yaml", QUICK + [
+        "format.kind=step_likelihood", "steps=8", "eval.every=0", f"out_dir={out}"]))
+
+
+def test_step_likelihood_result_is_a_served_prm_with_the_trainers_scores(trained_sl, tok):
+    """The directory holds the LM, its head file and verirl_prm.json (kind step_likelihood); the LM's
+    weights and the head changed; `verirl serve --prm DIR`'s server (real gRPC, port 0) gives the step
+    scores the trainer computes, and its candidate scores equal those of the full chains."""
+    from safetensors.torch import load_file
+
+    from tasks.corruptions import step_chains
+    from tasks.prm_format import HEAD_FILE, load_head
+    from tasks.synthetic import SyntheticConfig, generate
+    from trainer.prm import step_probabilities
+    from verifier_service.client import VerifierClient
+    from verifier_service.config import ServerConfig
+    from verifier_service.prm.config import PRMConfig as ServedPRM
+    from verifier_service.server import create_server
+    out, result = trained_sl
+    model_dir = Path(result["model_dir"])
+    fmt = PRMFormat.load(model_dir)
+    assert (fmt.kind, fmt.step_tag, fmt.step_separator) == ("step_likelihood", "@", "\n")
+    assert (model_dir / HEAD_FILE).is_file() and load_head(model_dir)[0] != [0.0] * 6
+    assert "lm_loss" in read_metrics(out)[-1]
+    before, after = load_file(out / "tiny_model/model.safetensors"), load_file(model_dir / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    chains = step_chains(generate(6, split="heldout", seed=1, config=SyntheticConfig(max_value=12)), seed=1)
+    encoded = [encode({"prompt": c.problem, "completions": list(c.steps), "labels": c.labels()}, tok, fmt,
+                      "error")[0] for c in chains]
+    local, _ = step_probabilities(StepLikelihoodPRM.from_pretrained(model_dir, torch.float32, True), encoded,
+                                  tok.pad_token_id, 4, "cpu")
+    server, port = create_server(ServerConfig(address="127.0.0.1:0", math_workers=1, sandbox="off",
+                                              prm=ServedPRM(dir=str(model_dir), device="cpu")))
+    try:
+        with VerifierClient(f"127.0.0.1:{port}") as client:
+            served = client.score_steps([{"id": str(i), "problem": c.problem, "steps": list(c.steps)}
+                                         for i, c in enumerate(chains)])
+            c = chains[0]
+            [cands] = client.score_candidates([{"id": "c", "problem": c.problem, "prefix_steps": list(c.steps[:1]),
+                                                "candidates": list(c.steps[1:2]) + ["#### 1", "3 + 4 = 7"]}])
+            alone = [client.score_steps([{"id": "x", "problem": c.problem, "steps": [c.steps[0], step]}])[0]
+                     .step_scores[-1] for step in list(c.steps[1:2]) + ["#### 1", "3 + 4 = 7"]]
+    finally:
+        server.stop(0)
+    assert all(r.judged for r in served), served[:2]
+    for r, mine in zip(served, local):
+        assert list(r.step_scores) == pytest.approx(mine, abs=1e-4)
+        assert r.score == pytest.approx(min(mine), abs=1e-4)  # default_aggregation: min
+    assert cands.judged and list(cands.scores) == pytest.approx(alone, abs=1e-5)
 
 
 @pytest.mark.slow

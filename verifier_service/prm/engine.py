@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
-    """op "rows": payload (ids, tag_positions) of one chain -> list of step scores.
-    op "candidates": payload (prefix_ids, suffix ids per candidate, tag position in each suffix)
-    -> one score per candidate."""
+    """op "rows": payload (ids, tag_positions, spans) of one chain -> list of step scores.
+    op "candidates": payload (prefix_ids, suffix ids per candidate, tag position in each suffix, the
+    candidate's span in each suffix, the prefix's spans) -> one score per candidate. Spans are
+    tasks.prm_format.render_spans's; a step_likelihood PRM reads them, the other kinds do not."""
 
     op: str
     payload: tuple
@@ -171,7 +172,7 @@ class PRMEngine:
             self._answer(batch, Scored("internal_error", reason="the PRM process is down and could not restart"))
             return
         if batch[0].job.op == "rows":
-            op, payload = "rows", ([e.job.payload[0] for e in batch], [e.job.payload[1] for e in batch])
+            op, payload = "rows", tuple([e.job.payload[part] for e in batch] for part in range(3))
         else:
             op, payload = "candidates", batch[0].job.payload
         with self._lock:

@@ -8,7 +8,8 @@ the child begins clean (no copy of the server's threads or gRPC state).
 Protocol (one request in flight at a time; only the batcher thread talks to the process):
   child  -> parent  ("ready", info) once loaded, or ("failed", reason); info["probe"] is PROBE
                     rendered by transformers' AutoTokenizer, for the parent to compare with its own
-  parent -> child   (op, payload)  op "rows": (rows, positions); op "candidates": (prefix, suffixes, positions)
+  parent -> child   (op, payload)  op "rows": (rows, positions, spans); op "candidates": (prefix, suffixes,
+                    positions, spans, prefix_spans) (engine.Job)
   child  -> parent  ("ok", result) or ("error", reason) for an exception of the forward pass
 A dead child shows as end-of-file on the pipe.
 """

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from tasks.prm_format import render_ids
+from tasks.prm_format import render_spans
 
 from .batching import plan_batches
 from .config import PRMConfig, resolve_format
@@ -31,11 +31,12 @@ class PRMScorer:
         self.tokenizer = load_tokenizer(directory)
         self.model = PRMModel.load(str(directory), self.format, device, compile=self.config.compile)
 
-    def render(self, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
-        ids, positions = render_ids(self.tokenizer, self.format, problem, steps)
+    def render(self, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int], list[tuple[int, int, int]]]:
+        """(ids, tag positions, render_spans spans) of one chain."""
+        ids, spans = render_spans(self.tokenizer, self.format, problem, steps)
         if len(ids) > self.format.max_length:
             raise ValueError(f"chain of {len(ids)} tokens exceeds max_length {self.format.max_length}")
-        return ids, positions
+        return ids, [tag for _, _, tag in spans], spans
 
     def score(self, problem: str, steps: Sequence[str]) -> list[float]:
         """P(correct) of each step of one chain."""
@@ -46,18 +47,18 @@ class PRMScorer:
         rendered = [self.render(problem, steps) for problem, steps in chains]
         return self.score_rendered(rendered)
 
-    def score_rendered(self, rendered: Sequence[tuple[list[int], list[int]]]) -> list[list[float]]:
+    def score_rendered(self, rendered: Sequence[tuple[list[int], list[int], list]]) -> list[list[float]]:
         out: list[list[float]] = [[] for _ in rendered]
-        for batch in plan_batches([len(ids) for ids, _ in rendered], self.config.batch_tokens):
-            scores = self.model.score_rows([rendered[i][0] for i in batch], [rendered[i][1] for i in batch])
+        for batch in plan_batches([len(r[0]) for r in rendered], self.config.batch_tokens):
+            scores = self.model.score_rows(*([rendered[i][part] for i in batch] for part in range(3)))
             for i, s in zip(batch, scores):
                 out[i] = s
         return out
 
     def score_candidates(self, problem: str, prefix: Sequence[str], candidates: Sequence[str]) -> list[float]:
         """P(correct) of each candidate next step after `prefix` (the prefix is run once)."""
-        prefix_ids, suffixes, positions = render_candidates(self.tokenizer, self.format, problem, prefix, candidates)
-        longest = len(prefix_ids) + max(len(s) for s in suffixes)
+        c = render_candidates(self.tokenizer, self.format, problem, prefix, candidates)
+        longest = len(c.prefix_ids) + max(len(s) for s in c.suffixes)
         if longest > self.format.max_length:
             raise ValueError(f"chain of {longest} tokens exceeds max_length {self.format.max_length}")
-        return self.model.score_candidates(prefix_ids, suffixes, positions)
+        return self.model.score_candidates(c.prefix_ids, c.suffixes, c.positions, c.spans, c.prefix_spans)

@@ -8,12 +8,13 @@ library directly; `FastTokenizer` gives it the call interface that tasks.prm_for
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from tasks.prm_format import PRMFormat, label_token_ids, render_ids, tokenize
+from tasks.prm_format import PRMFormat, label_token_ids, render_spans
 
-__all__ = ["FastTokenizer", "load_tokenizer", "render_candidates", "check_labels", "PROBE"]
+__all__ = ["FastTokenizer", "load_tokenizer", "render_candidates", "Candidates", "check_labels", "PROBE"]
 
 # A chain rendered both by the server (tokenizer.json) and, in the PRM process, by transformers'
 # AutoTokenizer (what the trainer uses): different ids would mean scores read at the wrong places.
@@ -39,16 +40,29 @@ def load_tokenizer(directory: str | Path) -> FastTokenizer:
     return FastTokenizer(Tokenizer.from_file(str(path)))
 
 
-def render_candidates(tok: Any, fmt: PRMFormat, problem: str, prefix: Sequence[str],
-                      candidates: Sequence[str]) -> tuple[list[int], list[list[int]], list[int]]:
-    """(prefix_ids, suffix_ids per candidate, tag position of each candidate within its suffix).
+@dataclass(frozen=True)
+class Candidates:
+    """K candidate next steps of one prefix, as token ids.
 
-    prefix_ids + suffix_ids[k] is exactly render_ids(problem, prefix + [candidates[k]]): rendering is
+    prefix_ids + suffixes[k] is exactly render_ids(problem, prefix + [candidates[k]]): rendering is
     segment by segment, so the prefix's ids do not depend on what follows."""
-    prefix_ids, _ = render_ids(tok, fmt, problem, prefix)
-    tag = tokenize(tok, fmt.step_tag)
-    suffixes = [tokenize(tok, fmt.step_separator + c) + tag for c in candidates]
-    return prefix_ids, suffixes, [len(s) - 1 for s in suffixes]
+
+    prefix_ids: list[int]
+    suffixes: list[list[int]]                  # separator + candidate + tag, per candidate
+    positions: list[int]                       # the tag position of each candidate within its suffix
+    spans: list[tuple[int, int, int]]          # render_spans of each candidate within its suffix
+    prefix_spans: list[tuple[int, int, int]]   # render_spans of the prefix steps
+
+
+def render_candidates(tok: Any, fmt: PRMFormat, problem: str, prefix: Sequence[str],
+                      candidates: Sequence[str]) -> Candidates:
+    prefix_ids, prefix_spans = render_spans(tok, fmt, problem, prefix)
+    suffixes, spans = [], []
+    for c in candidates:  # a suffix is the chain of one step after an empty problem
+        ids, [span] = render_spans(tok, fmt, "", [c])
+        suffixes.append(ids)
+        spans.append(span)
+    return Candidates(prefix_ids, suffixes, [tag for _, _, tag in spans], spans, prefix_spans)
 
 
 def check_labels(tok: Any, fmt: PRMFormat) -> None:
