@@ -12,7 +12,8 @@ Models are random (no downloads), built from Qwen2 configs:
   engine    the same shape through verirl's hf rollout engine (what GRPO samples with: sampling
             log-probs recorded), `--engine-batches` rows (64,256) in groups of 8, per KV cache
             (`--engine-caches`: dynamic, static, static_compiled = static + transformers' compiled decode
-            step). Target: 40,000 tok/s.
+            step, paged = transformers' continuous batching; "paged+graphs", "+async", "+compile" add
+            ContinuousBatchingConfig options, PAGED_OPTIONS). Target: 40,000 tok/s.
   train     the same shape: bf16 parameters, AdamW, a step over 8 x 1024 tokens (forward, backward,
             optimizer step), in variants: eager (sdpa attention, foreach AdamW), fused (fused AdamW),
             compiled (torch.compile of the model + fused AdamW). Gradient checkpointing off.
@@ -23,7 +24,9 @@ Models are random (no downloads), built from Qwen2 configs:
             ~0.36B non-embedding parameters (hidden 1024, 24 layers, 16 heads, 8 kv heads,
             intermediate 3840) with a 128-token vocabulary (the tiny char tokenizer), bf16, hf engine,
             beta 0, rewards from the run's own verifier server; per-phase seconds of steps 2-3 (the
-            first is a warm-up). For a side-by-side with TRL's GRPOTrainer at beta 0 on the same shape.
+            first is a warm-up), and the update's MFU (forward + backward over prompt and completion
+            tokens). `--grpo-variants`: one run per '+'-joined list of config overrides (e.g.
+            rollout.hf_cache=paged+model.compile=true). For a side-by-side with TRL's GRPOTrainer.
 Prints one JSON object (and writes it to --out).
 """
 
@@ -99,6 +102,12 @@ def bench_generate(shape: dict, dtype: torch.dtype, device: str, batch: int, new
     return out
 
 
+# engine variants "paged+<option>+...": more ContinuousBatchingConfig fields for the paged mode
+PAGED_OPTIONS = {"graphs": {"use_cuda_graph": True}, "nographs": {"use_cuda_graph": False},
+                 "async": {"use_async_batching": True}, "compile": {"default_compile_level": 1},
+                 "compile3": {"default_compile_level": 3}}
+
+
 def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[int, ...], new_tokens: int,
                  caches: tuple[str, ...], group: int = 8) -> dict:
     """verirl's hf rollout engine (trainer/rollout/hf_engine.py) on the ~0.5B shape: `batch` rows = batch /
@@ -121,7 +130,9 @@ def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[in
     for batch in batches:
         prompts = ["".join(rng.choice(letters) for _ in range(64)) for _ in range(batch // group)]
         for cache in caches:
-            engine = HFEngine(model, tokenizer, max_batch_sequences=batch, cache=cache)
+            mode, *extras = cache.split("+")
+            engine = HFEngine(model, tokenizer, max_batch_sequences=batch, cache=mode,
+                              paged_options={k: v for e in extras for k, v in PAGED_OPTIONS[e].items()})
             sampling = SamplingConfig(max_tokens=new_tokens, temperature=1.0, seed=0)
             try:
                 engine.generate(prompts, group, sampling)  # warm-up
@@ -151,7 +162,7 @@ def bench_train(shape: dict, dtype: torch.dtype, device: str, rows: int, seq: in
         step_model = torch.compile(model) if variant == "compiled" else model
         ids = torch.randint(3, shape["vocab_size"], (rows, seq), device=device)
 
-        def step() -> None:
+        def step(step_model=step_model, optimizer=optimizer, ids=ids) -> None:  # bound now: deleted below
             loss = step_model(input_ids=ids, labels=ids, use_cache=False).loss
             loss.backward()
             optimizer.step()
@@ -173,7 +184,7 @@ def bench_train(shape: dict, dtype: torch.dtype, device: str, rows: int, seq: in
                 out[variant]["mfu"] = round(tokens_per_s * flops_per_token / PEAK_BF16[device], 4)
         except Exception as exc:
             out[variant] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-        del model, optimizer, step_model
+        del model, optimizer, step_model, step
         if device == "cuda":
             torch.cuda.empty_cache()
     return out
@@ -201,6 +212,8 @@ def bench_grpo(model_dir: Path, device: str, dtype: str, prompts: int, group: in
     from trainer.grpo import train
 
     non_embedding = non_embedding_params(AutoModelForCausalLM.from_pretrained(model_dir))
+    layers, hidden = (AutoModelForCausalLM.from_pretrained(model_dir).config.to_dict()[k]
+                      for k in ("num_hidden_layers", "hidden_size"))
     run_dir = Path(tempfile.mkdtemp(prefix="grpo_run", dir=tmp))
     cfg = load_config(ROOT / "configs/demo.yaml", [
         f"steps={steps}", f"out_dir={run_dir}", "model.tiny=false", f"model.path={model_dir}",
@@ -213,7 +226,15 @@ def bench_grpo(model_dir: Path, device: str, dtype: str, prompts: int, group: in
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     measured = rows[1:] or rows
     phases = sorted({k for r in measured for k in r["seconds"]})
-    return {"non_embedding_params": non_embedding, "steps_measured": len(measured),
+    # the update's MFU: forward + backward over every real token (prompt + completion) of the kept rows,
+    # 6 x non-embedding parameters per token plus attention (12 x layers x hidden x mean row length)
+    update_tokens = statistics.mean(r["update_tokens"] for r in measured)
+    row = update_tokens / max(1, measured[-1]["kept"])
+    update_flops = update_tokens * (6 * non_embedding + 12 * layers * hidden * row)
+    update_s = statistics.mean(r["seconds"]["update"] for r in measured)
+    mfu = {"update_mfu": round(update_flops / update_s / PEAK_BF16[device], 4)} if device in PEAK_BF16 else {}
+    return {"non_embedding_params": non_embedding, "steps_measured": len(measured), **mfu,
+            "update_tokens": update_tokens,
             "seconds": {k: round(statistics.mean(r["seconds"].get(k, 0.0) for r in measured), 3) for k in phases},
             "generate_tokens_per_s": round(statistics.mean(r["generate_tokens_per_s"] for r in measured), 1),
             "completion_length": round(statistics.mean(r["completion_length"] for r in measured), 1),
@@ -240,6 +261,8 @@ def main() -> None:
     parser.add_argument("--gen-tokens", type=int, default=256)
     parser.add_argument("--engine-batches", default="64,256")
     parser.add_argument("--engine-caches", default="dynamic,static,static_compiled")
+    parser.add_argument("--grpo-variants", default="rollout.hf_cache=static_compiled",
+                        help="comma-separated; each a '+'-joined list of config overrides")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
@@ -264,9 +287,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             shape = {**TINY, "vocab_size": 128} if args.tiny else QWEN_036B_V128
             model_dir = save_grpo_model(Path(tmp) / "grpo_model", shape)
-            result["grpo"] = bench_grpo(model_dir, device, "float32" if args.tiny else "bfloat16",
-                                        2 if args.tiny else 16, 2 if args.tiny else 8, 8 if args.tiny else 256,
-                                        2 if args.tiny else 3, Path(tmp))
+            for variant in args.grpo_variants.split(","):
+                overrides = tuple(variant.split("+"))
+                try:
+                    result[f"grpo {variant}"] = bench_grpo(
+                        model_dir, device, "float32" if args.tiny else "bfloat16", 2 if args.tiny else 16,
+                        2 if args.tiny else 8, 8 if args.tiny else 256, 2 if args.tiny else 3, Path(tmp), overrides)
+                except Exception as exc:  # reported, not fatal
+                    result[f"grpo {variant}"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+                save(result, args.out)
     report(result, args.out)
 
 

@@ -14,10 +14,10 @@ follow the same distribution (a random model stops at EOS, p ~ 1/128 per token).
 
 verirl: `bench_grpo_gpu.bench_grpo` (trainer.grpo.train; rewards from the run's own verifier server;
 micro-batches of 32 rows; the phases timed by the trainer), once per `--verirl-caches` value of
-`rollout.hf_cache` (dynamic, static_compiled). TRL 1.16: `GRPOTrainer` with a local reward
-function (random numbers, so that no group has zero variance: the update runs on every row, as verirl's
-`algo.filter_zero_std=false` does), `per_device_train_batch_size` 128 = one generation batch, whole-batch
-forward/backward; a callback times each optimizer step (generation included). Both report the mean of
+`rollout.hf_cache` (dynamic, static_compiled, paged; "+key=value" adds overrides). TRL 1.16:
+`GRPOTrainer` with a local reward function (random numbers, so that no group has zero variance: the
+update runs on every row, as verirl's `algo.filter_zero_std=false` does), `per_device_train_batch_size`
+128 = one generation batch, whole-batch forward/backward; a callback times each optimizer step (generation included). Both report the mean of
 the steps after the first (warm-up), as seconds per step and completion tokens per second.
 """
 
@@ -105,7 +105,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny shapes on the CPU: checks the script runs")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--verirl-caches", default="dynamic,static_compiled",
-                        help="rollout.hf_cache values to run verirl with, one run each")
+                        help="verirl runs, comma-separated: a rollout.hf_cache value, optionally with '+'-joined "
+                             "config overrides (e.g. paged+model.compile=true)")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
@@ -118,8 +119,9 @@ def main() -> None:
         tmp = Path(tmp)
         model_dir = save_grpo_model(tmp / "model", shape)
         for cache in args.verirl_caches.split(","):
+            mode, *more = cache.split("+")
             v = bench_grpo(model_dir, device, dtype, prompts, group, new_tokens, args.steps, tmp,
-                           overrides=(f"rollout.hf_cache={cache}",))
+                           overrides=(f"rollout.hf_cache={mode}", *more))
             v["seconds_per_step"] = v["seconds"]["total"]  # the trainer's whole step, generation included
             v["completion_tokens_per_s"] = round(prompts * group * v["completion_length"] / v["seconds_per_step"], 1)
             result[f"verirl_{cache}"] = v

@@ -17,12 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_grpo_gpu_tiny(tmp_path):
     out = tmp_path / "grpo.json"
     subprocess.run([sys.executable, str(ROOT / "bench/bench_grpo_gpu.py"), "--tiny", "--parts",
-                    "generate,engine,grpo", "--engine-caches", "dynamic,static", "--out", str(out)],
+                    "generate,engine,grpo", "--engine-caches", "dynamic,static,paged", "--grpo-variants",
+                    "rollout.hf_cache=dynamic,rollout.hf_cache=paged", "--out", str(out)],
                    check=True, timeout=600, cwd=tmp_path, capture_output=True)
     result = json.loads(out.read_text())
     assert result["device"] == "cpu"
     assert all("tokens_per_s" in v for v in result["engine"].values()), result["engine"]
-    assert result["grpo"]["seconds"]["total"] > 0
+    for variant in ("dynamic", "paged"):
+        grpo = result[f"grpo rollout.hf_cache={variant}"]
+        assert grpo["seconds"]["total"] > 0 and grpo["update_tokens"] > 0, grpo
 
 
 def test_bench_prm_tiny(tmp_path):

@@ -44,6 +44,12 @@ def _one_of(value: str, known: Any, key: str) -> None:
         raise ValueError(f"{key}: unknown value {value!r}; known: {sorted(known)}")
 
 
+def no_compile(model: "ModelConfig", recipe: str) -> None:
+    """Recipes without a compiled forward refuse model.compile rather than ignore it."""
+    if model.compile:
+        raise ValueError(f"model.compile: only the GRPO recipe compiles its forward passes, not {recipe}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     path: str = ""                 # a model directory (transformers format, tokenizer included)
@@ -52,6 +58,7 @@ class ModelConfig:
     dtype: str = "float32"         # the trainer's parameter dtype: float32 | bfloat16
     device: str = "cpu"            # cpu | cuda
     gradient_checkpointing: bool = False
+    compile: bool = False          # torch.compile the trainer's forward passes (log-probs, update); not the engine's
 
     def __post_init__(self) -> None:
         if not self.tiny and not self.path:
@@ -91,7 +98,7 @@ class RolloutConfig:
     kv_cache_gb: float = 1.0       # vLLM CPU KV cache
     gpu_memory_utilization: float = 0.3
     hf_max_batch_sequences: int = 256
-    hf_cache: str = "dynamic"        # hf engine: dynamic | static | static_compiled (docs/benchmarks.md)
+    hf_cache: str = "dynamic"        # hf engine: dynamic | static | static_compiled | paged (docs/trainer.md)
     score_chunks: int = 1          # generate in this many chunks, scoring chunk i while chunk i+1 generates
     sync_bucket_mb: float = 256.0  # vLLM weight sync: at most this many MiB converted at a time
     vllm_sleep: bool = False       # release vLLM's memory during the update (GPU builds; a no-op on CPU)

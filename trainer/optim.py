@@ -29,12 +29,14 @@ def _cosine(progress: float) -> float:
 SCHEDULE_FNS: dict[str, Callable[[float], float]] = {"constant": _constant, "linear": _linear, "cosine": _cosine}
 
 
-def build_optimizer(model: Any, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and norms (1-d parameters)."""
+def build_optimizer(model: Any, lr: float, weight_decay: float, betas: tuple[float, float],
+                    fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norms (1-d parameters). `fused`: one kernel for the whole
+    update (CUDA parameters; the H100 training step's MFU, docs/benchmarks.md)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True if fused else None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int,

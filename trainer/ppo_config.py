@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from trainer.config import DataConfig, ModelConfig, OptimConfig, _one_of, from_dict, to_dict
+from trainer.config import DataConfig, ModelConfig, OptimConfig, _one_of, from_dict, no_compile, to_dict
 from trainer.losses import IS_CORRECTIONS
 from trainer.rewards import UNJUDGED_POLICIES
 from trainer.rm_config import load_yaml
@@ -43,7 +43,7 @@ class PPORolloutConfig:
     kv_cache_gb: float = 1.0
     gpu_memory_utilization: float = 0.3
     hf_max_batch_sequences: int = 256
-    hf_cache: str = "dynamic"        # hf engine: dynamic | static | static_compiled (docs/benchmarks.md)
+    hf_cache: str = "dynamic"        # hf engine: dynamic | static | static_compiled | paged (docs/trainer.md)
 
     def __post_init__(self) -> None:
         _one_of(self.engine, ENGINES, "rollout.engine")
@@ -121,6 +121,7 @@ class PPOConfig:
     critic_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))          # the critic's
 
     def __post_init__(self) -> None:
+        no_compile(self.model, "PPO")
         if self.steps < 1:
             raise ValueError("steps must be >= 1")
 

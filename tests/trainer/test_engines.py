@@ -60,10 +60,10 @@ def test_hf_engine_groups_and_logprobs(tiny_dir):
     assert [list(g.completions[0].token_ids) for g in greedy] == [greedy_hf(model, tokenizer, p, 16) for p in PROMPTS]
 
 
-@pytest.mark.parametrize("cache", ["dynamic", "static"])
+@pytest.mark.parametrize("cache", ["dynamic", "static", "paged"])
 def test_hf_engine_temperature_logprobs_and_caches(tiny_dir, cache):
-    """The sampling log-probs (recorded step by step, not stored scores) are those of the tempered
-    distribution, with either cache; a static cache decodes greedily like the dynamic one."""
+    """The sampling log-probs (recorded step by step, not stored scores; the library's own with "paged")
+    are those of the tempered distribution, with every cache; each decodes greedily like `generate`."""
     model, tokenizer = load(tiny_dir)
     engine = engine_class("hf")(model, tokenizer, cache=cache)
     groups = engine.generate(PROMPTS, 3, SamplingConfig(max_tokens=12, temperature=0.7, seed=1))
@@ -72,12 +72,13 @@ def test_hf_engine_temperature_logprobs_and_caches(tiny_dir, cache):
     assert [list(g.completions[0].token_ids) for g in greedy] == [greedy_hf(model, tokenizer, p, 12) for p in PROMPTS]
 
 
-def test_hf_engine_top_k_renormalises(tiny_dir):
+@pytest.mark.parametrize("cache", ["dynamic", "paged"])
+def test_hf_engine_top_k_renormalises(tiny_dir, cache):
     """Top-k truncation renormalises: a sampled token's log-prob is at least its untruncated one, and
     above it somewhere (the tiny model's distribution is not concentrated on 5 tokens)."""
     model, tokenizer = load(tiny_dir)
-    groups = engine_class("hf")(model, tokenizer).generate(PROMPTS, 4, SamplingConfig(max_tokens=12, top_k=5,
-                                                                                       seed=2))
+    groups = engine_class("hf")(model, tokenizer, cache=cache).generate(
+        PROMPTS, 4, SamplingConfig(max_tokens=12, top_k=5, seed=2))
     r = collate(groups, tokenizer.pad_token_id)
     full = no_grad_logprobs(model, r, 1.0, 64)[0]
     mask = r.mask.bool()
@@ -88,7 +89,30 @@ def test_hf_engine_top_k_renormalises(tiny_dir):
 def test_hf_engine_rejects_an_unknown_cache(tiny_dir):
     model, tokenizer = load(tiny_dir)
     with pytest.raises(ValueError, match="rollout.hf_cache"):
-        engine_class("hf")(model, tokenizer, cache="paged")
+        engine_class("hf")(model, tokenizer, cache="mystery")
+
+
+def test_paged_engine_leaves_the_trainer_model_as_it_was(tiny_dir):
+    """Continuous batching switches the attention implementation while it runs: afterwards the model
+    has its own again, its training mode, and a seeded call repeats itself. A call with stop strings
+    (not supported by the library) runs through `generate` and keeps the stop string's tokens."""
+    model, tokenizer = load(tiny_dir)
+    model.train()
+    attention = model.config._attn_implementation
+    engine = engine_class("hf")(model, tokenizer, cache="paged")
+    first = engine.generate(PROMPTS, 2, SamplingConfig(max_tokens=10, seed=3))
+    assert model.config._attn_implementation == attention and model.training
+    assert engine.generate(PROMPTS, 2, SamplingConfig(max_tokens=10, seed=3)) == first
+    stopped = engine.generate(PROMPTS, 2, SamplingConfig(max_tokens=24, seed=4, stop=("1",)))
+    for c in (c for g in stopped for c in g.completions):
+        assert "1" not in c.text
+        hit = "1" in tokenizer.decode(c.token_ids, skip_special_tokens=True) or tokenizer.eos_token_id in c.token_ids
+        assert (c.finish_reason == "stop") == hit
+
+
+def test_kv_blocks_hold_every_row():
+    from trainer.rollout.paged_engine import kv_blocks
+    assert kv_blocks([10, 300], 4, 256, page=256) == 4 * (2 + 1) + 4 * (3 + 1)
 
 
 @pytest.fixture(scope="module")

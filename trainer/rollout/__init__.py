@@ -64,7 +64,7 @@ class RolloutEngine(Protocol):
 
 
 # name -> "module:Class"; imported on first use only
-HF_CACHES = ("dynamic", "static", "static_compiled")  # the hf engine's KV caches (hf_engine.py)
+HF_CACHES = ("dynamic", "static", "static_compiled", "paged")  # the hf engine's KV caches (hf_engine.py)
 ENGINES = {"vllm": "trainer.rollout.vllm_engine:VLLMEngine", "hf": "trainer.rollout.hf_engine:HFEngine"}
 
 

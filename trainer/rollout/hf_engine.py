@@ -13,13 +13,16 @@ scores and gathers the log-prob of the token sampled from them at the next call 
 end). Memory stays O(batch) per step instead of the O(steps x batch x vocab) of stored scores (20 GiB
 for 128 rows x 256 steps of a 151,936-token vocabulary).
 
-`cache`: "dynamic" (transformers' default cache), "static" (a preallocated cache, no compilation) or
+`cache`: "dynamic" (transformers' default cache), "static" (a preallocated cache, no compilation),
 "static_compiled" (static cache plus the compiled decode step transformers runs for it; prompts are
-left-padded to a multiple of 64 tokens so that few shapes compile). Which is fastest depends on the
-model and batch; bench/bench_grpo_gpu.py measures them on the H100 (docs/benchmarks.md).
+left-padded to a multiple of 64 tokens so that few shapes compile), or "paged": transformers'
+continuous batching (`generate_batch`: a paged KV cache, no padding, finished rows leave the batch at
+once, the library's own sampling log-probs). Which is fastest depends on the model and batch;
+bench/bench_grpo_gpu.py measures them on the H100 (docs/benchmarks.md).
 
-Departs from the issue's wish: transformers' paged/continuous-batching generation (`generate_batch`) is
-not used; it returns no sampling log-probs.
+"paged" details (paged_engine.py): the KV cache is sized for the call (blocks for every row's prompt
+plus max_tokens), not from free memory; stop strings are not supported by the library's scheduler, so
+a call with `stop` (the step sampler) runs through `generate` with the dynamic cache instead.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from trainer.rollout import HF_CACHES, Completion, Group, SamplingConfig
+from trainer.rollout.paged_engine import generate_paged
 
 __all__ = ["HFEngine"]
 
@@ -61,13 +65,15 @@ class _LogprobRecorder:
 
 
 class HFEngine:
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch_sequences: int = 256, cache: str = "dynamic"):
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch_sequences: int = 256, cache: str = "dynamic",
+                 paged_options: dict | None = None):
         if cache not in HF_CACHES:
             raise ValueError(f"rollout.hf_cache must be one of {HF_CACHES}, got {cache!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_sequences = max_batch_sequences
         self.cache = cache
+        self.paged_options = dict(paged_options or {})  # more ContinuousBatchingConfig fields (benchmarks)
 
     def sync_weights(self, model: Any) -> None:
         if model is not self.model:
@@ -91,6 +97,8 @@ class HFEngine:
             generator_state = torch.random.get_rng_state()
             torch.manual_seed(sampling.seed)
         try:
+            if self.cache == "paged" and not sampling.stop:
+                return generate_paged(self.model, tok, prompts, n, sampling, per_chunk, self.paged_options)
             for start in range(0, len(prompts), per_chunk):
                 chunk = list(prompts[start:start + per_chunk])
                 enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False,
@@ -130,7 +138,7 @@ class HFEngine:
                       eos_token_id=eos, pad_token_id=eos,  # finished rows are padded with EOS: cut at the first
                       temperature=1.0, top_k=0, top_p=1.0, min_p=None, typical_p=1.0, repetition_penalty=1.0,
                       logits_processor=processors)
-        if self.cache != "dynamic":
+        if self.cache in ("static", "static_compiled"):
             kwargs.update(cache_implementation="static", disable_compile=self.cache != "static_compiled")
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
