@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
-from load_traffic import HONEST, HOSTILE, Draw  # noqa: E402
+from load_traffic import HONEST, HOSTILE, STARVED, Draw  # noqa: E402
 
 __all__ = ["LoadConfig", "run_load", "ServerProcess", "tree_memory", "markdown"]
 
@@ -275,6 +275,13 @@ class _Log:
             self.counts[call.hostile] += 1
 
 
+def _label(result) -> str:
+    """The status, with a starved program's SANDBOX_ERROR told apart from a fault (load_traffic.STARVED)."""
+    if result.status == "SANDBOX_ERROR" and result.reason.startswith("not judged: starved of CPU"):
+        return STARVED
+    return result.status
+
+
 def _one_call(client, draw: Draw) -> tuple[list[str], list[str], str, float]:
     """Send one draw; (statuses, wrong, call error code, CPU seconds of the programs it ran)."""
     from verifier_service.client import VerifierCallError
@@ -290,9 +297,9 @@ def _one_call(client, draw: Draw) -> tuple[list[str], list[str], str, float]:
     if draw.call_error:
         return ([r.status for r in results], [f"{draw.kind}/{draw.name}: succeeded, expected {draw.call_error}"], "",
                 program_cpu_s)
-    statuses = [r.status for r in results]
-    wrong = [f"{draw.kind}/{draw.name} {item['id']}: {r.status} (expected {'|'.join(sorted(allowed))}) {r.reason[:80]}"
-             for item, r, allowed in zip(draw.items, results, draw.allowed) if r.status not in allowed]
+    statuses = [_label(r) for r in results]
+    wrong = [f"{draw.kind}/{draw.name} {item['id']}: {label} (expected {'|'.join(sorted(allowed))}) {r.reason[:80]}"
+             for item, r, label, allowed in zip(draw.items, results, statuses, draw.allowed) if label not in allowed]
     return statuses, wrong, "", program_cpu_s
 
 

@@ -12,7 +12,9 @@ Hostile items (one per request, so a refused request costs no honest item):
         huge factorials, deep nesting, 200k-digit numbers) -> judged, or TIMEOUT, never
         INTERNAL_ERROR and never CORRECT;
   code: fork bomb, infinite loop, memory bomb, stdout flood -> TIMEOUT / MEMORY_LIMIT /
-        OUTPUT_LIMIT (FAILED or RUNTIME_ERROR where the limit shows up as a crash);
+        OUTPUT_LIMIT (FAILED or RUNTIME_ERROR where the limit shows up as a crash); the CPU bombs,
+        demoted after 200 ms of CPU, may instead reach their wall clock starved on a busy machine:
+        SANDBOX_ERROR "not judged: starved of CPU" (counted as STARVED, never as a fault);
   oversized: a 2 MiB response (over max_string_bytes), or more test cases than
         max_tests_per_item -> the call fails with INVALID_ARGUMENT;
   steps: a 200-step chain of long steps -> TOO_LONG (judged False), never a crash.
@@ -23,10 +25,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-__all__ = ["Draw", "HONEST", "HOSTILE", "MATH_TIMEOUT_S", "CODE_CPU_S"]
+__all__ = ["Draw", "HONEST", "HOSTILE", "MATH_TIMEOUT_S", "CODE_CPU_S", "STARVED"]
 
 MATH_TIMEOUT_S = 5.0  # per math item: the server's default deadline, stated so a reader need not look it up
 CODE_CPU_S = 1.0      # per hostile program (fork/loop bombs burn this much CPU before TIMEOUT)
+STARVED = "SANDBOX_ERROR:starved"  # not judged because the program waited for a core (verdicts.starved)
 FAILED_RUN = frozenset({"FAILED", "RUNTIME_ERROR", "TIMEOUT", "MEMORY_LIMIT", "OUTPUT_LIMIT"})
 
 
@@ -111,8 +114,8 @@ def hostile_math(rng: random.Random, batch: int) -> Draw:
 
 _BOMBS = {
     "fork_bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-                  frozenset({"TIMEOUT"})),
-    "infinite_loop": ("while True:\n    pass\n", frozenset({"TIMEOUT"})),
+                  frozenset({"TIMEOUT", STARVED})),
+    "infinite_loop": ("while True:\n    pass\n", frozenset({"TIMEOUT", STARVED})),
     "memory_bomb": ("blocks = []\nwhile True:\n    blocks.append(b'x' * (1 << 20))\n", frozenset({"MEMORY_LIMIT"})),
     "stdout_flood": ("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n", frozenset({"OUTPUT_LIMIT"})),
 }

@@ -62,6 +62,9 @@ def _add_code_arguments(parser: argparse.ArgumentParser, defaults: Any) -> None:
                            "log says why); weak: run with what this machine has; off: run no code")
     code.add_argument("--code-slots", type=int, default=defaults.code_slots,
                       help="programs run at once, one core each (default 0: one per CPU core)")
+    code.add_argument("--code-demote-after-ms", type=int, default=defaults.code_demote_after_ms, metavar="MS",
+                      help="a run that has used this much CPU gets the lowest CPU weight (cpu.shares 2), so that "
+                           "honest work wins the cores and the hog runs on spare cycles (default %(default)s; 0: never)")
 
 
 def _add_prm_arguments(parser: argparse.ArgumentParser) -> None:
@@ -156,7 +159,8 @@ def _serve(args: argparse.Namespace) -> int:
                               malloc_trim_every_s=args.malloc_trim_every,
                               malloc_mmap_threshold=args.malloc_mmap_threshold, own_process=True,
                               grace_s=args.grace, sandbox=args.sandbox,
-                              code_slots=args.code_slots, prm=_prm_settings(args), **_access_settings(args))
+                              code_slots=args.code_slots, code_demote_after_ms=args.code_demote_after_ms,
+                              prm=_prm_settings(args), **_access_settings(args))
     except (ValueError, OSError) as exc:
         print(f"verirl serve: {exc}", file=sys.stderr)
         return 2

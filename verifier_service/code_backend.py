@@ -67,7 +67,8 @@ def start_sandbox(config: ServerConfig) -> tuple[CodeRunner | None, SandboxState
         log.info("code sandbox off (sandbox='off'): code items answer UNAVAILABLE")
         return None, SandboxState("off", reason="this server does not run code (started with sandbox off)")
     runner = CodeRunner(RunnerConfig(mode=config.sandbox, slots=config.code_slots,
-                                     max_tests=config.max_tests_per_item))
+                                     max_tests=config.max_tests_per_item,
+                                     demote_after_ms=config.code_demote_after_ms))
     try:
         runner.start()
     except SandboxUnavailable as err:
@@ -79,6 +80,8 @@ def start_sandbox(config: ServerConfig) -> tuple[CodeRunner | None, SandboxState
                                   reason=f"the code sandbox could not start on this server: {err}")
     for missing in runner.missing_protections:
         log.warning("code sandbox in WEAK mode, missing protection: %s", missing)
+    for note in runner.notes:
+        log.warning("code sandbox: %s", note)
     log.info("code sandbox %s: %d slots, languages %s", runner.mode, runner.slots, ", ".join(runner.languages))
     return runner, SandboxState(runner.mode, runner.missing_protections, runner.slots, runner.languages,
                                 runner.config.default_limits, runner.config.max_limits)

@@ -55,6 +55,7 @@ class ServerConfig:
     # Code sandbox (docs/sandbox.md). Code items share queue_capacity's bound, in a queue of their own.
     sandbox: str = "full"                 # "full": every protection or no code at all; "weak": what exists; "off"
     code_slots: int = 0                   # programs run at once (one core each); 0: one per CPU core
+    code_demote_after_ms: int = 200       # a run past this much CPU yields the cores (cpu.shares 2); 0: never
     # Process reward model (docs/prm.md): None serves no PRM (steps/candidates answer UNAVAILABLE).
     # A dict (from from_dict) becomes a PRMConfig, whose unknown keys are errors too.
     prm: PRMConfig | None = None
@@ -78,7 +79,7 @@ class ServerConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"ServerConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("worker_recycle_after", "cache_size", "replay_size", "grace_s", "stream_backpressure_s",
-                     "malloc_arena_max", "malloc_trim_every_s", "malloc_mmap_threshold"):
+                     "malloc_arena_max", "malloc_trim_every_s", "malloc_mmap_threshold", "code_demote_after_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ServerConfig.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("math_timeout_s", "max_math_timeout_s"):

@@ -59,7 +59,10 @@ def _mbpp() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def runner2():
-    r = start_runner()  # one slot per core: these tests run many programs
+    # one slot per core: these tests run many programs. Demotion off: a reference solution that
+    # needs a second of CPU, demoted on a machine busy with other jobs, is starved into "not judged"
+    # (test_cpu_demotion.py); these tests check verdicts, not scheduling.
+    r = start_runner(demote_after_ms=0)
     yield r
     r.close()
 

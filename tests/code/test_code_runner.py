@@ -188,7 +188,9 @@ def test_config_and_lifecycle():
 
 @pytest.mark.slow
 def test_no_false_timeout_at_full_concurrency():
-    """Programs using under half their CPU limit all pass while 4x more runs than cores are queued."""
+    """Programs using under half their CPU limit are never judged TIMEOUT while 4x more runs than
+    cores are queued: they pass, or, demoted past 200 ms on a machine that other jobs keep busy,
+    come back not judged (starved), never as the program's fault."""
     from sandbox_helpers import start_runner
     r = start_runner()
     try:
@@ -202,7 +204,9 @@ def test_no_false_timeout_at_full_concurrency():
             t.start()
         for t in threads:
             t.join()
-        assert [v.status for v in results] == [CodeStatus.PASSED] * len(threads), [v.reason for v in results]
+        assert all(v.status is CodeStatus.PASSED or (v.status is CodeStatus.SANDBOX_ERROR and
+                                                      v.reason.startswith("not judged: starved of CPU"))
+                   for v in results), [v.reason for v in results]
         assert time.monotonic() - start < 30
     finally:
         r.close()

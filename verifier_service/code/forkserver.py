@@ -14,8 +14,20 @@ Its own messages are limits and counters.
 
 Per run: the slot's cgroup must be empty (pids.current == 0) and gets its memory limit and a
 reset peak; the run's init (sandbox_init) is cloned into fresh mount, pid, ipc and uts namespaces,
-joins the cgroup itself before anything else, then enters a fresh cgroup namespace. The fork-server enforces
+joins the cgroups itself before anything else (all but v1 cpu, which each solution process joins:
+see below), then enters a fresh cgroup namespace. The fork-server enforces
 the run's wall-clock backstop with cgroup.kill and reports the peak memory.
+
+CPU-hog demotion: every run starts at full weight (cpu.shares 1024); once it has used more than
+the request's `demote_after_s` of CPU the fork-server sets the slot's cpu.shares to 2, so that the server, its
+math workers and the other slots' fresh runs win every contended core and the hog runs on what
+is left. Only the solution processes are in the slot's v1 cpu group: the run's init stays in
+this process's, at full weight, so that it still stops a demoted hog at its limits on time. The
+check lives here rather than in the init because this process never runs untrusted code (the
+assert style's init becomes the test process) and its descriptor of cpu.shares is one the run
+never keeps (solution processes close every descriptor but their stdio and channel; the test
+process closes the cgroup writers first). It costs nothing for short runs: the counter is first
+read when the run could have reached the threshold (one core of quota).
 """
 
 from __future__ import annotations
@@ -39,8 +51,8 @@ import typing  # noqa: F401
 
 from . import harness, plain, sandbox_init, wire  # noqa: F401
 from .isolation import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
-                        CLONE_NEWUTS, CgroupFds, IsolationError, SeccompProgram, SlotCgroup, build_root,
-                        set_parent_death_signal, unshare)
+                        CLONE_NEWUTS, DEMOTED_SHARES, FULL_SHARES, CgroupFds, IsolationError, SeccompProgram,
+                        SlotCgroup, build_root, set_parent_death_signal, unshare)
 
 __all__ = ["main", "FD_NAMES"]
 
@@ -107,7 +119,8 @@ def _clone_init(flags: int) -> int:
 
 
 def _init_child(settings: sandbox_init.InitSettings, fds: sandbox_init.RunFds) -> None:
-    """The run's init right after clone (never returns): join the cgroup first, then run."""
+    """The run's init right after clone (never returns): join the cgroups first (but v1 cpu, which
+    only the solution processes join: the init keeps full CPU weight while a hog is demoted), then run."""
     status = 1
     try:
         set_parent_death_signal(signal.SIGKILL)  # if this fork-server dies, the run goes with it
@@ -132,8 +145,33 @@ def _wait_empty(cgroup: CgroupFds | None, timeout: float) -> int:
     return left
 
 
+def _wait_run(pidfd: int, cgroup: CgroupFds | None, backstop_s: float, demote_after_s: float) -> tuple[bool, bool]:
+    """Wait for the run's init to exit, at most `backstop_s`; demote the slot once the run has used
+    more than `demote_after_s` of CPU (0: never). Returns (backstop reached, demoted)."""
+    deadline = time.monotonic() + backstop_s
+    watch = cgroup is not None and demote_after_s > 0
+    base = cgroup.cpu_usec() if watch else 0
+    demoted = False
+    while True:
+        wait = deadline - time.monotonic()
+        if wait <= 0:
+            return True, demoted
+        if watch:
+            used = (cgroup.cpu_usec() - base) / 1e6
+            if used > demote_after_s:
+                cgroup.set_cpu_shares(DEMOTED_SHARES)
+                demoted, watch = True, False
+            else:
+                # One core of quota: the usage grows no faster than wall time (plus at most one
+                # 100 ms quota period of several threads at once), so nothing to read before then.
+                wait = min(wait, max(demote_after_s - used, 0.005))
+        if select.select([pidfd], [], [], wait)[0]:
+            return False, demoted
+
+
 def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
     cgroup = settings.cgroup
+    demoted = False
     while True:
         message, passed, _, _ = socket.recv_fds(sock, 1 << 16, len(FD_NAMES))
         if not message:
@@ -149,7 +187,11 @@ def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
             continue
         if cgroup is not None:
             cgroup.reset(int(request["cgroup_memory"]))
+            if demoted:
+                cgroup.set_cpu_shares(FULL_SHARES)
         oom_before = cgroup.oom_kills() if cgroup is not None else 0  # a running count: the run's is the rise
+        waited_before = cgroup.cpu_wait_usec() if cgroup is not None else None
+        started = time.monotonic()
         pid = _clone_init(_RUN_NAMESPACES)
         if pid == 0:
             sock.close()
@@ -157,7 +199,7 @@ def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
         for fd in passed:
             os.close(fd)
         pidfd = os.pidfd_open(pid)
-        backstop = not select.select([pidfd], [], [], float(request["backstop_s"]))[0]
+        backstop, demoted = _wait_run(pidfd, cgroup, float(request["backstop_s"]), float(request["demote_after_s"]))
         if backstop and cgroup is not None:
             cgroup.kill_all()
         if backstop and cgroup is None:
@@ -165,9 +207,12 @@ def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
         status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
         os.close(pidfd)
         left = _wait_empty(cgroup, 2.0)
-        reply = {"op": "end", "backstop": backstop, "status": status, "pids_left": left,
+        reply = {"op": "end", "backstop": backstop, "status": status, "pids_left": left, "demoted": demoted,
                  "peak_memory": cgroup.peak() if cgroup else 0,
                  "oom_kills": cgroup.oom_kills() - oom_before if cgroup else 0}
+        if backstop and waited_before is not None:  # starved, or the program's fault? (verdicts.py)
+            reply.update(elapsed_s=time.monotonic() - started,
+                         waited_s=(cgroup.cpu_wait_usec() - waited_before) / 1e6)
         sock.send(json.dumps(reply).encode())
 
 

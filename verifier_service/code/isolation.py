@@ -13,6 +13,12 @@ Why each layer (what it stops; docs/sandbox.md has the whole threat model):
 - cgroups (pooled, one per slot): memory limit (OOM kill inside the slot only), pids limit (fork
   bombs), one core of CPU quota, CPU usage for time verdicts, and cgroup.kill (v2) for the whole
   tree. Layout supported: the hybrid one (v1 memory, pids, cpu + the v2 unified hierarchy).
+  The v1 cpu group of a slot is flat, a sibling of the server's own tasks: cpu.shares weighs a
+  group against its siblings only, so demoting a run that has burnt a lot of CPU (cpu.shares 2,
+  the fork-server's job) makes it yield to the server, its math workers and fresh runs only there.
+  Only the solution processes join the slot's cpu group: the run's init (our code, light) stays at
+  the fork-server's full weight, so that it stops a demoted hog on time. The unified group's
+  cpu.pressure (PSI) tells a run starved of CPU from one that slept.
 - rlimits: CPU (a backstop to the exact cgroup accounting), address space, file size, open
   files, processes, core dumps off, no locked memory; hard = soft, and nobody here holds
   CAP_SYS_RESOURCE, so they cannot be raised.
@@ -30,6 +36,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import resource
 import time
 from typing import NamedTuple
@@ -37,7 +44,8 @@ from typing import NamedTuple
 __all__ = [
     "CLONE_NEWNS", "CLONE_NEWPID", "CLONE_NEWNET", "CLONE_NEWIPC", "CLONE_NEWUTS", "CLONE_NEWCGROUP",
     "unshare", "mount", "build_root", "mount_run_filesystems", "SlotCgroup", "CgroupFds",
-    "cgroup_parents", "seccomp_bpf", "SeccompProgram", "set_rlimits", "drop_privileges",
+    "cgroup_parents", "slot_paths", "FULL_SHARES", "DEMOTED_SHARES", "seccomp_bpf", "SeccompProgram",
+    "set_rlimits", "drop_privileges",
     "set_oom_score_adj", "prctl_dumpable", "set_parent_death_signal", "IsolationError",
 ]
 
@@ -178,21 +186,25 @@ class CgroupFds(NamedTuple):
     """Open files of one slot's cgroups, used without a path (the fork-server lives in the
     sandbox root, where /sys is not mounted)."""
 
-    procs: list[int]       # cgroup.procs of every hierarchy: a child writes "0" to join
+    procs: list[int]       # cgroup.procs of memory, pids, unified: the run's init writes "0" to join
+    cpu_procs: int         # v1 cpu cgroup.procs: joined by each solution process, not by the init (below)
     memory_limit: int
     memory_peak: int
     oom_control: int
     pids_current: int
     cpu_stat: int          # v2 cpu.stat: usage_usec of the whole tree
     kill: int              # v2 cgroup.kill
+    cpu_shares: int        # v1 cpu.shares (the fork-server demotes a CPU hog through it)
+    cpu_pressure: int      # v2 cpu.pressure (PSI), or -1 where the kernel has none
 
     def all(self) -> list[int]:
-        return [*self.procs, self.memory_limit, self.memory_peak, self.oom_control, self.pids_current,
-                self.cpu_stat, self.kill]
+        return [*self.procs, self.cpu_procs, self.memory_limit, self.memory_peak, self.oom_control, self.pids_current,
+                self.cpu_stat, self.kill, self.cpu_shares, *([self.cpu_pressure] if self.cpu_pressure >= 0 else [])]
 
     def close_writers(self) -> None:
-        """Keep only the read-only counters (cpu.stat, memory.oom_control) open."""
-        for fd in (*self.procs, self.memory_limit, self.memory_peak, self.pids_current, self.kill):
+        """Keep only the read-only counters (cpu.stat, cpu.pressure, memory.oom_control) open."""
+        for fd in (*self.procs, self.cpu_procs, self.memory_limit, self.memory_peak, self.pids_current, self.kill,
+                   self.cpu_shares):
             os.close(fd)
 
     def cpu_usec(self) -> int:
@@ -200,6 +212,16 @@ class CgroupFds(NamedTuple):
             if line.startswith(b"usage_usec "):
                 return int(line.split()[1])
         raise IsolationError(errno.EIO, "cpu.stat has no usage_usec")
+
+    def cpu_wait_usec(self) -> int | None:
+        """Time (µs, since the group was made) during which at least one of its tasks was runnable
+        but not running: PSI's "some" total. None without PSI."""
+        if self.cpu_pressure < 0:
+            return None
+        return _psi_some_total(os.pread(self.cpu_pressure, 4096, 0))
+
+    def set_cpu_shares(self, shares: int) -> None:
+        os.pwrite(self.cpu_shares, str(shares).encode(), 0)
 
     def oom_kills(self) -> int:
         for line in os.pread(self.oom_control, 4096, 0).split(b"\n"):
@@ -221,38 +243,72 @@ class CgroupFds(NamedTuple):
         os.pwrite(self.kill, b"1", 0)
 
 
+FULL_SHARES = 1024   # v1 cpu.shares of a run at its start (the kernel's default: a nice-0 task's weight)
+DEMOTED_SHARES = 2   # the kernel's minimum: the group runs only on cycles nobody else wants
+
+
+def _psi_some_total(text: bytes) -> int:
+    for line in text.split(b"\n"):
+        if line.startswith(b"some "):
+            return int(line.rsplit(b"total=", 1)[1])
+    raise IsolationError(errno.EIO, "cpu.pressure has no 'some' line")
+
+
+def slot_paths(parents: dict[str, str], group: str, index: int) -> dict[str, str]:
+    """Where slot `index` of the runner `group` lives in each hierarchy: <parent>/<group>/slot<i>,
+    except in v1 cpu, where it is flat (<parent>/<group>-slot<i>): a sibling of the server's own
+    tasks, so that its cpu.shares weighs it against them (see the module docstring)."""
+    return {name: f"{parent}/{group}-slot{index}" if name == "cpu" else f"{parent}/{group}/slot{index}"
+            for name, parent in parents.items()}
+
+
 class SlotCgroup(NamedTuple):
-    """One slot's cgroup in each hierarchy: <parent>/<group>/slot<i>, where the group names the
-    runner that owns it (verirl-<pid>-<n>: one process may hold several runners)."""
+    """One slot's cgroup in each hierarchy (`slot_paths`), where the group names the runner that
+    owns it (verirl-<pid>-<n>: one process may hold several runners)."""
 
     paths: dict[str, str]
 
     @classmethod
     def create(cls, parents: dict[str, str], group: str, index: int, pids_max: int) -> "SlotCgroup":
-        paths = {name: f"{parent}/{group}/slot{index}" for name, parent in parents.items()}
+        paths = slot_paths(parents, group, index)
         for path in paths.values():
             os.makedirs(path)
         _write(f"{paths['pids']}/pids.max", str(pids_max))
         _write(f"{paths['cpu']}/cpu.cfs_period_us", "100000")
         _write(f"{paths['cpu']}/cpu.cfs_quota_us", "100000")  # one core per slot
+        _write(f"{paths['cpu']}/cpu.shares", str(FULL_SHARES))
         _write(f"{paths['memory']}/memory.swappiness", "0")
         return cls(paths)
+
+    def has_pressure(self) -> bool:
+        """Whether the kernel keeps PSI for the slot (CONFIG_PSI, not booted with psi=0)."""
+        try:
+            with open(f"{self.paths['unified']}/cpu.pressure", "rb") as f:
+                _psi_some_total(f.read())
+        except OSError:  # absent, or EOPNOTSUPP where PSI is switched off
+            return False
+        return True
 
     def open(self) -> CgroupFds:
         p = self.paths
         return CgroupFds(
-            procs=[os.open(f"{p[name]}/cgroup.procs", os.O_WRONLY) for name in (*_V1, "unified")],
+            procs=[os.open(f"{p[name]}/cgroup.procs", os.O_WRONLY) for name in ("memory", "pids", "unified")],
+            cpu_procs=os.open(f"{p['cpu']}/cgroup.procs", os.O_WRONLY),
             memory_limit=os.open(f"{p['memory']}/memory.limit_in_bytes", os.O_WRONLY),
             memory_peak=os.open(f"{p['memory']}/memory.max_usage_in_bytes", os.O_RDWR),
             oom_control=os.open(f"{p['memory']}/memory.oom_control", os.O_RDONLY),
             pids_current=os.open(f"{p['pids']}/pids.current", os.O_RDONLY),
             cpu_stat=os.open(f"{p['unified']}/cpu.stat", os.O_RDONLY),
             kill=os.open(f"{p['unified']}/cgroup.kill", os.O_WRONLY),
+            cpu_shares=os.open(f"{p['cpu']}/cpu.shares", os.O_WRONLY),
+            cpu_pressure=os.open(f"{p['unified']}/cpu.pressure", os.O_RDONLY) if self.has_pressure() else -1,
         )
 
     def remove(self) -> None:
-        """Kill whatever is left and remove the directories (idempotent)."""
-        if os.path.exists(f"{self.paths['unified']}/cgroup.kill"):
+        """Kill whatever is left and remove the directories (idempotent). A nested slot
+        (.../<group>/slot<i>) takes its group along once the group is empty; a flat one
+        (.../<group>-slot<i>) has the hierarchy's parent above it, which is never touched."""
+        if "unified" in self.paths and os.path.exists(f"{self.paths['unified']}/cgroup.kill"):
             _write(f"{self.paths['unified']}/cgroup.kill", "1")
         for path in self.paths.values():
             for _ in range(200):
@@ -265,11 +321,15 @@ class SlotCgroup(NamedTuple):
                     if err.errno != errno.EBUSY:
                         raise
                     time.sleep(0.005)
-            group = os.path.dirname(path)
+            if not _NESTED_SLOT.fullmatch(os.path.basename(path)):
+                continue
             try:
-                os.rmdir(group)
+                os.rmdir(os.path.dirname(path))
             except OSError:
                 pass  # other slots of this runner are still there
+
+
+_NESTED_SLOT = re.compile(r"slot\d+")
 
 
 def _write(path: str, value: str) -> None:

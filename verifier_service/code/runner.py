@@ -40,7 +40,7 @@ from typing import Any
 from tasks.code_blocks import extract_code
 
 from . import plain, wire
-from .isolation import IsolationError, SlotCgroup, cgroup_parents, seccomp_bpf
+from .isolation import IsolationError, SlotCgroup, cgroup_parents, seccomp_bpf, slot_paths
 from .types import LANGUAGES, AssertTests, CallTests, CodeLimits, CodeRequest, CodeStatus, CodeVerdict, StdioTests
 from .verdicts import InvalidTests, Job, SandboxFault, assemble, case_outcome
 
@@ -48,7 +48,7 @@ __all__ = ["CodeRunner", "RunnerConfig", "SandboxUnavailable"]
 
 _MAX_RECORD = 64 << 20
 _RUNNER_IDS = itertools.count()
-_GROUP = re.compile(r"verirl-(\d+)(?:-\d+)?")
+_GROUP = re.compile(r"(verirl-(\d+)(?:-\d+)?)(?:-slot(\d+))?")  # group (owner pid), flat slot index
 _HARNESS_OVERHEAD = 96 << 20  # the init, the test process and the interpreter's copied pages
 
 
@@ -77,10 +77,15 @@ class RunnerConfig:
     compile_wall_s: float = 60.0
     compile_memory_bytes: int = 1 << 30
     start_timeout_s: float = 30.0
+    demote_after_ms: int = 200         # a run past this much CPU gets cpu.shares 2 (forkserver.py); 0: never
+    compile_demote_after_ms: int = 5000  # added to a C++ run's threshold: g++ -O2 takes 0.5-2 s of CPU here
 
     def __post_init__(self) -> None:
         if self.mode not in ("full", "weak"):
             raise ValueError(f"mode must be 'full' or 'weak', not {self.mode!r}")
+        for name in ("demote_after_ms", "compile_demote_after_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, not {getattr(self, name)}")
 
 
 @dataclass
@@ -97,6 +102,7 @@ class CodeRunner:
         self._slots: list[_Slot] = []
         self._free: queue.Queue[_Slot] = queue.Queue()
         self._missing: list[str] = []
+        self._notes: list[str] = []
         self._languages: tuple[str, ...] = ()
         self._root_dir = ""
         self._prefix = ""
@@ -116,6 +122,11 @@ class CodeRunner:
     @property
     def missing_protections(self) -> tuple[str, ...]:
         return tuple(self._missing)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What works differently on this machine without being a missing protection (logged)."""
+        return tuple(self._notes)
 
     @property
     def slots(self) -> int:
@@ -179,6 +190,10 @@ class CodeRunner:
             self.close()
             raise
         self._missing = missing
+        self._notes = []
+        if parents and not self._slots[0].cgroup.has_pressure():
+            self._notes.append("no CPU pressure (PSI) in the slot cgroups: a program starved of CPU that reaches its "
+                               "wall-clock limit is judged TIMEOUT, as one that slept (verdicts.py)")
         for slot in self._slots:
             self._free.put(slot)
         self._started = True
@@ -368,7 +383,9 @@ class CodeRunner:
             return invalid("tests: no test kind given")
         backstop = executions * (limits.wall_time_s + 0.5) + 5.0
         memory = limits.memory_bytes
+        demote_after_ms = self.config.demote_after_ms
         if request.language == "cpp":
+            demote_after_ms += self.config.compile_demote_after_ms if demote_after_ms else 0
             public["compile"] = {"argv": list(self.config.cpp_argv), "cpu_s": self.config.compile_cpu_s,
                                  "wall_s": self.config.compile_wall_s,
                                  "memory_bytes": self.config.compile_memory_bytes}
@@ -377,7 +394,8 @@ class CodeRunner:
         # The run's tmpfs pages are charged to the cgroup too: room for them, so that files left by
         # the code can never starve the init into an OOM kill (that would read as our fault).
         cgroup_memory = memory + _HARNESS_OVERHEAD + self.config.tmp_bytes + self.config.shm_bytes
-        return Job(request, code, limits, public, secret, total, expected, backstop, cgroup_memory)
+        return Job(request, code, limits, public, secret, total, expected, backstop, cgroup_memory,
+                   demote_after_ms / 1000)
 
     def _execute(self, slot: _Slot, job: Job) -> CodeVerdict:
         fds: dict[str, int] = {"job": _memfd("job", json.dumps(job.public).encode())}
@@ -389,7 +407,8 @@ class CodeRunner:
             fds["control"], control_w = os.pipe()
         try:
             slot.sock.sendmsg([json.dumps({"fds": list(fds), "backstop_s": job.backstop_s,
-                                           "cgroup_memory": job.cgroup_memory}).encode()],
+                                           "cgroup_memory": job.cgroup_memory,
+                                           "demote_after_s": job.demote_after_s}).encode()],
                               [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _fd_array(fds.values()))])
         finally:
             for fd in fds.values():
@@ -446,15 +465,28 @@ def _fd_array(fds: Any) -> bytes:
 
 
 def _remove_stale_groups(parents: dict[str, str]) -> None:
-    """Cgroups left by a runner process that no longer exists (a crash): kill and remove them."""
-    for name, parent in parents.items():
+    """Cgroups left by a runner process that no longer exists (a crash): kill and remove them.
+    Slots are found in any hierarchy, nested (<group>/slot<i>) or flat (<group>-slot<i>, v1 cpu),
+    and removed from all (slot_paths), the unified group first (cgroup.kill); nested slots in v1
+    cpu, the layout before the flat one, go too."""
+    stale: set[tuple[str, int]] = set()
+    nested: list[str] = []
+    for parent in parents.values():
         for entry in os.listdir(parent):
             owner = _GROUP.fullmatch(entry)
-            if owner is None or int(owner[1]) == os.getpid() or os.path.exists(f"/proc/{owner[1]}"):
+            if owner is None or int(owner[2]) == os.getpid() or os.path.exists(f"/proc/{owner[2]}"):
                 continue
-            slots = [s for s in os.listdir(f"{parent}/{entry}") if s.startswith("slot")]
-            for slot in slots:
-                SlotCgroup({name: f"{parent}/{entry}/{slot}" for name, parent in parents.items()}).remove()
+            if owner[3] is not None:
+                stale.add((owner[1], int(owner[3])))
+                continue
+            for slot in os.listdir(f"{parent}/{entry}"):
+                if re.fullmatch(r"slot\d+", slot):
+                    stale.add((entry, int(slot[4:])))
+                    nested.append(f"{parent}/{entry}/{slot}")
+    for group, index in sorted(stale):
+        SlotCgroup(slot_paths(parents, group, index)).remove()
+    for path in nested:  # removed above unless in the old layout; then its group goes with it
+        SlotCgroup({"old": path}).remove()
 
 
 def _remove_stale_root_dirs() -> None:

@@ -12,7 +12,9 @@ does not outlive its execution; when the init exits the kernel kills the namespa
 fork-server's cgroup.kill backs that up.
 
 CPU time is read from the slot cgroup (the whole tree, threads and children included) and polled
-only as often as the remaining budget requires; RLIMIT_CPU is a whole-second backstop.
+only as often as the remaining budget requires; RLIMIT_CPU is a whole-second backstop. An
+execution stopped by its wall clock also reports how long its cgroup waited for a core (PSI), so
+that the runner can tell a program that slept from one that was starved (verdicts.py).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ import time
 from typing import Any, Callable, NamedTuple
 
 from . import harness, wire
-from .isolation import (CgroupFds, SeccompProgram, drop_privileges, mount_run_filesystems,
-                        prctl_dumpable, set_oom_score_adj, set_rlimits)
+from .isolation import (CLONE_NEWCGROUP, CgroupFds, SeccompProgram, drop_privileges, mount_run_filesystems,
+                        prctl_dumpable, set_oom_score_adj, set_rlimits, unshare)
 
 __all__ = ["InitSettings", "RunFds", "init_main"]
 
@@ -100,13 +102,24 @@ class _Budget:
     def __init__(self, cgroup: CgroupFds | None, cpu_s: float, wall_s: float) -> None:
         self.cg, self.cpu_s = cgroup, float(cpu_s)
         self.base = cgroup.cpu_usec() if cgroup else 0
-        self.deadline = time.monotonic() + float(wall_s)
-        self.used, self.read_at = 0.0, time.monotonic()
+        self.waited_base = cgroup.cpu_wait_usec() if cgroup else None
+        self.started = time.monotonic()
+        self.deadline = self.started + float(wall_s)
+        self.used, self.read_at = 0.0, self.started
 
     def used_now(self) -> float:
         if self.cg is not None:
             self.used, self.read_at = (self.cg.cpu_usec() - self.base) / 1e6, time.monotonic()
         return self.used
+
+    def spent(self, why: str) -> dict[str, float]:
+        """The CPU time used; after a wall-clock stop also the wall time and how much of it the
+        slot's tasks spent runnable but waiting for a core (PSI "some"), where the kernel has PSI."""
+        fact = {"cpu_s": self.used_now()}
+        if why == "wall" and self.waited_base is not None:
+            fact.update(elapsed_s=time.monotonic() - self.started,
+                        waited_s=(self.cg.cpu_wait_usec() - self.waited_base) / 1e6)
+        return fact
 
     def check(self) -> tuple[str | None, float]:
         """("cpu" or "wall", 0) when a limit is passed, else (None, how long to wait at most)."""
@@ -141,6 +154,9 @@ class _Init:
         if pid == 0:
             status = 120
             try:
+                if self.s.cgroup is not None:  # first, before its descriptor can be shuffled away
+                    os.write(self.s.cgroup.cpu_procs, b"0")  # the slot's CPU quota, weight and demotion
+                    unshare(CLONE_NEWCGROUP)  # that group is the root it sees, as the others are the init's
                 # Copies above every target first, so that no dup2 overwrites a source still needed.
                 plan = {target: fcntl.fcntl(source, fcntl.F_DUPFD, 64)
                         for target, source in {**fd_plan, 9: ready_w}.items()}
@@ -295,11 +311,11 @@ class _Init:
             return False
         budget = _Budget(self.s.cgroup, spec["cpu_s"], spec["wall_s"])
         why = self.watch([proc], {}, lambda: False, budget)
-        used = budget.used_now()
+        spent = budget.spent(why)
         fact = self.end_of(why, proc, oom0)
         self.reset()
         ok = fact["end"] == "exit" and fact.get("code") == 0
-        self.report({"t": "compile", "ok": ok, "cpu_s": used, **fact}, *proc.output())
+        self.report({"t": "compile", "ok": ok, **spent, **fact}, *proc.output())
         return ok
 
     def run_stdio(self) -> None:
@@ -324,10 +340,10 @@ class _Init:
                 return
             budget = _Budget(self.s.cgroup, self.job["cpu_s"], self.job["wall_s"])
             why = self.watch([proc], {}, lambda: False, budget)
-            used = budget.used_now()
+            spent = budget.spent(why)
             fact = self.end_of(why, proc, oom0)
             self.reset()
-            self.report({"t": "exec", "i": index, "cpu_s": used, **fact}, *proc.output())
+            self.report({"t": "exec", "i": index, **spent, **fact}, *proc.output())
             if not self.go_on():
                 return
 
@@ -362,13 +378,13 @@ class _Init:
                 why = self.send(channel, wire.pack({"call": fn, **calls[index]}), proc, budget) or \
                     self.watch([proc], {channel: pump},
                                lambda: bool(replies or bad or reader.closed or proc.status is not None), budget)
-                used = budget.used_now()
+                spent = budget.spent(why)
                 out, err = proc.output()
                 proc.clear()
                 reply = replies[0] if replies else None
                 answered = why in ("done", "exit") and reply is not None and "load_error" not in reply
                 if answered:
-                    self.report({"t": "exec", "i": index, "cpu_s": used, "end": "reply", "reply": reply}, out, err)
+                    self.report({"t": "exec", "i": index, **spent, "end": "reply", "reply": reply}, out, err)
                 else:
                     if why not in ("done", "exit"):
                         fact = self.end_of(why, proc, oom0)
@@ -376,7 +392,7 @@ class _Init:
                         fact = self.end_of("exit", proc, oom0)
                     else:
                         fact = {"end": "garbage" if bad else "closed"}
-                    self.report({"t": "exec", "i": index, "cpu_s": used, **fact, "load": reply or {}}, out, err)
+                    self.report({"t": "exec", "i": index, **spent, **fact, "load": reply or {}}, out, err)
                 index += 1
                 if not self.go_on() or (reply or {}).get("load_error"):
                     index = len(calls)  # a solution that does not load fails every case the same way
@@ -438,12 +454,12 @@ class _Init:
             why = "done"
         except harness.Stopped as stop:
             report, why = None, str(stop)
-        used = budget.used_now()
+        spent = budget.spent(why)
         for fd in list(proc.open):
             while fd in proc.open and _readable(fd):
                 proc.drain(fd)
         fact = self.end_of("exit" if proc.status is not None else why, proc, oom0)
-        self.report({"t": "assert", "cpu_s": used, "tests": report, "why": why, **fact}, *proc.output())
+        self.report({"t": "assert", **spent, "tests": report, "why": why, **fact}, *proc.output())
         # No reset: this process is no longer root; its exit ends the pid namespace and every
         # process in it (the fork-server's cgroup.kill checks).
 

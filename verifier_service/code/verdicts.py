@@ -4,6 +4,24 @@ The run's init reports only what the kernel told it (exit status, signal, CPU ti
 memory, output sizes) and the plain values the harness serialised; everything here runs
 outside the sandbox, in the server process, so the code under test cannot reach it.
 Expected outputs and values never enter the sandbox.
+
+Starved, not slow: a program stopped by its wall clock is TIMEOUT (it slept or blocked) unless,
+of the wall time it did not run, its slot's tasks spent at least STARVED_SHARE runnable but
+waiting for a core (PSI "some" of the slot's unified cgroup, from the kernel). Then the stop says
+nothing about the program: on a machine overloaded by other work, or after the fork-server
+demoted a CPU hog to cpu.shares 2, a correct program can reach its wall clock short of its CPU
+limit. Such an execution is SANDBOX_ERROR ("not judged: starved of CPU ..."), so that a trainer
+drops it instead of scoring a correct program 0. A sleeping or blocked program waits for no core
+and keeps its TIMEOUT.
+Why 0.4 and not more: PSI sums a group's stall per CPU weighted by the group's non-idle time
+there, so a task that waits on two CPUs' run queues in turn reads as little as half of its wait
+(a busy program starved on this 2-core machine read 0.56-0.71 of its non-running time). More
+cores can read lower; the stop is then TIMEOUT, as without PSI. What the code can do alone:
+with three or more busy threads it waits on its own one-core quota (at most as long as it runs),
+so a program that spins that way for most of its CPU limit and then sleeps past its wall clock
+can read as starved: not judged instead of TIMEOUT, which is never a pass.
+Without PSI (no CONFIG_PSI, or psi=0) every wall-clock stop stays TIMEOUT, as the runner's
+`notes` say.
 """
 
 from __future__ import annotations
@@ -17,7 +35,10 @@ from .compare import describe_mismatch, output_matches, value_matches
 from .harness import EXIT_MEMORY
 from .types import CodeLimits, CodeRequest, CodeStatus, CodeVerdict, StdioTests, TestOutcome
 
-__all__ = ["Job", "SandboxFault", "InvalidTests", "assemble", "case_outcome", "with_output", "ended"]
+__all__ = ["Job", "SandboxFault", "InvalidTests", "assemble", "case_outcome", "with_output", "ended", "starved",
+           "STARVED_SHARE"]
+
+STARVED_SHARE = 0.4  # of the non-running wall time spent waiting for a core: a wall-clock stop is not judged
 
 
 @dataclass
@@ -34,6 +55,7 @@ class Job:
     expected: list[Any] = field(default_factory=list)
     backstop_s: float = 0.0
     cgroup_memory: int = 0
+    demote_after_s: float = 0.0  # CPU after which the fork-server demotes the run; 0: never
 
 
 class SandboxFault(Exception):
@@ -47,12 +69,23 @@ def signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
+def starved(fact: dict[str, Any]) -> str | None:
+    """Why a wall-clock stop is not judged (see the module docstring), or None if it is."""
+    waited, elapsed, cpu = fact.get("waited_s"), fact.get("elapsed_s"), float(fact.get("cpu_s", 0.0))
+    if waited is None or elapsed is None or waited < STARVED_SHARE * (elapsed - cpu):
+        return None
+    return f"not judged: starved of CPU ({waited:.2f} s waiting for a core, {cpu:.2f} s of CPU used in {elapsed:.2f} s)"
+
+
 def ended(fact: dict[str, Any], language: str, stderr: bytes) -> tuple[CodeStatus, str]:
     """Status and detail of an execution that did not end normally (or exited non-zero)."""
     end = fact.get("end")
     if end == "cpu":
         return CodeStatus.TIMEOUT, f"CPU time over the limit ({fact.get('cpu_s', 0):.2f} s)"
     if end == "wall":
+        reason = starved(fact)
+        if reason:
+            return CodeStatus.SANDBOX_ERROR, reason
         return CodeStatus.TIMEOUT, "wall-clock backstop reached (sleeping or blocked)"
     if end == "output":
         return CodeStatus.OUTPUT_LIMIT, "output over the limit"
@@ -118,11 +151,13 @@ def assemble(job: Job, records: list[tuple[dict, list[bytes]]], end: dict[str, A
     for header, blobs in records:
         kind = header.get("t")
         if kind == "compile" and not header.get("ok"):
-            detail = "compiler failed" if header.get("end") == "exit" else \
-                "compilation over its limits: " + ended(header, "cpp", b"")[1]
+            status, detail = ended(header, "cpp", b"")
+            if header.get("end") == "exit":
+                status, detail = CodeStatus.COMPILE_ERROR, "compiler failed"
+            elif status is not CodeStatus.SANDBOX_ERROR:  # a starved compiler is not judged either
+                status, detail = CodeStatus.COMPILE_ERROR, "compilation over its limits: " + detail
             out, err = (blobs + [b"", b""])[:2]
-            return with_output(CodeVerdict(CodeStatus.COMPILE_ERROR, total=total, reason=detail, **common),
-                                out, err, cap)
+            return with_output(CodeVerdict(status, total=total, reason=detail, **common), out, err, cap)
         if kind == "exec":
             outcomes.append(case_outcome(job, header, blobs))
             outputs.append(tuple((blobs + [b"", b""])[:2]))
@@ -132,7 +167,9 @@ def assemble(job: Job, records: list[tuple[dict, list[bytes]]], end: dict[str, A
     done = any(h.get("t") == "done" for h, _ in records)
     if not done:
         if end.get("backstop"):
-            outcomes.append(TestOutcome(len(outcomes), CodeStatus.TIMEOUT, "wall-clock backstop of the run"))
+            reason = starved({**end, "cpu_s": common["cpu_time_s"]})
+            outcomes.append(TestOutcome(len(outcomes), CodeStatus.SANDBOX_ERROR, reason) if reason else
+                            TestOutcome(len(outcomes), CodeStatus.TIMEOUT, "wall-clock backstop of the run"))
         elif end.get("oom_kills") and end.get("status") != 0:
             # the slot's memory cgroup hit the limit and the OOM killer took the run's init too (the
             # solution, at oom_score_adj 1000, goes first; under memory pressure while it is still

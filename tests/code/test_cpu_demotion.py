@@ -1,0 +1,168 @@
+"""CPU-hog demotion and starvation (forkserver.py, verdicts.py), through the real sandbox.
+
+A run past `demote_after_ms` of CPU gets cpu.shares 2 until the next run; a wall-clock stop of a
+run that spent most of its wall time waiting for a core (PSI) is not judged. Starvation is made
+here, not hoped for: the program runs demoted from its first millisecond while busy processes of
+the test, at full weight, take both cores.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from verifier_service.code import CodeStatus, runner as runner_module
+from verifier_service.code.isolation import cgroup_parents, slot_paths
+
+from sandbox_helpers import run_assert, run_py, start_runner
+
+LOOP = "while True:\n    pass\n"
+STARVED = "not judged: starved of CPU"
+
+
+def _shares(runner, index: int) -> int:
+    with open(f"{runner._slots[index].cgroup.paths['cpu']}/cpu.shares") as f:
+        return int(f.read())
+
+
+def _in_thread(fn):
+    out = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    return thread, out
+
+
+def _busy_processes(count: int) -> list[subprocess.Popen]:
+    """Full-weight CPU hogs of the test itself (in the test's own cpu cgroup, beside the slots')."""
+    return [subprocess.Popen([sys.executable, "-c", "while True:\n    pass\n"]) for _ in range(count)]
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for p in processes:
+        p.kill()
+        p.wait()
+
+
+@pytest.fixture(scope="module")
+def pair():
+    r = start_runner(slots=2, demote_after_ms=100)
+    yield r
+    r.close()
+
+
+def test_busy_loop_is_demoted_and_reset_at_the_next_run(pair):
+    assert _shares(pair, 0) == _shares(pair, 1) == 1024
+    thread, out = _in_thread(lambda: run_py(pair, LOOP, cpu_time_s=0.6, wall_time_s=2.2))
+    seen = set()
+    while thread.is_alive():
+        seen.add((_shares(pair, 0), _shares(pair, 1)))
+        time.sleep(0.02)
+    thread.join()
+    verdict = out[0]
+    assert any(2 in s for s in seen), seen
+    hog = 0 if any(s[0] == 2 for s in seen) else 1
+    if verdict.status is CodeStatus.SANDBOX_ERROR and verdict.reason.startswith(STARVED):
+        pytest.skip(f"other jobs keep this machine's cores busy ({verdict.reason}): the idle case cannot be checked")
+    assert verdict.status is CodeStatus.TIMEOUT and verdict.reason.startswith("CPU time over the limit"), verdict
+    assert 0.6 <= verdict.cpu_time_s < 0.8, verdict
+    assert _shares(pair, hog) == 2  # until the slot's next run
+    for _ in range(2):  # a short run in each slot: back at full weight, and not demoted again
+        assert run_py(pair, "print(input())", "1\n", "1\n").status is CodeStatus.PASSED
+    assert _shares(pair, 0) == _shares(pair, 1) == 1024
+
+
+def test_honest_program_beside_demoted_hogs_finishes_quickly():
+    runner = start_runner(slots=3)  # demoted past the default 200 ms; the honest program stays far below
+    try:
+        hogs = [_in_thread(lambda: run_py(runner, LOOP, cpu_time_s=3.0, wall_time_s=8.0)) for _ in range(2)]
+        deadline = time.monotonic() + 5
+        while sorted(_shares(runner, i) for i in range(3)) != [2, 2, 1024] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(_shares(runner, i) for i in range(3)) == [2, 2, 1024]
+        # ~60 ms of CPU with the interpreter's start: at full weight against two demoted hogs it
+        # gets a core at once (other jobs of the machine take at most their fair share)
+        code = "s = 0\nfor i in range(10 ** 6):\n    s += i\nprint(s)\n"
+        start = time.monotonic()
+        verdict = run_py(runner, code, expected=f"{sum(range(10 ** 6))}\n")
+        elapsed = time.monotonic() - start
+        assert verdict.status is CodeStatus.PASSED, verdict
+        assert elapsed < 1.0, (elapsed, verdict.cpu_time_s)
+        for thread, _ in hogs:
+            thread.join()
+    finally:
+        runner.close()
+
+
+def test_sleeping_program_still_times_out(pair):
+    verdict = run_py(pair, "import time\ntime.sleep(30)\n", cpu_time_s=0.2, wall_time_s=1.0)
+    assert verdict.status is CodeStatus.TIMEOUT and "wall-clock" in verdict.reason, verdict
+
+
+def test_starved_programs_are_not_judged_sleepers_still_time_out():
+    """Demoted from the start while three full-weight processes fill both cores: a correct program
+    that needs 0.3 s of CPU cannot get it within its 2 s wall clock. That is not its fault:
+    SANDBOX_ERROR, not TIMEOUT. A sleeping program in the same conditions waits for no core, so
+    its wall-clock stop stays TIMEOUT. Each style reports it the same way."""
+    runner = start_runner(slots=1, demote_after_ms=1)
+    if runner.notes:
+        runner.close()
+        pytest.skip("no PSI on this kernel: " + "; ".join(runner.notes))
+    busy = _busy_processes(3)
+    try:
+        work = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\nprint('ok')\n"
+        verdict = run_py(runner, work, expected="ok\n", cpu_time_s=0.5, wall_time_s=1.5)
+        assert verdict.status is CodeStatus.SANDBOX_ERROR and verdict.reason.startswith(STARVED), verdict
+        assert not verdict.judged and verdict.cpu_time_s < 0.3
+        verdict = run_assert(runner, "def f():\n" + "".join("    " + line + "\n" for line in work.splitlines()),
+                             "f()\nassert True\n", cpu_time_s=0.5, wall_time_s=1.5)
+        assert verdict.status is CodeStatus.SANDBOX_ERROR and verdict.reason.startswith(STARVED), verdict
+        verdict = run_py(runner, "import time\ntime.sleep(30)\n", cpu_time_s=0.5, wall_time_s=1.5)
+        assert verdict.status is CodeStatus.TIMEOUT and "wall-clock" in verdict.reason, verdict
+    finally:
+        _stop(busy)
+        runner.close()
+
+
+def test_stale_flat_cpu_groups_of_a_dead_owner_are_removed():
+    parents = cgroup_parents()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    owner = f"verirl-{dead.pid}-0"
+    paths = slot_paths(parents, owner, 0)
+    old_layout = f"{parents['cpu']}/verirl-{dead.pid}-1/slot0"  # nested v1 cpu slot, as before the flat layout
+    for path in (*paths.values(), old_layout):
+        os.makedirs(path)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    for name in ("unified", "cpu"):
+        with open(f"{paths[name]}/cgroup.procs", "w") as f:
+            f.write(str(sleeper.pid))
+    try:
+        runner_module._remove_stale_groups(parents)
+        assert sleeper.wait(timeout=5) == -9
+        assert not any(os.path.exists(p) for p in (*paths.values(), old_layout, os.path.dirname(old_layout),
+                                                    os.path.dirname(paths["memory"])))
+        assert all(os.path.isdir(p) for p in parents.values())
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+
+
+def test_cpu_weight_descriptor_is_not_reachable_from_the_program(pair):
+    """Neither the solution process nor the assert style's test process holds a descriptor of
+    cpu.shares (or of any cgroup file that writes)."""
+    probe = ("import os\nfor fd in os.listdir('/proc/self/fd'):\n    try:\n"
+             "        print(fd, os.readlink(f'/proc/self/fd/{fd}'))\n    except OSError:\n        pass\n")
+    verdict = run_py(pair, probe)
+    assert verdict.stdout and "cpu.shares" not in verdict.stdout and "cgroup.procs" not in verdict.stdout, verdict
+    tests = ("import os\nlinks = []\nfor fd in os.listdir('/proc/self/fd'):\n    try:\n"
+             "        links.append(os.readlink(f'/proc/self/fd/{fd}'))\n    except OSError:\n        pass\n"
+             "assert links and not any('cpu.shares' in l or 'cgroup.procs' in l or 'cgroup.kill' in l"
+             " for l in links), links\n")
+    verdict = run_assert(pair, "x = 1\n", tests)
+    assert verdict.status is CodeStatus.PASSED, verdict
