@@ -19,9 +19,10 @@ see below), then enters a fresh cgroup namespace. The fork-server enforces
 the run's wall-clock backstop with cgroup.kill and reports the peak memory.
 
 CPU-hog demotion: every run starts at full weight (cpu.shares 1024); once it has used more than
-the request's `demote_after_s` of CPU the fork-server sets the slot's cpu.shares to 2, so that the server, its
-math workers and the other slots' fresh runs win every contended core and the hog runs on what
-is left. Only the solution processes are in the slot's v1 cpu group: the run's init stays in
+the request's `demote_after_s` of CPU the fork-server sets the slot's cpu.shares to 2, so that the
+server, its math workers and the other slots' fresh runs win every contended core and the hog runs
+on what is left; back to 1024 while the run has more processes than _DEMOTABLE_PIDS (why: there),
+and when the run ends, so that what is killed exits at once. Only the solution processes are in the slot's v1 cpu group: the run's init stays in
 this process's, at full weight, so that it still stops a demoted hog at its limits on time. The
 check lives here rather than in the init because this process never runs untrusted code (the
 assert style's init becomes the test process) and its descriptor of cpu.shares is one the run
@@ -64,6 +65,14 @@ _M_ARENA_MAX = -8
 # and the interpreter's own mappings. Memory actually used is bounded by the cgroup limit.
 _THREAD_ALLOWANCE = 256 << 20
 _LIBC_GIL = ctypes.PyDLL(None, use_errno=True)
+# Demotion is for runs of one process (and the run's init, or the assert style's test process):
+# a task at weight 2 that is preempted inside fork, clone or exit holds the kernel's global
+# cgroup_threadgroup_rwsem for reading until it runs again, which at weight 2 on a busy machine
+# is seconds; every cgroup migration (each run's start) then waits for it, and every fork and
+# exit on the machine waits behind that. A fork bomb demoted that way stalled the whole server
+# (docs/benchmarks.md); one that stays at full weight only costs its CPU, as before.
+_DEMOTABLE_PIDS = 2
+_DEMOTED_POLL_S = 0.02
 
 
 def _setup(config: dict[str, Any]) -> sandbox_init.InitSettings:
@@ -146,32 +155,42 @@ def _wait_empty(cgroup: CgroupFds | None, timeout: float) -> int:
 
 
 def _wait_run(pidfd: int, cgroup: CgroupFds | None, backstop_s: float, demote_after_s: float) -> tuple[bool, bool]:
-    """Wait for the run's init to exit, at most `backstop_s`; demote the slot once the run has used
-    more than `demote_after_s` of CPU (0: never). Returns (backstop reached, demoted)."""
+    """Wait for the run's init to exit, at most `backstop_s`. Once the run has used more than
+    `demote_after_s` of CPU (0: never), its slot runs at the lowest weight while it has at most
+    _DEMOTABLE_PIDS tasks, at full weight otherwise (checked every _DEMOTED_POLL_S). The init
+    sets full weight before it kills an execution's processes: they are not demoted again, the
+    next execution's are. Returns (backstop reached, demoted at any time)."""
     deadline = time.monotonic() + backstop_s
     watch = cgroup is not None and demote_after_s > 0
     base = cgroup.cpu_usec() if watch else 0
-    demoted = False
+    demoted, past, low_for = False, False, None
     while True:
         wait = deadline - time.monotonic()
         if wait <= 0:
             return True, demoted
         if watch:
-            used = (cgroup.cpu_usec() - base) / 1e6
-            if used > demote_after_s:
-                cgroup.set_cpu_shares(DEMOTED_SHARES)
-                demoted, watch = True, False
-            else:
+            past = past or (cgroup.cpu_usec() - base) / 1e6 > demote_after_s
+            if not past:
                 # One core of quota: the usage grows no faster than wall time (plus at most one
                 # 100 ms quota period of several threads at once), so nothing to read before then.
-                wait = min(wait, max(demote_after_s - used, 0.005))
+                wait = min(wait, max(demote_after_s - (cgroup.cpu_usec() - base) / 1e6, 0.005))
+            elif cgroup.pids() > _DEMOTABLE_PIDS:
+                if low_for is not None:
+                    cgroup.set_cpu_shares(FULL_SHARES)
+                    low_for = None
+                wait = min(wait, _DEMOTED_POLL_S)
+            else:
+                members = cgroup.member_pids()
+                if members != low_for:
+                    cgroup.set_cpu_shares(DEMOTED_SHARES)
+                    demoted, low_for = True, members
+                wait = min(wait, _DEMOTED_POLL_S)
         if select.select([pidfd], [], [], wait)[0]:
             return False, demoted
 
 
 def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
     cgroup = settings.cgroup
-    demoted = False
     while True:
         message, passed, _, _ = socket.recv_fds(sock, 1 << 16, len(FD_NAMES))
         if not message:
@@ -187,8 +206,6 @@ def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
             continue
         if cgroup is not None:
             cgroup.reset(int(request["cgroup_memory"]))
-            if demoted:
-                cgroup.set_cpu_shares(FULL_SHARES)
         oom_before = cgroup.oom_kills() if cgroup is not None else 0  # a running count: the run's is the rise
         waited_before = cgroup.cpu_wait_usec() if cgroup is not None else None
         started = time.monotonic()
@@ -200,6 +217,8 @@ def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
             os.close(fd)
         pidfd = os.pidfd_open(pid)
         backstop, demoted = _wait_run(pidfd, cgroup, float(request["backstop_s"]), float(request["demote_after_s"]))
+        if demoted:  # what is left of the run is killed next: let it exit at full weight
+            cgroup.set_cpu_shares(FULL_SHARES)
         if backstop and cgroup is not None:
             cgroup.kill_all()
         if backstop and cgroup is None:

@@ -195,16 +195,17 @@ class CgroupFds(NamedTuple):
     cpu_stat: int          # v2 cpu.stat: usage_usec of the whole tree
     kill: int              # v2 cgroup.kill
     cpu_shares: int        # v1 cpu.shares (the fork-server demotes a CPU hog through it)
+    members: int           # v2 cgroup.procs, read-only: which processes the run has
     cpu_pressure: int      # v2 cpu.pressure (PSI), or -1 where the kernel has none
 
     def all(self) -> list[int]:
         return [*self.procs, self.cpu_procs, self.memory_limit, self.memory_peak, self.oom_control, self.pids_current,
-                self.cpu_stat, self.kill, self.cpu_shares, *([self.cpu_pressure] if self.cpu_pressure >= 0 else [])]
+                self.cpu_stat, self.kill, self.cpu_shares, self.members, *([self.cpu_pressure] if self.cpu_pressure >= 0 else [])]
 
     def close_writers(self) -> None:
         """Keep only the read-only counters (cpu.stat, cpu.pressure, memory.oom_control) open."""
         for fd in (*self.procs, self.cpu_procs, self.memory_limit, self.memory_peak, self.pids_current, self.kill,
-                   self.cpu_shares):
+                   self.cpu_shares, self.members):
             os.close(fd)
 
     def cpu_usec(self) -> int:
@@ -219,6 +220,9 @@ class CgroupFds(NamedTuple):
         if self.cpu_pressure < 0:
             return None
         return _psi_some_total(os.pread(self.cpu_pressure, 4096, 0))
+
+    def member_pids(self) -> bytes:
+        return os.pread(self.members, 65536, 0)
 
     def set_cpu_shares(self, shares: int) -> None:
         os.pwrite(self.cpu_shares, str(shares).encode(), 0)
@@ -301,6 +305,7 @@ class SlotCgroup(NamedTuple):
             cpu_stat=os.open(f"{p['unified']}/cpu.stat", os.O_RDONLY),
             kill=os.open(f"{p['unified']}/cgroup.kill", os.O_WRONLY),
             cpu_shares=os.open(f"{p['cpu']}/cpu.shares", os.O_WRONLY),
+            members=os.open(f"{p['unified']}/cgroup.procs", os.O_RDONLY),
             cpu_pressure=os.open(f"{p['unified']}/cpu.pressure", os.O_RDONLY) if self.has_pressure() else -1,
         )
 

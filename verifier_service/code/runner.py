@@ -6,7 +6,8 @@ subprocess (fork+exec), talks to it over a Unix socket, and hands each run its d
 memfds and pipes that the fork-server only passes on. It validates and extracts (INVALID_ARGUMENT,
 NO_CODE, UNAVAILABLE are decided here), waits for a free slot (at most `slots` runs at once, one
 core each, so contention cannot fail honest programs), and turns the facts reported by the run's
-init into a verdict. All comparisons against expected values happen here, outside the sandbox:
+init into a verdict. A run past `demote_after_ms` of CPU is demoted by its fork-server to the
+lowest CPU weight, and a program starved of CPU at its wall clock is not judged (verdicts.py). All comparisons against expected values happen here, outside the sandbox:
 expected outputs and values never enter it (assert-style test code does, into the test process
 only).
 

@@ -29,8 +29,8 @@ import time
 from typing import Any, Callable, NamedTuple
 
 from . import harness, wire
-from .isolation import (CLONE_NEWCGROUP, CgroupFds, SeccompProgram, drop_privileges, mount_run_filesystems,
-                        prctl_dumpable, set_oom_score_adj, set_rlimits, unshare)
+from .isolation import (CLONE_NEWCGROUP, FULL_SHARES, CgroupFds, SeccompProgram, drop_privileges,
+                        mount_run_filesystems, prctl_dumpable, set_oom_score_adj, set_rlimits, unshare)
 
 __all__ = ["InitSettings", "RunFds", "init_main"]
 
@@ -269,9 +269,12 @@ class _Init:
         return fact
 
     def reset(self) -> None:
-        """Kill every process of the namespace but this one, and reap them (as root only)."""
+        """Kill every process of the namespace but this one, and reap them (as root only), at
+        full CPU weight: a demoted process would take seconds to exit on a busy machine."""
         if os.geteuid() != 0:
             return
+        if self.s.cgroup is not None:
+            self.s.cgroup.set_cpu_shares(FULL_SHARES)
         try:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:

@@ -26,12 +26,12 @@ class CodeStatus(str, enum.Enum):
     PASSED = "PASSED"
     FAILED = "FAILED"                # wrong output or a failing assertion
     RUNTIME_ERROR = "RUNTIME_ERROR"
-    TIMEOUT = "TIMEOUT"              # CPU-time limit (or the wall-clock backstop)
+    TIMEOUT = "TIMEOUT"              # CPU-time limit (or the wall-clock backstop of a program that slept)
     MEMORY_LIMIT = "MEMORY_LIMIT"
     OUTPUT_LIMIT = "OUTPUT_LIMIT"    # stdout+stderr cap, or the file-size limit
     COMPILE_ERROR = "COMPILE_ERROR"
     NO_CODE = "NO_CODE"
-    SANDBOX_ERROR = "SANDBOX_ERROR"  # not judged: a fault of the sandbox, not of the code
+    SANDBOX_ERROR = "SANDBOX_ERROR"  # not judged: a fault of the sandbox, or a program starved of CPU
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     UNAVAILABLE = "UNAVAILABLE"      # this runner does not run code (or not this language)
