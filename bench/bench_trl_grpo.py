@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_grpo_gpu import QWEN_036B_V128, TINY, bench_grpo, report, save_grpo_model  # noqa: E402
+from bench_grpo_gpu import QWEN_036B_V128, TINY, bench_grpo, report, save, save_grpo_model  # noqa: E402
 
 
 def trl_prompts(n: int, seed: int) -> list[str]:
@@ -125,6 +125,7 @@ def main() -> None:
             v["seconds_per_step"] = v["seconds"]["total"]  # the trainer's whole step, generation included
             v["completion_tokens_per_s"] = round(prompts * group * v["completion_length"] / v["seconds_per_step"], 1)
             result[f"verirl_{cache}"] = v
+            save(result, args.out)  # a run cut short by its time limit keeps the variants it finished
             if device == "cuda":
                 torch.cuda.empty_cache()
         result["trl"] = bench_trl(model_dir, device, dtype, prompts, group, new_tokens, args.steps, tmp)

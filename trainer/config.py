@@ -44,12 +44,6 @@ def _one_of(value: str, known: Any, key: str) -> None:
         raise ValueError(f"{key}: unknown value {value!r}; known: {sorted(known)}")
 
 
-def no_compile(model: "ModelConfig", recipe: str) -> None:
-    """Recipes without a compiled forward refuse model.compile rather than ignore it."""
-    if model.compile:
-        raise ValueError(f"model.compile: only the GRPO recipe compiles its forward passes, not {recipe}")
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     path: str = ""                 # a model directory (transformers format, tokenizer included)
@@ -58,7 +52,6 @@ class ModelConfig:
     dtype: str = "float32"         # the trainer's parameter dtype: float32 | bfloat16
     device: str = "cpu"            # cpu | cuda
     gradient_checkpointing: bool = False
-    compile: bool = False          # torch.compile the trainer's forward passes (log-probs, update); not the engine's
 
     def __post_init__(self) -> None:
         if not self.tiny and not self.path:

@@ -103,8 +103,6 @@ def check_supported(cfg: GRPOConfig, size: int) -> None:
         raise ValueError(f"rollout.sampler: {r.sampler!r} is not supported with {size} processes; use groups")
     if a.dynamic_sampling:
         raise ValueError(f"algo.dynamic_sampling: not supported with {size} processes")
-    if cfg.model.compile:
-        raise ValueError(f"model.compile: not supported with {size} processes (FSDP2 modules are not compiled here)")
     if a.advantage == "grpo_batch_std":
         raise ValueError(f"algo.advantage: 'grpo_batch_std' is not supported with {size} processes "
                          "(its std would be per rank)")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from trainer.config import ModelConfig, OptimConfig, from_dict, no_compile, to_dict
+from trainer.config import ModelConfig, OptimConfig, from_dict, to_dict
 from trainer.rm_config import PairDataConfig, PairEvalConfig, load_yaml
 
 __all__ = ["DPOConfig", "load_dpo_config", "to_dict"]
@@ -36,7 +36,6 @@ class DPOConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, schedule="cosine", warmup_steps=10))
 
     def __post_init__(self) -> None:
-        no_compile(self.model, "DPO")
         if min(self.steps, self.batch_size, self.micro_batch_size) < 1:
             raise ValueError("steps, batch_size and micro_batch_size must be >= 1")
         if self.beta <= 0:

@@ -281,15 +281,6 @@ def _load_model(path: Path, cfg: GRPOConfig, trainable: bool) -> Any:
     return model.eval().requires_grad_(False)
 
 
-def _trainer_forward(model: Any, cfg: GRPOConfig) -> Any:
-    """The callable the trainer's forward passes use: the model, or with model.compile a torch.compile'd
-    wrapper of it (same parameters; dynamic shapes, since every batch has its own length). The engine
-    keeps the plain model: generation has shapes of its own."""
-    if model is None or not cfg.model.compile:
-        return model
-    return torch.compile(model, dynamic=True)
-
-
 def _engine(cfg: GRPOConfig, path: Path, model: Any, tokenizer: Any) -> Any:
     r = cfg.rollout
     if r.engine == "vllm":
@@ -357,7 +348,6 @@ def train(cfg: GRPOConfig, *,
     reference = _load_model(initial_dir, cfg, trainable=False) if cfg.algo.beta > 0 else None
     optimizer = build_optimizer(policy, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas,
                                 fused=cfg.model.device.startswith("cuda"))
-    forward, reference_forward = _trainer_forward(policy, cfg), _trainer_forward(reference, cfg)
     scheduler = build_scheduler(optimizer, cfg.optim.schedule, cfg.steps, cfg.optim.warmup_steps)
     state = RecipeState(step=0, data_position=0)
     if cfg.resume:
@@ -412,8 +402,8 @@ def train(cfg: GRPOConfig, *,
             t = time.monotonic()
             on_device = rollouts.rows(kept).to(device)
             advantages = adv.tokens[kept].to(device)                                 # [K, T]
-            old_logp, entropy = no_grad_logprobs(forward, on_device, temperature, a.micro_batch_size)
-            ref_logp = (no_grad_logprobs(reference_forward, on_device, temperature, a.micro_batch_size)[0]
+            old_logp, entropy = no_grad_logprobs(policy, on_device, temperature, a.micro_batch_size)
+            ref_logp = (no_grad_logprobs(reference, on_device, temperature, a.micro_batch_size)[0]
                         if reference is not None else None)
             times["logprobs"] = time.monotonic() - t
 
@@ -428,7 +418,7 @@ def train(cfg: GRPOConfig, *,
                     scale = BatchScale(tokens=float(on_device.mask[part].sum()), sequences=float(len(part)),
                                        max_tokens=r.max_tokens)
                     optimizer.zero_grad(set_to_none=True)
-                    total = accumulate_gradients(forward, loss_fn, on_device, old_logp, ref_logp, advantages,
+                    total = accumulate_gradients(policy, loss_fn, on_device, old_logp, ref_logp, advantages,
                                                  part, a.micro_batch_size, scale, temperature, sums)
                     clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
                     grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), clip)))

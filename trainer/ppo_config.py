@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from trainer.config import DataConfig, ModelConfig, OptimConfig, _one_of, from_dict, no_compile, to_dict
+from trainer.config import DataConfig, ModelConfig, OptimConfig, _one_of, from_dict, to_dict
 from trainer.losses import IS_CORRECTIONS
 from trainer.rewards import UNJUDGED_POLICIES
 from trainer.rm_config import load_yaml
@@ -121,7 +121,6 @@ class PPOConfig:
     critic_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))          # the critic's
 
     def __post_init__(self) -> None:
-        no_compile(self.model, "PPO")
         if self.steps < 1:
             raise ValueError("steps must be >= 1")
 

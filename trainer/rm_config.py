@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from trainer.config import ModelConfig, OptimConfig, _one_of, apply_overrides, from_dict, no_compile, to_dict
+from trainer.config import ModelConfig, OptimConfig, _one_of, apply_overrides, from_dict, to_dict
 
 __all__ = ["PairDataConfig", "PairEvalConfig", "RMConfig", "PAIR_SOURCES", "load_rm_config", "load_yaml", "to_dict"]
 
@@ -76,7 +76,6 @@ class RMConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, schedule="cosine", warmup_steps=10))
 
     def __post_init__(self) -> None:
-        no_compile(self.model, "the reward model")
         if min(self.steps, self.batch_size, self.micro_batch_size) < 1:
             raise ValueError("steps, batch_size and micro_batch_size must be >= 1")
 

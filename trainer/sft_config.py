@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from trainer.config import ModelConfig, OptimConfig, _one_of, apply_overrides, from_dict, no_compile, to_dict
+from trainer.config import ModelConfig, OptimConfig, _one_of, apply_overrides, from_dict, to_dict
 
 __all__ = ["SFTDataConfig", "SFTEvalConfig", "SFTConfig", "SFT_SOURCES", "load_sft_config", "to_dict"]
 
@@ -83,7 +83,6 @@ class SFTConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, schedule="cosine", warmup_steps=10))
 
     def __post_init__(self) -> None:
-        no_compile(self.model, "SFT")
         if min(self.steps, self.batch_size, self.micro_batch_size) < 1:
             raise ValueError("steps, batch_size and micro_batch_size must be >= 1")
         if self.eval.accuracy_problems and self.data.source != "synthetic":

@@ -110,31 +110,6 @@ def test_resume_matches_uninterrupted_run(tmp_path, seven_data, verifier_address
 
 
 @pytest.mark.slow
-def test_compiled_forward_gives_the_eager_update(tmp_path, seven_data, verifier_address):
-    """model.compile=true (torch.compile of the trainer's forward, dynamic shapes) changes the speed, not
-    the step: the same samples give the same loss, gradient norm and updated weights as eager."""
-    from trainer.grpo import train
-    common = SEVEN + ["steps=1", "rollout.engine=hf", f"data.path={seven_data}", f"reward.address={verifier_address}",
-                      "algo.beta=0.04"]  # the reference's forward is compiled too
-    train(load_config(ROOT / "configs/demo.yaml", common + [f"out_dir={tmp_path / 'eager'}"]))
-    train(load_config(ROOT / "configs/demo.yaml", common + [f"out_dir={tmp_path / 'compiled'}", "model.compile=true"]))
-    eager, compiled = read_metrics(tmp_path / "eager")[0], read_metrics(tmp_path / "compiled")[0]
-    assert eager["reward_mean"] == compiled["reward_mean"] and eager["kept"] == compiled["kept"] > 0
-    assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-4, abs=1e-6)
-    assert compiled["grad_norm"] == pytest.approx(eager["grad_norm"], rel=1e-3)
-    start = weights(tmp_path / "eager" / "tiny_model")
-    w_eager = weights(tmp_path / "eager" / "checkpoint-1-final" / "model")
-    w_compiled = weights(tmp_path / "compiled" / "checkpoint-1-final" / "model")
-    assert w_eager.keys() == w_compiled.keys()  # the compiled wrapper's names never reach the checkpoint
-    # Adam's first step moves each weight by ~lr x sign(grad): float-level differences of tiny gradient
-    # elements show as a fraction of lr there (5e-4 measured), a flipped one as ~2 lr; the mean agrees closely
-    step_eager = torch.cat([(w_eager[k] - start[k]).flatten() for k in start])
-    step_compiled = torch.cat([(w_compiled[k] - start[k]).flatten() for k in start])
-    assert float((step_compiled - step_eager).abs().max()) < 0.5 * 1e-2
-    assert float((step_compiled - step_eager).abs().mean()) < 0.01 * float(step_eager.abs().mean())
-
-
-@pytest.mark.slow
 def test_grpo_reward_rises_with_paged_generation(tmp_path, seven_data, verifier_address):
     """rollout.hf_cache=paged: transformers' continuous batching samples the groups, with its own log-probs."""
     from trainer.grpo import train
