@@ -18,7 +18,9 @@ micro-batches of 32 rows; the phases timed by the trainer), once per `--verirl-c
 `GRPOTrainer` with a local reward function (random numbers, so that no group has zero variance: the
 update runs on every row, as verirl's `algo.filter_zero_std=false` does), `per_device_train_batch_size`
 128 = one generation batch, whole-batch forward/backward; a callback times each optimizer step (generation included). Both report the mean of
-the steps after the first (warm-up), as seconds per step and completion tokens per second.
+the steps after the first (warm-up), as seconds per step and completion tokens per second. Before the
+measured runs, an unmeasured `--warmup-steps` run of the first verirl variant (a process's first run
+was seen to pay one-off costs beyond its first step: an update 3x slower in steps 2-4).
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ def main() -> None:
     parser.add_argument("--verirl-caches", default="dynamic,static_compiled",
                         help="verirl runs, comma-separated: a rollout.hf_cache value, optionally with '+'-joined "
                              "config overrides (e.g. paged+model.compile=true)")
+    parser.add_argument("--warmup-steps", type=int, default=2,
+                        help="an unmeasured run of the first variant first (0: none)")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
@@ -118,6 +122,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = save_grpo_model(tmp / "model", shape)
+        if args.warmup_steps:  # a process's first run pays one-off costs beyond its first step (seen: update 3x)
+            first, *more = args.verirl_caches.split(",")[0].split("+")
+            bench_grpo(model_dir, device, dtype, prompts, group, new_tokens, args.warmup_steps, tmp,
+                       overrides=(f"rollout.hf_cache={first}", *more))
         for cache in args.verirl_caches.split(","):
             mode, *more = cache.split("+")
             v = bench_grpo(model_dir, device, dtype, prompts, group, new_tokens, args.steps, tmp,
