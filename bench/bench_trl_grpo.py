@@ -19,8 +19,9 @@ micro-batches of 32 rows; the phases timed by the trainer), once per `--verirl-c
 update runs on every row, as verirl's `algo.filter_zero_std=false` does), `per_device_train_batch_size`
 128 = one generation batch, whole-batch forward/backward; a callback times each optimizer step (generation included). Both report the mean of
 the steps after the first (warm-up), as seconds per step and completion tokens per second. Before the
-measured runs, an unmeasured `--warmup-steps` run of the first verirl variant (a process's first run
-was seen to pay one-off costs beyond its first step: an update 3x slower in steps 2-4).
+measured runs, an unmeasured `--warmup-steps` run of the first verirl variant: one run per process was
+seen with its update 3x slower in steps 2-4 (the first; once, after this warm-up, the next one), so
+compare the later variants (docs/benchmarks.md).
 """
 
 from __future__ import annotations
