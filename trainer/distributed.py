@@ -50,11 +50,11 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.distributed as dist
 
-from trainer.advantages import ADVANTAGES, NEEDS_STEPS, AdvantageInput
+from trainer.advantages import NEEDS_STEPS
 from trainer.checkpoint import RecipeState
 from trainer.config import GRPOConfig, to_dict
-from trainer.grpo import (_engine, _initial_model_dir, _load_model, collate, load_problems, no_grad_logprobs,
-                          sample_batch, sequence_logprobs, step_tensors)
+from trainer.grpo import (_engine, _initial_model_dir, _load_model, advantage_batch, load_problems,
+                          no_grad_logprobs, sample_batch, sequence_logprobs)
 from trainer.logging_sinks import MetricSinks
 from trainer.losses import BatchScale, GRPOLoss, LossSettings
 from trainer.optim import build_optimizer, build_scheduler
@@ -318,7 +318,6 @@ def _run(cfg: GRPOConfig, world: World,
     engine = _engine(cfg, model_dir, policy, tokenizer)
 
     a, r = cfg.algo, cfg.rollout
-    advantage_fn = ADVANTAGES[a.advantage]
     loss_fn = GRPOLoss(LossSettings(eps_low=a.eps_low, eps_high=a.eps_high, beta=a.beta, kl=a.kl,
                                     aggregation=a.aggregation, is_level=a.is_level, is_cap=a.is_cap))
     rewards_cfg = RewardSettings(math=cfg.reward.math, code=cfg.reward.code, steps=cfg.reward.steps,
@@ -350,18 +349,8 @@ def _run(cfg: GRPOConfig, world: World,
             completions = [c for g in groups for c in g.completions]
 
             # 3. advantages from this rank's whole groups
-            rollouts = collate(groups, tokenizer.pad_token_id)
-            N, T = rollouts.mask.shape
-            rewards = torch.tensor(scored.rewards).view(-1, G)                      # [B/W, G]
-            valid = torch.tensor(scored.valid).view(-1, G)                          # [B/W, G]
-            step_rewards, step_ends = (step_tensors(scored, groups, tokenizer, T) if a.advantage in NEEDS_STEPS
-                                       else (None, None))
-            adv = advantage_fn(AdvantageInput(rewards, valid, rollouts.mask, step_rewards, step_ends,
-                                              a.process_weight))
-            keep = adv.keep(a.filter_zero_std)                                      # [N] bool
-            if a.mask_truncated:
-                keep &= ~rollouts.truncated
-            kept = keep.nonzero().squeeze(-1)
+            rollouts, valid, adv, kept = advantage_batch(groups, scored, tokenizer, a, G)
+            N = len(rollouts.mask)
 
             # 4. old and reference log-probs of this rank's rows, [K, T]
             t = time.monotonic()

@@ -45,7 +45,7 @@ from tasks.prompts import format_prompt
 from tasks.types import Problem
 from trainer.advantages import ADVANTAGES, NEEDS_STEPS, AdvantageInput, zero_variance
 from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint, start_run, starting_model_dir
-from trainer.config import GRPOConfig, to_dict
+from trainer.config import AlgoConfig, GRPOConfig, to_dict
 from trainer.losses import BatchScale, GRPOLoss, LossSettings, token_logprobs
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.logging_sinks import MetricSinks
@@ -199,6 +199,25 @@ def _draw_count(B: int, useful: int, drawn: int) -> int:
     groups seen so far (all B when none was useful yet), at most B."""
     missing = B - useful
     return min(B, math.ceil(missing * drawn / useful)) if useful else B
+
+
+def advantage_batch(groups: list[Group], scored: Scored, tokenizer: Any, a: AlgoConfig,
+                    G: int) -> tuple[Rollouts, torch.Tensor, Any, torch.Tensor]:
+    """(rollouts, valid [B, G], the advantage function's output, kept row indices [K]) of scored groups:
+    per-token advantages, groups without signal counted (and dropped with algo.filter_zero_std),
+    truncated rows dropped with algo.mask_truncated."""
+    rollouts = collate(groups, tokenizer.pad_token_id)
+    T = rollouts.mask.shape[1]
+    rewards = torch.tensor(scored.rewards).view(-1, G)                      # [B, G]
+    valid = torch.tensor(scored.valid).view(-1, G)                          # [B, G]
+    step_rewards, step_ends = (step_tensors(scored, groups, tokenizer, T) if a.advantage in NEEDS_STEPS
+                               else (None, None))
+    adv = ADVANTAGES[a.advantage](AdvantageInput(rewards, valid, rollouts.mask, step_rewards, step_ends,
+                                                 a.process_weight))
+    keep = adv.keep(a.filter_zero_std)                                      # [N] bool
+    if a.mask_truncated:
+        keep &= ~rollouts.truncated
+    return rollouts, valid, adv, keep.nonzero().squeeze(-1)
 
 
 def sample_batch(cfg: GRPOConfig, engine: Any, sampler: StepSampler | None, client: Any, problems: list[Problem],
@@ -355,7 +374,6 @@ def train(cfg: GRPOConfig, *,
     engine = _engine(cfg, model_dir, policy, tokenizer)
 
     a = cfg.algo
-    advantage_fn = ADVANTAGES[a.advantage]
     loss_fn = GRPOLoss(LossSettings(eps_low=a.eps_low, eps_high=a.eps_high, beta=a.beta, kl=a.kl,
                                     aggregation=a.aggregation, is_level=a.is_level, is_cap=a.is_cap))
     rewards_cfg = RewardSettings(math=cfg.reward.math, code=cfg.reward.code, steps=cfg.reward.steps,
@@ -385,18 +403,8 @@ def train(cfg: GRPOConfig, *,
             engine.sleep()  # GPU vLLM: free its memory for the trainer until the sync
 
             # 3. advantages: [N, T] per token; groups without signal counted (and dropped)
-            rollouts = collate(groups, tokenizer.pad_token_id)
-            N, T = rollouts.mask.shape
-            rewards = torch.tensor(scored.rewards).view(-1, G)                      # [B, G]
-            valid = torch.tensor(scored.valid).view(-1, G)                          # [B, G]
-            step_rewards, step_ends = (step_tensors(scored, groups, tokenizer, T) if a.advantage in NEEDS_STEPS
-                                       else (None, None))
-            adv = advantage_fn(AdvantageInput(rewards, valid, rollouts.mask, step_rewards, step_ends,
-                                              a.process_weight))
-            keep = adv.keep(a.filter_zero_std)                                      # [N] bool
-            if a.mask_truncated:
-                keep &= ~rollouts.truncated
-            kept = keep.nonzero().squeeze(-1)
+            rollouts, valid, adv, kept = advantage_batch(groups, scored, tokenizer, a, G)
+            N = len(rollouts.mask)
 
             # 4. old (sampling-weights) and reference log-probs, [N, T]
             t = time.monotonic()
