@@ -62,7 +62,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from tasks.prm_format import STEP_FEATURES, PRMFormat, likelihood_features, load_head, render_spans, save_head
+from tasks.prm_format import (HEAD_FILE, STEP_FEATURES, PRMFormat, likelihood_features, load_head, render_spans,
+                              save_head)
 from tasks.types import Problem
 from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint, start_run, starting_model_dir
 from trainer.grpo import batch_order
@@ -342,7 +343,6 @@ class StepLikelihoodPRM(torch.nn.Module):
         """The LM of `directory`; its head from HEAD_FILE if there is one (a checkpoint), else zeros
         (P(correct) 0.5 everywhere until the tag loss moves it)."""
         from transformers import AutoModelForCausalLM
-        from tasks.prm_format import HEAD_FILE
         head = torch.nn.Linear(len(STEP_FEATURES), 1)
         with torch.no_grad():
             if (Path(directory) / HEAD_FILE).is_file():

@@ -37,9 +37,9 @@ PRM_SOURCES = ("synthetic", "jsonl", "math_shepherd")
 # error: stop with the record named; drop_example: leave it out (counted, logged);
 # keep_prefix: keep the steps whose tags fit, leave out the rest (their labels counted, logged)
 TRUNCATION = ("error", "drop_example", "keep_prefix")
-LABEL_KINDS = ("hard", "soft")
+LABEL_KINDS = ("hard", "soft")  # Math-Shepherd: hard = any rollout reached the gold; soft = the share that did
 # the PRM kinds this recipe trains (tasks.prm_format.KINDS; causal_lm PRMs are released ones, served only)
-TRAINED_KINDS = ("token_classification", "step_likelihood")  # Math-Shepherd: hard = any rollout reached the gold; soft = the share that did
+TRAINED_KINDS = ("token_classification", "step_likelihood")
 
 
 @dataclass(frozen=True)
