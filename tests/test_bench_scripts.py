@@ -35,3 +35,18 @@ def test_bench_prm_tiny(tmp_path):
                    check=True, timeout=600, cwd=tmp_path, capture_output=True)
     result = json.loads(out.read_text())
     assert result["batched_tokens_per_s"] > 0 and result["max_score_diff_fast_vs_fp32"] < 1e-4
+
+
+@pytest.mark.slow
+def test_prm_f1_by_corruption_kind(tmp_path):
+    """bench/prm_f1.py scores a step_likelihood PRM directory on the config's held-out chains."""
+    from prm_models import build_prm, require_torch
+    require_torch()
+    model = build_prm(tmp_path / "sl", "step_likelihood", seed=8)
+    out = tmp_path / "f1.json"
+    subprocess.run([sys.executable, str(ROOT / "bench/prm_f1.py"), str(model), "--config",
+                    str(ROOT / "configs/prm_step_likelihood.yaml"), "--examples", "24", "--out", str(out)],
+                   check=True, timeout=300, cwd=ROOT, capture_output=True)
+    result = json.loads(out.read_text())
+    assert result["erroneous_chains"] + result["correct_chains"] == 24 and 0 <= result["f1"] <= 1
+    assert sum(v["chains"] for v in result["by_kind"].values()) == 24

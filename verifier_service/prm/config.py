@@ -33,7 +33,7 @@ class PRMConfig:
     dir: str                              # a local Hugging Face model directory (no downloads)
     # Overrides of the directory's verirl_prm.json (None: from the file). Without the file, kind and
     # step_tag are required here.
-    kind: str | None = None               # "token_classification" or "causal_lm"
+    kind: str | None = None               # "token_classification", "causal_lm" or "step_likelihood"
     step_tag: str | None = None
     step_separator: str | None = None
     good_token: str | None = None
