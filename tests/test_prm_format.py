@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.prm_format import FORMAT_FILE, PRMFormat, label_token_ids, render_ids
+from tasks.prm_format import (FORMAT_FILE, HEAD_FILE, STEP_FEATURES, PRMFormat, label_token_ids, load_head, render_ids,
+                              render_spans, save_head)
 
 
 class CharTokenizer:
@@ -48,3 +49,47 @@ def test_label_tokens_must_be_single():
     assert label_token_ids(tok, PRMFormat(kind="causal_lm", step_tag="x")) == (ord("+"), ord("-"))
     with pytest.raises(ValueError, match="one token"):
         label_token_ids(tok, PRMFormat(kind="causal_lm", step_tag="x", good_token="ok"))
+
+
+class MergingTokenizer(CharTokenizer):
+    """One id per character, except that "|a" is one token (a merge across the separator)."""
+
+    def __call__(self, text, add_special_tokens=False):
+        ids, i = [], 0
+        while i < len(text):
+            if text.startswith("|a", i):
+                ids.append(1000)
+                i += 2
+            else:
+                ids.append(ord(text[i]))
+                i += 1
+        return {"input_ids": ids}
+
+
+def test_render_spans_own_tokens_exclude_problem_and_separator():
+    """"P" + "|ab<t>" + "|c<t>": step 0's own tokens are "ab" (not the problem, not "|"), its tag "<t>"."""
+    fmt = PRMFormat(kind="step_likelihood", step_tag="<t>", step_separator="|")
+    ids, spans = render_spans(CharTokenizer(), fmt, "P", ["ab", "c"])
+    assert spans == [(2, 4, 6), (8, 9, 11)]
+    assert ["".join(map(chr, ids[a:b])) for a, b, _ in spans] == ["ab", "c"]
+    assert (ids, [tag for _, _, tag in spans]) == render_ids(CharTokenizer(), fmt, "P", ["ab", "c"])
+    # a merge across the separator: the whole piece counts as the step's own tokens
+    ids, spans = render_spans(MergingTokenizer(), fmt, "P", ["ab", "c"])
+    assert spans == [(1, 3, 5), (7, 8, 10)] and ids[1] == 1000
+
+
+def test_step_likelihood_kind_and_head_round_trip(tmp_path):
+    fmt = PRMFormat(kind="step_likelihood", step_tag="@", step_separator="\n", max_length=256)
+    fmt.save(tmp_path)
+    assert PRMFormat.load(tmp_path) == fmt
+    with pytest.raises(ValueError, match=HEAD_FILE):
+        load_head(tmp_path)
+    weight = [-0.5, 0.25, -1.0, 0.0, 1e-3, -2.0]
+    save_head(tmp_path, weight, 3.5)
+    assert load_head(tmp_path) == (weight, 3.5)
+    with pytest.raises(ValueError, match="6 weights"):
+        save_head(tmp_path, weight[:5], 0.0)
+    (tmp_path / HEAD_FILE).write_text('{"features": ["max_nll"], "weight": [1.0], "bias": 0.0}')
+    with pytest.raises(ValueError, match="this version"):
+        load_head(tmp_path)
+    assert len(STEP_FEATURES) == 6
