@@ -12,9 +12,10 @@ Hostile items (one per request, so a refused request costs no honest item):
         huge factorials, deep nesting, 200k-digit numbers) -> judged, or TIMEOUT, never
         INTERNAL_ERROR and never CORRECT;
   code: fork bomb, infinite loop, memory bomb, stdout flood -> TIMEOUT / MEMORY_LIMIT /
-        OUTPUT_LIMIT (FAILED or RUNTIME_ERROR where the limit shows up as a crash); the CPU bombs,
-        demoted after 200 ms of CPU, may instead reach their wall clock starved on a busy machine:
-        SANDBOX_ERROR "not judged: starved of CPU" (counted as STARVED, never as a fault);
+        OUTPUT_LIMIT (FAILED or RUNTIME_ERROR where the limit shows up as a crash); a bomb demoted
+        after 200 ms of CPU may instead reach its wall clock starved on a busy machine, before the
+        limit it was racing for: SANDBOX_ERROR "not judged: starved of CPU" (counted as STARVED,
+        apart from faults: the service saying it could not judge, never a pass);
   oversized: a 2 MiB response (over max_string_bytes), or more test cases than
         max_tests_per_item -> the call fails with INVALID_ARGUMENT;
   steps: a 200-step chain of long steps -> TOO_LONG (judged False), never a crash.
@@ -116,8 +117,10 @@ _BOMBS = {
     "fork_bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
                   frozenset({"TIMEOUT", STARVED})),
     "infinite_loop": ("while True:\n    pass\n", frozenset({"TIMEOUT", STARVED})),
-    "memory_bomb": ("blocks = []\nwhile True:\n    blocks.append(b'x' * (1 << 20))\n", frozenset({"MEMORY_LIMIT"})),
-    "stdout_flood": ("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n", frozenset({"OUTPUT_LIMIT"})),
+    "memory_bomb": ("blocks = []\nwhile True:\n    blocks.append(b'x' * (1 << 20))\n",
+                    frozenset({"MEMORY_LIMIT", STARVED})),
+    "stdout_flood": ("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n",
+                     frozenset({"OUTPUT_LIMIT", STARVED})),
 }
 
 

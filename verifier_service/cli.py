@@ -61,7 +61,7 @@ def _add_code_arguments(parser: argparse.ArgumentParser, defaults: Any) -> None:
                       help="full: every protection or no code at all (code items then answer UNAVAILABLE, and the "
                            "log says why); weak: run with what this machine has; off: run no code")
     code.add_argument("--code-slots", type=int, default=defaults.code_slots,
-                      help="programs run at once, one core each (default 0: one per CPU core)")
+                      help="programs run at once, at most one core each (default 0: 4 per CPU core)")
     code.add_argument("--code-demote-after-ms", type=int, default=defaults.code_demote_after_ms, metavar="MS",
                       help="a run that has used this much CPU gets the lowest CPU weight (cpu.shares 2), so that "
                            "honest work wins the cores and the hog runs on spare cycles (default %(default)s; 0: never)")

@@ -54,7 +54,7 @@ class ServerConfig:
     own_process: bool = False             # the process is the server's alone (verirl serve): the malloc_* settings apply
     # Code sandbox (docs/sandbox.md). Code items share queue_capacity's bound, in a queue of their own.
     sandbox: str = "full"                 # "full": every protection or no code at all; "weak": what exists; "off"
-    code_slots: int = 0                   # programs run at once (one core each); 0: one per CPU core
+    code_slots: int = 0                   # programs run at once (one core each at most); 0: 4 per CPU core
     code_demote_after_ms: int = 200       # a run past this much CPU yields the cores (cpu.shares 2); 0: never
     # Process reward model (docs/prm.md): None serves no PRM (steps/candidates answer UNAVAILABLE).
     # A dict (from from_dict) becomes a PRMConfig, whose unknown keys are errors too.

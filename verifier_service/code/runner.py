@@ -4,8 +4,8 @@ from any number of threads, then `.close()`.
 The runner lives in the server process and never forks: it starts one fork-server per slot with
 subprocess (fork+exec), talks to it over a Unix socket, and hands each run its data through
 memfds and pipes that the fork-server only passes on. It validates and extracts (INVALID_ARGUMENT,
-NO_CODE, UNAVAILABLE are decided here), waits for a free slot (at most `slots` runs at once, one
-core each, so contention cannot fail honest programs), and turns the facts reported by the run's
+NO_CODE, UNAVAILABLE are decided here), waits for a free slot (at most `slots` runs at once, at
+most one core each; time is judged on CPU time, so contention cannot fail honest programs), and turns the facts reported by the run's
 init into a verdict. A run past `demote_after_ms` of CPU is demoted by its fork-server to the
 lowest CPU weight, and a program starved of CPU at its wall clock is not judged (verdicts.py). All comparisons against expected values happen here, outside the sandbox:
 expected outputs and values never enter it (assert-style test code does, into the test process
@@ -51,6 +51,11 @@ _MAX_RECORD = 64 << 20
 _RUNNER_IDS = itertools.count()
 _GROUP = re.compile(r"(verirl-(\d+)(?:-\d+)?)(?:-slot(\d+))?")  # group (owner pid), flat slot index
 _HARNESS_OVERHEAD = 96 << 20  # the init, the test process and the interpreter's copied pages
+# More slots than cores: a demoted CPU hog (see RunnerConfig.demote_after_ms) holds its slot until
+# its CPU limit or wall clock while costing almost no CPU, so with one slot per core two loops
+# stopped all code for 10 s at a time (docs/benchmarks.md, "CPU-hog demotion"). Programs beyond
+# the core count share cores at full weight: judged on CPU time, and not judged if starved.
+SLOTS_PER_CORE = 4
 
 
 class SandboxUnavailable(RuntimeError):
@@ -59,7 +64,7 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    slots: int = 0                     # 0: one per CPU core
+    slots: int = 0                     # 0: SLOTS_PER_CORE per CPU core
     mode: str = "full"                 # "full": refuse to start without every layer; "weak": run with what exists
     python: str = sys.executable       # interpreter of the fork-servers (its stdlib is bound into the sandbox)
     code_uid_base: int = 61000         # solution processes of slot i run as code_uid_base + i
@@ -158,7 +163,7 @@ class CodeRunner:
                                      "no weaker mode exists without it")
         if platform.machine() != "x86_64":
             raise SandboxUnavailable(f"the seccomp filter and syscall numbers are for x86_64, not {platform.machine()}")
-        count = self.config.slots or os.cpu_count() or 1
+        count = self.config.slots or SLOTS_PER_CORE * (os.cpu_count() or 1)
         missing: list[str] = []
         parents: dict[str, str] | None
         try:
