@@ -211,9 +211,10 @@ def bench_grpo(model_dir: Path, device: str, dtype: str, prompts: int, group: in
     from trainer.config import load_config
     from trainer.grpo import train
 
-    non_embedding = non_embedding_params(AutoModelForCausalLM.from_pretrained(model_dir))
-    layers, hidden = (AutoModelForCausalLM.from_pretrained(model_dir).config.to_dict()[k]
-                      for k in ("num_hidden_layers", "hidden_size"))
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    non_embedding = non_embedding_params(model)
+    layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
+    del model
     run_dir = Path(tempfile.mkdtemp(prefix="grpo_run", dir=tmp))
     cfg = load_config(ROOT / "configs/demo.yaml", [
         f"steps={steps}", f"out_dir={run_dir}", "model.tiny=false", f"model.path={model_dir}",

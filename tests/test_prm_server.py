@@ -29,51 +29,36 @@ def _serve(directory, **prm):
     return create_server(config)
 
 
-@pytest.fixture(scope="module")
-def tc(tmp_path_factory):
-    """A token-classification PRM behind a real server, its offline scorer, and a client."""
+def _served(tmp_path_factory, name: str, kind: str, seed: int, build: dict | None = None, serve: dict | None = None):
+    """A tiny PRM of `kind` behind a real server, its offline scorer, and a client (fixture body)."""
     require_torch()
     from verifier_service.prm import PRMScorer
 
-    directory = build_prm(tmp_path_factory.mktemp("prm") / "tc", "token_classification", seed=4, max_length=200)
-    server, port = _serve(directory, batch_tokens=512)
+    directory = build_prm(tmp_path_factory.mktemp("prm") / name, kind, seed=seed, **(build or {}))
+    server, port = _serve(directory, **(serve or {}))
     client = VerifierClient(f"127.0.0.1:{port}")
     try:
         yield server, PRMScorer(str(directory), device="cpu"), client
     finally:
         client.close()
         server.stop(0)
+
+
+@pytest.fixture(scope="module")
+def tc(tmp_path_factory):
+    """A token-classification PRM behind a real server, its offline scorer, and a client."""
+    yield from _served(tmp_path_factory, "tc", "token_classification", 4, {"max_length": 200}, {"batch_tokens": 512})
 
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
-    require_torch()
-    from verifier_service.prm import PRMScorer
-
-    directory = build_prm(tmp_path_factory.mktemp("prm") / "lm", "causal_lm", seed=5)
-    server, port = _serve(directory)
-    client = VerifierClient(f"127.0.0.1:{port}")
-    try:
-        yield server, PRMScorer(str(directory), device="cpu"), client
-    finally:
-        client.close()
-        server.stop(0)
+    yield from _served(tmp_path_factory, "lm", "causal_lm", 5)
 
 
 @pytest.fixture(scope="module")
 def sl(tmp_path_factory):
     """A step_likelihood PRM (a causal LM and its head file) behind a real server."""
-    require_torch()
-    from verifier_service.prm import PRMScorer
-
-    directory = build_prm(tmp_path_factory.mktemp("prm") / "sl", "step_likelihood", seed=7)
-    server, port = _serve(directory)
-    client = VerifierClient(f"127.0.0.1:{port}")
-    try:
-        yield server, PRMScorer(str(directory), device="cpu"), client
-    finally:
-        client.close()
-        server.stop(0)
+    yield from _served(tmp_path_factory, "sl", "step_likelihood", 7)
 
 
 @pytest.mark.parametrize("which", ["tc", "lm", "sl"])

@@ -189,6 +189,11 @@ def test_the_service_serves_the_trained_prm_with_the_trainers_scores(trained, to
                                          for i, c in enumerate(chains)])
     finally:
         server.stop(0)
+    assert_served_like_local(served, local)
+
+
+def assert_served_like_local(served, local) -> None:
+    """Every chain judged by the server, with the trainer's own step probabilities and their min."""
     assert all(r.judged for r in served), served[:2]
     for r, mine in zip(served, local):
         assert list(r.step_scores) == pytest.approx(mine, abs=1e-4)
@@ -354,10 +359,7 @@ def test_step_likelihood_result_is_a_served_prm_with_the_trainers_scores(trained
                      .step_scores[-1] for step in list(c.steps[1:2]) + ["#### 1", "3 + 4 = 7"]]
     finally:
         server.stop(0)
-    assert all(r.judged for r in served), served[:2]
-    for r, mine in zip(served, local):
-        assert list(r.step_scores) == pytest.approx(mine, abs=1e-4)
-        assert r.score == pytest.approx(min(mine), abs=1e-4)  # default_aggregation: min
+    assert_served_like_local(served, local)
     assert cands.judged and list(cands.scores) == pytest.approx(alone, abs=1e-5)
 
 
