@@ -29,10 +29,11 @@ Reading P(correct) at a tag position (done by the consumers, which own torch):
                                       own tokens and of its tag, and their running maxima over steps <= j;
                                       (w, b) is the head, `HEAD_FILE` next to FORMAT_FILE
 
-This module imports nothing of the project and no torch; the tokenizer is any callable with the
-Hugging Face `tokenizer(text, add_special_tokens=False)["input_ids"]` interface. `likelihood_features` is
-part of the contract (a step_likelihood head's weights mean nothing without it), so it lives here, shared
-by the trainer and the service; it uses only methods of the tensor it is given, so no torch import.
+This module imports nothing of the project and no torch at import time; the tokenizer is any callable
+with the Hugging Face `tokenizer(text, add_special_tokens=False)["input_ids"]` interface.
+`likelihood_features` is part of the contract (a step_likelihood head's weights mean nothing without it),
+so it lives here, shared by the trainer and the service; it imports torch when called (its argument is a
+torch tensor).
 """
 
 from __future__ import annotations
@@ -179,26 +180,36 @@ def likelihood_features(token_nll: Any, spans: Sequence[Sequence[tuple[int, int,
 
     token_nll: [B, T] tensor, token_nll[b, t] = -log p(ids[b, t] | ids[b, :t]) (anything at t = 0 and outside
     the spans is never read); spans[b]: the row's render_spans spans. A step with no own tokens has max and
-    mean 0. Differentiable in token_nll; only tensor methods are used (this module does not import torch).
+    mean 0. Differentiable in token_nll. torch is imported here, not at the top: the module stays importable
+    without it, and a caller with a tensor has it.
+
+    One masked pass over [N, T] (N steps against the T columns), not small ops per step: on a GPU the loop
+    this replaced was hundreds of kernel launches per batch, most of a tiny PRM's training step.
     """
-    n = sum(len(row) for row in spans)
-    own = token_nll.new_zeros((n, 3))           # [N, 3] max, mean, tag
-    i = 0
-    for b, row in enumerate(spans):
-        for start, tag_start, tag in row:
-            if tag_start > start:
-                own[i, 0] = token_nll[b, start:tag_start].max()
-                own[i, 1] = token_nll[b, start:tag_start].mean()
-            own[i, 2] = token_nll[b, tag_start:tag + 1].sum()
-            i += 1
-    out = token_nll.new_zeros((n, len(STEP_FEATURES)))  # [N, 6]; `own` is complete before any cummax reads it
-    out[:, :3] = own
-    i = 0
-    for row in spans:
-        if row:
-            out[i:i + len(row), 3:] = own[i:i + len(row)].cummax(dim=0).values
-        i += len(row)
-    return out
+    import torch
+
+    flat = [(b, start, tag_start, tag) for b, row in enumerate(spans) for start, tag_start, tag in row]
+    if not flat:
+        return token_nll.new_zeros((0, len(STEP_FEATURES)))
+    index = torch.tensor(flat, dtype=torch.long, device=token_nll.device)       # [N, 4]
+    row, start, tag_start, tag = index.unbind(-1)
+    nll = token_nll[row]                                                           # [N, T]
+    t = torch.arange(token_nll.shape[1], device=token_nll.device)                 # [T]
+    own = (t >= start[:, None]) & (t < tag_start[:, None])                        # [N, T]
+    in_tag = (t >= tag_start[:, None]) & (t <= tag[:, None])
+    count = own.sum(-1)
+    has_own = count > 0
+    zero = nll.new_zeros(())
+    own_max = torch.where(has_own, nll.masked_fill(~own, float("-inf")).amax(-1), zero)
+    own_mean = torch.where(has_own, nll.masked_fill(~own, 0.0).sum(-1) / count.clamp(min=1), zero)
+    step = torch.stack([own_max, own_mean, nll.masked_fill(~in_tag, 0.0).sum(-1)], dim=-1)  # [N, 3]
+    # running maxima over each row's steps: rows padded to S steps, cummax along them, read back
+    lengths = [len(r) for r in spans]
+    S = max(lengths)
+    slot = torch.tensor([b * S + j for b, n in enumerate(lengths) for j in range(n)], device=token_nll.device)
+    padded = step.new_zeros((len(spans) * S, 3)).index_copy(0, slot, step)   # zeros after a row's last step
+    running = padded.view(len(spans), S, 3).cummax(dim=1).values.reshape(-1, 3)[slot]
+    return torch.cat([step, running], dim=-1)                                   # [N, 6]
 
 
 def save_head(directory: str | Path, weight: Sequence[float], bias: float) -> Path:
