@@ -54,6 +54,7 @@ class PRMModel:
         # `compile`: score_rows runs a torch.compile'd module (dynamic shapes: one graph for every batch
         # shape; fused norms and activations). The prefix-cache path of score_candidates stays eager.
         self._rows_module = head.module(model)
+        self._rows_kwargs = causal_rows_kwargs(model.config)
         if compile:
             import torch
             self._rows_module = torch.compile(self._rows_module, dynamic=True)
@@ -103,7 +104,7 @@ class PRMModel:
             # no mask: with right padding, causal attention alone keeps padding out of every real token,
             # and a mask-free batch takes SDPA's fused causal kernels (a padding mask forces the slower
             # masked path: 2x the throughput on the H100, docs/benchmarks.md)
-            x = self._head.features(self._rows_module, input_ids=ids)      # [B, T, F]
+            x = self._head.features(self._rows_module, input_ids=ids, **self._rows_kwargs)  # [B, T, F]
             return self._gather(x, positions)
 
     def score_candidates(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], positions: Sequence[int],
@@ -152,6 +153,20 @@ class PRMModel:
             out.append(flat[start:start + len(pos)])
             start += len(pos)
         return out
+
+
+def causal_rows_kwargs(config: Any) -> dict[str, Any]:
+    """Keyword arguments of a mask-free causal pass over right-padded rows (score_rows).
+
+    A model whose layers are all full attention and that takes a precomputed mask per layer type (Qwen2,
+    Qwen3, Mistral and most decoders of transformers 5) gets {"full_attention": None}: no mask is built and
+    SDPA runs with is_causal. Without it, a torch.compile'd forward (torch < 2.14) materialises a [B, 1, T, T]
+    causal mask and runs the masked kernel over all of it: 40% of the compiled 0.5B PRM's GPU time
+    (docs/benchmarks.md). Eager passes already skip the mask; other models get {} and work as before."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types and all(t == "full_attention" for t in layer_types):
+        return {"attention_mask": {"full_attention": None}}
+    return {}
 
 
 def _token_classification_head(num_labels: int, correct_label: int) -> _Head:
@@ -216,7 +231,7 @@ class StepLikelihoodModel(PRMModel):
             raise ValueError("a step_likelihood PRM needs the step spans of every row")
         with torch.inference_mode():
             ids, _ = self._pad(rows)                                                   # [B, T]
-            hidden = self._rows_module(input_ids=ids).last_hidden_state               # [B, T, H]
+            hidden = self._rows_module(input_ids=ids, **self._rows_kwargs).last_hidden_state  # [B, T, H]
             before = torch.nn.functional.pad(hidden[:, :-1], (0, 0, 1, 0))            # [B, T, H]: the token before
             probs = self._probs(self._token_nll(before, ids, spans, first=1), spans)  # [N]
             out, start = [], 0
