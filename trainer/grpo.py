@@ -30,9 +30,9 @@ Where this departs from the papers (DeepSeekMath GRPO, DAPO, Dr. GRPO):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
-import functools
 import random
 import time
 from collections import Counter
