@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
-from load_traffic import HONEST, HOSTILE, STARVED, Draw  # noqa: E402
+from load_traffic import HONEST, HOSTILE, HOSTILE_DRAWS, STARVED, Draw  # noqa: E402
 
 __all__ = ["LoadConfig", "run_load", "ServerProcess", "tree_memory", "markdown"]
 
@@ -76,6 +76,8 @@ class LoadConfig:
     cache_size: int = 20_000            # the server's result cache (its default); 0: off
     prm: str = ""                       # PRM directory for `verirl serve --prm`; "": no steps traffic
     server_args: tuple[str, ...] = ()   # more `verirl serve` flags (e.g. --malloc-arena-max 0)
+    hostile_draws: tuple[str, ...] = ()  # ablation: only these hostile draws (load_traffic.HOSTILE_DRAWS names),
+                                        # whatever the kind; (): each kind's own (HOSTILE)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -318,7 +320,8 @@ def _client_loop(index: int, config: LoadConfig, address: str, kinds: list[str],
                     time.sleep(0.01)
                     continue
             hostile = role == "hostile" or (role == "mixed" and rng.random() < config.hostile)
-            make = rng.choice(HOSTILE[kind]) if hostile else HONEST[kind]
+            pool = [HOSTILE_DRAWS[n] for n in config.hostile_draws] or HOSTILE[kind]
+            make = rng.choice(pool) if hostile else HONEST[kind]
             draw = make(rng, config.batch.get(kind, 1))
             start = time.monotonic()
             statuses, wrong, error, program_cpu_s = _one_call(client, draw)
@@ -543,9 +546,14 @@ def main() -> None:
                         "(e.g. \"--malloc-arena-max 0 --malloc-trim-every 0\")")
     parser.add_argument("--tiny-prm", action="store_true", help="build a tiny random PRM in a temp dir and serve it")
     parser.add_argument("--runs", default="honest,hostile", help="comma list of honest|hostile, run back to back")
+    parser.add_argument("--hostile-draws", default="", help="ablation: comma list of hostile draws to send, "
+                        f"of {','.join(sorted(HOSTILE_DRAWS))} (default: each kind's own)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--json", help="write every report (with RSS series) here")
     args = parser.parse_args()
+    unknown = set(n for n in args.hostile_draws.split(",") if n) - set(HOSTILE_DRAWS)
+    if unknown:
+        parser.error(f"--hostile-draws: unknown {sorted(unknown)}; known: {sorted(HOSTILE_DRAWS)}")
     if args.tiny_prm:
         args.prm = tiny_prm(tempfile.mkdtemp(prefix="verirl-load-prm-"))
     reports = []
@@ -557,7 +565,8 @@ def main() -> None:
                             hostile_clients=args.hostile_clients, mix=args.mix, batch=args.batch,
                             deadline_s=args.deadline, rss_every_s=args.rss_every, workers=args.workers,
                             code_slots=args.code_slots, sandbox=args.sandbox, cache_size=args.cache_size, prm=args.prm, seed=args.seed + n,
-                            server_args=tuple(args.server_args.split()))
+                            server_args=tuple(args.server_args.split()),
+                            hostile_draws=tuple(n for n in args.hostile_draws.split(",") if n))
         report = run_load(config, label=f"{n + 1}:{kind}")
         reports.append(report)
         print(json.dumps({k: report[k] for k in ("label", "ok", "honest_items_per_s", "wrong_total",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-__all__ = ["Draw", "HONEST", "HOSTILE", "MATH_TIMEOUT_S", "CODE_CPU_S", "STARVED"]
+__all__ = ["Draw", "HONEST", "HOSTILE", "HOSTILE_DRAWS", "MATH_TIMEOUT_S", "CODE_CPU_S", "STARVED"]
 
 MATH_TIMEOUT_S = 5.0  # per math item: the server's default deadline, stated so a reader need not look it up
 CODE_CPU_S = 1.0      # per hostile program (fork/loop bombs burn this much CPU before TIMEOUT)
@@ -115,7 +115,7 @@ def hostile_math(rng: random.Random, batch: int) -> Draw:
 
 _BOMBS = {
     "fork_bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-                  frozenset({"TIMEOUT", STARVED})),
+                  frozenset({"RUNTIME_ERROR", "TIMEOUT", STARVED})),  # RUNTIME_ERROR: stopped at its process limit
     "infinite_loop": ("while True:\n    pass\n", frozenset({"TIMEOUT", STARVED})),
     "memory_bomb": ("blocks = []\nwhile True:\n    blocks.append(b'x' * (1 << 20))\n",
                     frozenset({"MEMORY_LIMIT", STARVED})),
@@ -153,3 +153,5 @@ def hostile_steps(rng: random.Random, batch: int) -> Draw:
 # pathological item or an oversized request, and so on.
 HOSTILE = {"math": (hostile_math, hostile_oversized), "code": (hostile_code, hostile_oversized),
            "steps": (hostile_steps,)}
+# By name, for ablations (bench/load.py --hostile-draws).
+HOSTILE_DRAWS = {"math": hostile_math, "code": hostile_code, "oversized": hostile_oversized, "steps": hostile_steps}

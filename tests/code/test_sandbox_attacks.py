@@ -19,10 +19,24 @@ FAILED = {CodeStatus.FAILED, CodeStatus.RUNTIME_ERROR, CodeStatus.TIMEOUT, CodeS
 
 
 def test_fork_bomb(runner):
+    """A bomb that keeps forking at its process limit is stopped by its fork-server long before its
+    CPU limit (forkserver.FORK_REFUSALS_STOP): RUNTIME_ERROR, the program's fault."""
+    start = time.monotonic()
     verdict = run_py(runner, "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-                     cpu_time_s=1.0)
-    assert verdict.status is CodeStatus.TIMEOUT, verdict
+                     cpu_time_s=5.0, wall_time_s=20.0)
+    assert verdict.status is CodeStatus.RUNTIME_ERROR, verdict
+    assert "kept forking at its process limit" in verdict.reason, verdict
+    assert time.monotonic() - start < 10.0 and verdict.cpu_time_s < 5.0, verdict
     assert_next_run_clean(runner)
+
+
+def test_forks_up_to_the_limit_once_then_finishes(runner):
+    """A program that meets the process limit and handles the refusal is judged on its output."""
+    code = ("import os, time\nkids = []\ntry:\n    for _ in range(200):\n        pid = os.fork()\n"
+            "        if pid == 0:\n            time.sleep(0.5)\n            os._exit(0)\n        kids.append(pid)\n"
+            "except OSError:\n    pass\nfor pid in kids:\n    os.waitpid(pid, 0)\nprint(len(kids) >= 32)\n")
+    verdict = run_py(runner, code, cpu_time_s=5.0, wall_time_s=20.0, expected="True\n")
+    assert verdict.status is CodeStatus.PASSED, verdict
 
 
 def test_memory_bomb(runner):

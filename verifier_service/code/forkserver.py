@@ -73,6 +73,12 @@ _LIBC_GIL = ctypes.PyDLL(None, use_errno=True)
 # (docs/benchmarks.md); one that stays at full weight only costs its CPU, as before.
 _DEMOTABLE_PIDS = 2
 _DEMOTED_POLL_S = 0.02
+# A run that keeps forking at its process limit (the slot cgroup's pids.max) is stopped once this many
+# forks were refused: a program that meets the limit by accident fails its fork and handles or dies of
+# it, a few refusals at most; a fork bomb that retries makes thousands a second and, at full weight
+# (above), would otherwise burn its whole CPU limit. RUNTIME_ERROR, the program's fault (verdicts.py).
+FORK_REFUSALS_STOP = 256
+_FORK_POLL_S = 0.05  # how often a run of at most _DEMOTABLE_PIDS tasks is looked at for more
 
 
 def _setup(config: dict[str, Any]) -> sandbox_init.InitSettings:
@@ -154,20 +160,32 @@ def _wait_empty(cgroup: CgroupFds | None, timeout: float) -> int:
     return left
 
 
-def _wait_run(pidfd: int, cgroup: CgroupFds | None, backstop_s: float, demote_after_s: float) -> tuple[bool, bool]:
+def _wait_run(pidfd: int, cgroup: CgroupFds | None, backstop_s: float,
+              demote_after_s: float) -> tuple[bool, bool, int]:
     """Wait for the run's init to exit, at most `backstop_s`. Once the run has used more than
     `demote_after_s` of CPU (0: never), its slot runs at the lowest weight while it has at most
     _DEMOTABLE_PIDS tasks, at full weight otherwise (checked every _DEMOTED_POLL_S). The init
     sets full weight before it kills an execution's processes: they are not demoted again, the
-    next execution's are. Returns (backstop reached, demoted at any time)."""
+    next execution's are. A run with more tasks than that is checked as often for forks refused
+    at its process limit, and given up on at FORK_REFUSALS_STOP. Returns (backstop reached,
+    demoted at any time, forks refused if the run was given up on for them, else 0)."""
     deadline = time.monotonic() + backstop_s
     watch = cgroup is not None and demote_after_s > 0
     base = cgroup.cpu_usec() if watch else 0
+    refused_base = cgroup.forks_refused() if cgroup is not None else 0
     demoted, past, low_for = False, False, None
     while True:
         wait = deadline - time.monotonic()
         if wait <= 0:
-            return True, demoted
+            return True, demoted, 0
+        if cgroup is not None:
+            if cgroup.pids() > _DEMOTABLE_PIDS:
+                refused = cgroup.forks_refused() - refused_base
+                if refused >= FORK_REFUSALS_STOP:
+                    return False, demoted, refused
+                wait = min(wait, _DEMOTED_POLL_S)
+            else:
+                wait = min(wait, _FORK_POLL_S)
         if watch:
             past = past or (cgroup.cpu_usec() - base) / 1e6 > demote_after_s
             if not past:
@@ -186,7 +204,7 @@ def _wait_run(pidfd: int, cgroup: CgroupFds | None, backstop_s: float, demote_af
                     demoted, low_for = True, members
                 wait = min(wait, _DEMOTED_POLL_S)
         if select.select([pidfd], [], [], wait)[0]:
-            return False, demoted
+            return False, demoted, 0
 
 
 def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
@@ -208,6 +226,7 @@ def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
             cgroup.reset(int(request["cgroup_memory"]))
         oom_before = cgroup.oom_kills() if cgroup is not None else 0  # a running count: the run's is the rise
         waited_before = cgroup.cpu_wait_usec() if cgroup is not None else None
+        cpu_before = cgroup.cpu_usec() if cgroup is not None else 0
         started = time.monotonic()
         pid = _clone_init(_RUN_NAMESPACES)
         if pid == 0:
@@ -216,10 +235,11 @@ def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
         for fd in passed:
             os.close(fd)
         pidfd = os.pidfd_open(pid)
-        backstop, demoted = _wait_run(pidfd, cgroup, float(request["backstop_s"]), float(request["demote_after_s"]))
+        backstop, demoted, refused = _wait_run(pidfd, cgroup, float(request["backstop_s"]),
+                                               float(request["demote_after_s"]))
         if demoted:  # what is left of the run is killed next: let it exit at full weight
             cgroup.set_cpu_shares(FULL_SHARES)
-        if backstop and cgroup is not None:
+        if (backstop or refused) and cgroup is not None:
             cgroup.kill_all()
         if backstop and cgroup is None:
             os.kill(pid, 9)
@@ -228,7 +248,8 @@ def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
         left = _wait_empty(cgroup, 2.0)
         reply = {"op": "end", "backstop": backstop, "status": status, "pids_left": left, "demoted": demoted,
                  "peak_memory": cgroup.peak() if cgroup else 0,
-                 "oom_kills": cgroup.oom_kills() - oom_before if cgroup else 0}
+                 "oom_kills": cgroup.oom_kills() - oom_before if cgroup else 0, "forks_refused": refused,
+                 "cpu_s": (cgroup.cpu_usec() - cpu_before) / 1e6 if cgroup else 0.0}
         if backstop and waited_before is not None:  # starved, or the program's fault? (verdicts.py)
             reply.update(elapsed_s=time.monotonic() - started,
                          waited_s=(cgroup.cpu_wait_usec() - waited_before) / 1e6)

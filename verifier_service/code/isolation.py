@@ -197,13 +197,15 @@ class CgroupFds(NamedTuple):
     cpu_shares: int        # v1 cpu.shares (the fork-server demotes a CPU hog through it)
     members: int           # v2 cgroup.procs, read-only: which processes the run has
     cpu_pressure: int      # v2 cpu.pressure (PSI), or -1 where the kernel has none
+    pids_events: int       # v1 pids.events, read-only: "max N", the forks refused at pids.max
 
     def all(self) -> list[int]:
         return [*self.procs, self.cpu_procs, self.memory_limit, self.memory_peak, self.oom_control, self.pids_current,
-                self.cpu_stat, self.kill, self.cpu_shares, self.members, *([self.cpu_pressure] if self.cpu_pressure >= 0 else [])]
+                self.cpu_stat, self.kill, self.cpu_shares, self.members, self.pids_events,
+                *([self.cpu_pressure] if self.cpu_pressure >= 0 else [])]
 
     def close_writers(self) -> None:
-        """Keep only the read-only counters (cpu.stat, cpu.pressure, memory.oom_control) open."""
+        """Keep only the read-only counters (cpu.stat, cpu.pressure, memory.oom_control, pids.events) open."""
         for fd in (*self.procs, self.cpu_procs, self.memory_limit, self.memory_peak, self.pids_current, self.kill,
                    self.cpu_shares, self.members):
             os.close(fd)
@@ -235,6 +237,13 @@ class CgroupFds(NamedTuple):
 
     def pids(self) -> int:
         return int(os.pread(self.pids_current, 64, 0))
+
+    def forks_refused(self) -> int:
+        """Forks and clones refused at pids.max since the group was made (a running count)."""
+        for line in os.pread(self.pids_events, 4096, 0).split(b"\n"):
+            if line.startswith(b"max "):
+                return int(line.split()[1])
+        return 0
 
     def peak(self) -> int:
         return int(os.pread(self.memory_peak, 64, 0))
@@ -307,6 +316,7 @@ class SlotCgroup(NamedTuple):
             cpu_shares=os.open(f"{p['cpu']}/cpu.shares", os.O_WRONLY),
             members=os.open(f"{p['unified']}/cgroup.procs", os.O_RDONLY),
             cpu_pressure=os.open(f"{p['unified']}/cpu.pressure", os.O_RDONLY) if self.has_pressure() else -1,
+            pids_events=os.open(f"{p['pids']}/pids.events", os.O_RDONLY),
         )
 
     def remove(self) -> None:

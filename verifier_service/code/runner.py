@@ -56,6 +56,7 @@ _HARNESS_OVERHEAD = 96 << 20  # the init, the test process and the interpreter's
 # stopped all code for 10 s at a time (docs/benchmarks.md, "CPU-hog demotion"). Programs beyond
 # the core count share cores at full weight: judged on CPU time, and not judged if starved.
 SLOTS_PER_CORE = 4
+_CGROUP_OWN_TASKS = 16  # the run's init and its helpers, in the slot cgroup beside the program
 
 
 class SandboxUnavailable(RuntimeError):
@@ -77,7 +78,7 @@ class RunnerConfig:
     tmp_bytes: int = 64 << 20          # the run's /tmp (tmpfs; also the file-size rlimit)
     shm_bytes: int = 16 << 20          # the run's /dev/shm
     nofile: int = 256
-    nproc: int = 64                    # processes of the code uid (the cgroup allows a few more for ours)
+    nproc: int = 64                    # processes of a run (its cgroup allows _CGROUP_OWN_TASKS more for ours)
     cpp_argv: tuple[str, ...] = ("/usr/bin/g++", "-O2", "-std=gnu++17", "-pipe")
     compile_cpu_s: float = 20.0
     compile_wall_s: float = 60.0
@@ -186,7 +187,8 @@ class CodeRunner:
         group = f"verirl-{os.getpid()}-{next(_RUNNER_IDS)}"
         try:
             for index in range(count):
-                cgroup = SlotCgroup.create(parents, group, index, self.config.nproc + 16) if parents else None
+                cgroup = SlotCgroup.create(parents, group, index, self.config.nproc + _CGROUP_OWN_TASKS) \
+                    if parents else None
                 slot = _Slot(index, cgroup)
                 self._slots.append(slot)
                 self._start_server(slot)
@@ -215,7 +217,11 @@ class CodeRunner:
             "users": {"root": 0, "sandbox": self.config.code_uid_base + slot.index,
                       "tests": self.config.test_uid_base + slot.index},
             "tmp_bytes": self.config.tmp_bytes, "shm_bytes": self.config.shm_bytes,
-            "nofile": self.config.nofile, "nproc": self.config.nproc, "seccomp_bpf": self._seccomp,
+            "nofile": self.config.nofile, "seccomp_bpf": self._seccomp,
+            # with a cgroup, its pids.max (nproc + _CGROUP_OWN_TASKS) is the limit a program meets, and its
+            # refusals are counted (a run that keeps forking there is stopped, forkserver.py); the rlimit,
+            # per uid and uncounted, stays above it as a backstop
+            "nproc": self.config.nproc + (2 * _CGROUP_OWN_TASKS if slot.cgroup else 0),
         }
         boot = (f"import sys; sys.path.insert(0, {package_root!r}); "
                 "from verifier_service.code.forkserver import main; main()")

@@ -170,6 +170,11 @@ def assemble(job: Job, records: list[tuple[dict, list[bytes]]], end: dict[str, A
             reason = starved({**end, "cpu_s": common["cpu_time_s"]})
             outcomes.append(TestOutcome(len(outcomes), CodeStatus.SANDBOX_ERROR, reason) if reason else
                             TestOutcome(len(outcomes), CodeStatus.TIMEOUT, "wall-clock backstop of the run"))
+        elif end.get("forks_refused"):
+            # the fork-server gave up on a run that kept forking at its process limit (forkserver.py)
+            outcomes.append(TestOutcome(len(outcomes), CodeStatus.RUNTIME_ERROR,
+                                        f"stopped: kept forking at its process limit ({end['forks_refused']} forks "
+                                        f"refused, {float(end.get('cpu_s', 0.0)):.2f} s of CPU)"))
         elif end.get("oom_kills") and end.get("status") != 0:
             # the slot's memory cgroup hit the limit and the OOM killer took the run's init too (the
             # solution, at oom_score_adj 1000, goes first; under memory pressure while it is still

@@ -22,12 +22,19 @@ PROBE = ("What is 12 + 30? Answer in words.", ["12 + 30 = 42.", "So the answer i
 
 
 class FastTokenizer:
-    """`tok(text, add_special_tokens=False)["input_ids"]` over a tokenizers.Tokenizer."""
+    """`tok(text, add_special_tokens=False)["input_ids"]` over a tokenizers.Tokenizer; a list of texts
+    gives a list of id lists, in one `encode_batch` call, which runs without the GIL (a 200-step chain is
+    tens of ms of tokenizing, and the server's other handler threads need the GIL meanwhile)."""
+
+    is_fast = True  # takes a list of texts, as a transformers fast tokenizer does (tasks.prm_format.tokenize_many)
 
     def __init__(self, tokenizer: Any) -> None:
         self._tok = tokenizer
 
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+    def __call__(self, text: str | Sequence[str], add_special_tokens: bool = False) -> dict[str, Any]:
+        if isinstance(text, (list, tuple)):
+            return {"input_ids": [e.ids for e in self._tok.encode_batch(list(text),
+                                                                         add_special_tokens=add_special_tokens)]}
         return {"input_ids": self._tok.encode(text, add_special_tokens=add_special_tokens).ids}
 
 
