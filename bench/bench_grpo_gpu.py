@@ -205,7 +205,8 @@ def save_grpo_model(path: Path, shape: dict) -> Path:
 
 
 def bench_grpo(model_dir: Path, device: str, dtype: str, prompts: int, group: int, new_tokens: int, steps: int,
-               tmp: Path, overrides: tuple[str, ...] = ()) -> dict:
+               tmp: Path, overrides: tuple[str, ...] = (), skip: int = 1) -> dict:
+    """`steps` GRPO steps of one config; the mean of the steps after the first `skip` (compilation)."""
     from transformers import AutoModelForCausalLM
 
     from trainer.config import load_config
@@ -225,7 +226,7 @@ def bench_grpo(model_dir: Path, device: str, dtype: str, prompts: int, group: in
         "log.progress=false", "log_samples=0", *overrides])
     train(cfg)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    measured = rows[1:] or rows
+    measured = rows[skip:] or rows
     phases = sorted({k for r in measured for k in r["seconds"]})
     # the update's MFU: forward + backward over every real token (prompt + completion) of the kept rows,
     # 6 x non-embedding parameters per token plus attention (12 x layers x hidden x mean row length)
@@ -264,6 +265,9 @@ def main() -> None:
     parser.add_argument("--engine-caches", default="dynamic,static,static_compiled")
     parser.add_argument("--grpo-variants", default="rollout.hf_cache=static_compiled",
                         help="comma-separated; each a '+'-joined list of config overrides")
+    parser.add_argument("--grpo-steps", type=int, default=3, help="GRPO steps per variant")
+    parser.add_argument("--grpo-skip-steps", type=int, default=1,
+                        help="first steps left out of the means (compilation: 2 with algo.compile_layers)")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
@@ -293,7 +297,8 @@ def main() -> None:
                 try:
                     result[f"grpo {variant}"] = bench_grpo(
                         model_dir, device, "float32" if args.tiny else "bfloat16", 2 if args.tiny else 16,
-                        2 if args.tiny else 8, 8 if args.tiny else 256, 2 if args.tiny else 3, Path(tmp), overrides)
+                        2 if args.tiny else 8, 8 if args.tiny else 256, 2 if args.tiny else args.grpo_steps, Path(tmp),
+                        overrides, skip=1 if args.tiny else args.grpo_skip_steps)
                 except Exception as exc:  # reported, not fatal
                     result[f"grpo {variant}"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
                 save(result, args.out)

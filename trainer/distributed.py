@@ -103,6 +103,8 @@ def check_supported(cfg: GRPOConfig, size: int) -> None:
         raise ValueError(f"rollout.sampler: {r.sampler!r} is not supported with {size} processes; use groups")
     if a.dynamic_sampling:
         raise ValueError(f"algo.dynamic_sampling: not supported with {size} processes")
+    if a.compile_layers:
+        raise ValueError(f"algo.compile_layers: not supported with {size} processes (FSDP2) yet")
     if a.advantage == "grpo_batch_std":
         raise ValueError(f"algo.advantage: 'grpo_batch_std' is not supported with {size} processes "
                          "(its std would be per rank)")

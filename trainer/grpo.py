@@ -46,6 +46,7 @@ from tasks.prompts import format_prompt
 from tasks.types import Problem
 from trainer.advantages import ADVANTAGES, NEEDS_STEPS, AdvantageInput, zero_variance
 from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint, start_run, starting_model_dir
+from trainer.compiled_layers import CompiledLayers
 from trainer.config import AlgoConfig, GRPOConfig, to_dict
 from trainer.losses import BatchScale, GRPOLoss, LossSettings, token_logprobs
 from trainer.optim import build_optimizer, build_scheduler
@@ -380,6 +381,7 @@ def train(cfg: GRPOConfig, *,
     if cfg.resume:
         state = load_recipe_state(cfg.resume, optimizer, scheduler)
     engine = _engine(cfg, model_dir, policy, tokenizer)
+    compiled = CompiledLayers(policy, cfg.algo.compile_layers)  # the trainer's passes only, not generation
 
     a = cfg.algo
     loss_fn = GRPOLoss(LossSettings(eps_low=a.eps_low, eps_high=a.eps_high, beta=a.beta, kl=a.kl,
@@ -418,7 +420,8 @@ def train(cfg: GRPOConfig, *,
             t = time.monotonic()
             on_device = rollouts.rows(kept).to(device)
             advantages = adv.tokens[kept].to(device)                                 # [K, T]
-            old_logp, entropy = no_grad_logprobs(policy, on_device, temperature, a.micro_batch_size)
+            with compiled.active():
+                old_logp, entropy = no_grad_logprobs(policy, on_device, temperature, a.micro_batch_size)
             ref_logp = (no_grad_logprobs(reference, on_device, temperature, a.micro_batch_size)[0]
                         if reference is not None else None)
             times["logprobs"] = time.monotonic() - t
@@ -434,8 +437,9 @@ def train(cfg: GRPOConfig, *,
                     scale = BatchScale(tokens=float(on_device.mask[part].sum()), sequences=float(len(part)),
                                        max_tokens=r.max_tokens)
                     optimizer.zero_grad(set_to_none=True)
-                    total = accumulate_gradients(policy, loss_fn, on_device, old_logp, ref_logp, advantages,
-                                                 part, a.micro_batch_size, scale, temperature, sums)
+                    with compiled.active():
+                        total = accumulate_gradients(policy, loss_fn, on_device, old_logp, ref_logp, advantages,
+                                                     part, a.micro_batch_size, scale, temperature, sums)
                     clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
                     grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), clip)))
                     optimizer.step()

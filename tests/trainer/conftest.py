@@ -5,6 +5,7 @@ No __init__.py in this folder: a `tests/trainer` package would shadow the real `
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator
 
@@ -40,3 +41,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def seven_data(tmp_path_factory) -> Path:
+    """Problems whose gold is always 7 (test_grpo.py's trivially learnable task)."""
+    from tasks.types import Problem
+    path = tmp_path_factory.mktemp("seven") / "problems.jsonl"
+    rows = [Problem(id=f"q{i}", prompt=f"Question {i}: which number?\n", gold="7").to_dict() for i in range(16)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

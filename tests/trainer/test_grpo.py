@@ -15,21 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.types import Problem
 from trainer.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SEVEN = ["data.source=jsonl", "data.prompt_style=bare", "rollout.max_tokens=1", "rollout.prompts_per_step=8",
          "rollout.group_size=16", "optim.lr=1e-2", "algo.mini_batches=1", "algo.micro_batch_size=64",
          "log_samples=4"]
-
-
-@pytest.fixture(scope="module")
-def seven_data(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("seven") / "problems.jsonl"
-    rows = [Problem(id=f"q{i}", prompt=f"Question {i}: which number?\n", gold="7").to_dict() for i in range(16)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
