@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 __all__ = ["PRMFormat", "FORMAT_FILE", "HEAD_FILE", "KINDS", "AGGREGATIONS", "STEP_FEATURES", "render_ids",
            "render_spans", "likelihood_features", "load_head", "save_head", "label_token_ids", "tokenize",
@@ -157,17 +157,40 @@ def tokenize_many(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     return [tokenize(tokenizer, text) for text in texts]
 
 
-def render_spans(tokenizer: Any, fmt: PRMFormat, problem: str,
-                 steps: Sequence[str]) -> tuple[list[int], list[tuple[int, int, int]]]:
+_CHUNK = 32  # steps tokenized per call when render_spans has a limit
+
+
+def _pieces(tokenizer: Any, texts: Sequence[str], limit: int | None) -> Iterator[list[int]]:
+    """tokenize_many of `texts`, in chunks of _CHUNK once past the first when there is a limit, stopping
+    after the chunk that takes the total over it."""
+    if limit is None:
+        yield from tokenize_many(tokenizer, texts)
+        return
+    total = 0
+    for s in range(0, len(texts), _CHUNK):
+        for piece in tokenize_many(tokenizer, texts[s:s + _CHUNK]):
+            total += len(piece)
+            yield piece
+        if total > limit:
+            return
+
+
+def render_spans(tokenizer: Any, fmt: PRMFormat, problem: str, steps: Sequence[str],
+                 limit: int | None = None) -> tuple[list[int], list[tuple[int, int, int]]]:
     """(input_ids, spans): spans[j] = (start, tag_start, tag) of step j. ids[start:tag_start] are the step's
     own tokens: after its separator's tokens (when tok(separator + step) begins with tok(separator); if a
     merge crossed the boundary, the whole piece counts as the step's), so step 0 never includes the problem
-    text. ids[tag_start:tag + 1] are its tag's tokens, and `tag` is where the step is scored."""
+    text. ids[tag_start:tag + 1] are its tag's tokens, and `tag` is where the step is scored.
+
+    `limit`: the caller refuses chains of more tokens; tokenizing stops soon after the chain passes it (a
+    200-step chain sent to a PRM that reads 4,096 tokens is not tokenized to its end), and the ids
+    returned are then a prefix of more than `limit` tokens, not the chain."""
     tag = tokenize(tokenizer, fmt.step_tag)
     if not tag:
         raise ValueError(f"step_tag {fmt.step_tag!r} tokenizes to nothing")
     separator = tokenize(tokenizer, fmt.step_separator)
-    ids, *pieces = tokenize_many(tokenizer, [problem, *(fmt.step_separator + step for step in steps)])
+    pieces = _pieces(tokenizer, [problem, *(fmt.step_separator + step for step in steps)], limit)
+    ids = next(pieces)
     spans = []
     for piece in pieces:
         start = len(ids) + (len(separator) if piece[:len(separator)] == separator else 0)

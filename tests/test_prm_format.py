@@ -93,3 +93,21 @@ def test_step_likelihood_kind_and_head_round_trip(tmp_path):
     with pytest.raises(ValueError, match="this version"):
         load_head(tmp_path)
     assert len(STEP_FEATURES) == 6
+
+
+def test_render_spans_with_a_limit_stops_soon_after_it_and_is_exact_under_it():
+    fmt = PRMFormat(kind="token_classification", step_tag="#", step_separator="|", max_length=512)
+    tok = CharTokenizer()
+    steps = [f"step {i} " * 5 for i in range(200)]
+    whole = render_spans(tok, fmt, "P", steps)
+    assert render_spans(tok, fmt, "P", steps, limit=len(whole[0])) == whole  # not over it: the same chain
+    calls = []
+
+    class Counting(CharTokenizer):
+        def __call__(self, text, add_special_tokens=False):
+            calls.append(text)
+            return super().__call__(text, add_special_tokens)
+
+    ids, spans = render_spans(Counting(), fmt, "P", steps, limit=100)
+    assert 100 < len(ids) < len(whole[0]) and ids == whole[0][:len(ids)] and spans == whole[1][:len(spans)]
+    assert len(calls) < 60  # the tag, the separator and one chunk of steps: not all 200

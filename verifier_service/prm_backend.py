@@ -195,10 +195,11 @@ class StepsBackend:
             response = DEFAULT_SEPARATOR.join(steps)
             math_call = self.math.prepare(pb.MathItem(id=item.id, response=response, gold=item.gold),
                                           self.math.defaults(None, "options"), path)
-        ids, spans = render_spans(self.prm.tokenizer, self.prm.format, item.problem, steps)
-        if len(ids) > self.prm.format.max_length:
-            early = Scored("too_long", reason=f"the chain is {len(ids)} tokens, over the PRM's max_length "
-                                              f"({self.prm.format.max_length}); it is not truncated")
+        limit = self.prm.format.max_length
+        ids, spans = render_spans(self.prm.tokenizer, self.prm.format, item.problem, steps, limit=limit)
+        if len(ids) > limit:  # tokenized only until past the limit: len(ids) is a lower bound
+            early = Scored("too_long", reason=f"the chain is at least {len(ids)} tokens, over the PRM's max_length "
+                                              f"({limit}); it is not truncated")
             return StepsCall(item.id, None, aggregation, threshold, math_call, early)
         job = Job("rows", (ids, [tag for _, _, tag in spans], spans), len(ids))
         return StepsCall(item.id, job, aggregation, threshold, math_call)

@@ -108,6 +108,29 @@ def test_sleeping_program_still_times_out(pair):
     assert verdict.status is CodeStatus.TIMEOUT and "wall-clock" in verdict.reason, verdict
 
 
+def test_a_starved_demoted_run_is_given_up_on_before_its_wall_clock():
+    """A demoted program that keeps waiting for a core is stopped once it has waited
+    forkserver.SHED_WAIT_S, not at its 20 s wall clock: the same "not judged", its slot freed sooner."""
+    from verifier_service.code.forkserver import SHED_WAIT_S
+    runner = start_runner(slots=1, demote_after_ms=1)
+    if runner.notes:
+        runner.close()
+        if os.environ.get("CI"):
+            pytest.fail("no PSI on this kernel: " + "; ".join(runner.notes))
+        pytest.skip("no PSI on this kernel: " + "; ".join(runner.notes))
+    busy = _busy_processes(3)
+    try:
+        start = time.monotonic()
+        verdict = run_py(runner, LOOP, cpu_time_s=10.0, wall_time_s=20.0)
+        took = time.monotonic() - start
+        assert verdict.status is CodeStatus.SANDBOX_ERROR and verdict.reason.startswith(STARVED), verdict
+        assert "given up on at the lowest CPU weight" in verdict.reason and not verdict.judged, verdict
+        assert SHED_WAIT_S <= took < 12.0, took
+    finally:
+        _stop(busy)
+        runner.close()
+
+
 def test_starved_programs_are_not_judged_sleepers_still_time_out():
     """Demoted from the start while three full-weight processes fill both cores: a correct program
     that needs 0.3 s of CPU cannot get it within its 2 s wall clock. That is not its fault:

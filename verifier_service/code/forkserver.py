@@ -79,6 +79,10 @@ _DEMOTED_POLL_S = 0.02
 # (above), would otherwise burn its whole CPU limit. RUNTIME_ERROR, the program's fault (verdicts.py).
 FORK_REFUSALS_STOP = 256
 _FORK_POLL_S = 0.05  # how often a run of at most _DEMOTABLE_PIDS tasks is looked at for more
+# A demoted run that has waited this long for a core since its demotion (PSI) is given up on: it would
+# reach its wall clock starved and come back not judged anyway (verdicts.starved), holding its slot for
+# the whole wall time (10 s by default) meanwhile. On a machine with spare cycles it never waits that long.
+SHED_WAIT_S = 2.0
 
 
 def _setup(config: dict[str, Any]) -> sandbox_init.InitSettings:
@@ -161,28 +165,29 @@ def _wait_empty(cgroup: CgroupFds | None, timeout: float) -> int:
 
 
 def _wait_run(pidfd: int, cgroup: CgroupFds | None, backstop_s: float,
-              demote_after_s: float) -> tuple[bool, bool, int]:
+              demote_after_s: float) -> tuple[str, bool, int]:
     """Wait for the run's init to exit, at most `backstop_s`. Once the run has used more than
     `demote_after_s` of CPU (0: never), its slot runs at the lowest weight while it has at most
     _DEMOTABLE_PIDS tasks, at full weight otherwise (checked every _DEMOTED_POLL_S). The init
     sets full weight before it kills an execution's processes: they are not demoted again, the
     next execution's are. A run with more tasks than that is checked as often for forks refused
-    at its process limit, and given up on at FORK_REFUSALS_STOP. Returns (backstop reached,
-    demoted at any time, forks refused if the run was given up on for them, else 0)."""
+    at its process limit, and given up on at FORK_REFUSALS_STOP; a demoted run that waited
+    SHED_WAIT_S for a core since its demotion is given up on too. Returns (why it ended: "exit",
+    "backstop", "forks" or "shed"; demoted at any time; forks refused if it ended for them, else 0)."""
     deadline = time.monotonic() + backstop_s
     watch = cgroup is not None and demote_after_s > 0
     base = cgroup.cpu_usec() if watch else 0
     refused_base = cgroup.forks_refused() if cgroup is not None else 0
-    demoted, past, low_for = False, False, None
+    demoted, past, low_for, waited_at_demotion = False, False, None, None
     while True:
         wait = deadline - time.monotonic()
         if wait <= 0:
-            return True, demoted, 0
+            return "backstop", demoted, 0
         if cgroup is not None:
             if cgroup.pids() > _DEMOTABLE_PIDS:
                 refused = cgroup.forks_refused() - refused_base
                 if refused >= FORK_REFUSALS_STOP:
-                    return False, demoted, refused
+                    return "forks", demoted, refused
                 wait = min(wait, _DEMOTED_POLL_S)
             else:
                 wait = min(wait, _FORK_POLL_S)
@@ -195,16 +200,21 @@ def _wait_run(pidfd: int, cgroup: CgroupFds | None, backstop_s: float,
             elif cgroup.pids() > _DEMOTABLE_PIDS:
                 if low_for is not None:
                     cgroup.set_cpu_shares(FULL_SHARES)
-                    low_for = None
+                    low_for, waited_at_demotion = None, None
                 wait = min(wait, _DEMOTED_POLL_S)
             else:
                 members = cgroup.member_pids()
                 if members != low_for:
                     cgroup.set_cpu_shares(DEMOTED_SHARES)
                     demoted, low_for = True, members
+                waited = cgroup.cpu_wait_usec()
+                if waited is not None:
+                    waited_at_demotion = waited if waited_at_demotion is None else waited_at_demotion
+                    if (waited - waited_at_demotion) / 1e6 >= SHED_WAIT_S:
+                        return "shed", demoted, 0
                 wait = min(wait, _DEMOTED_POLL_S)
         if select.select([pidfd], [], [], wait)[0]:
-            return False, demoted, 0
+            return "exit", demoted, 0
 
 
 def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
@@ -235,11 +245,12 @@ def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
         for fd in passed:
             os.close(fd)
         pidfd = os.pidfd_open(pid)
-        backstop, demoted, refused = _wait_run(pidfd, cgroup, float(request["backstop_s"]),
-                                               float(request["demote_after_s"]))
+        ended, demoted, refused = _wait_run(pidfd, cgroup, float(request["backstop_s"]),
+                                            float(request["demote_after_s"]))
+        backstop = ended == "backstop"
         if demoted:  # what is left of the run is killed next: let it exit at full weight
             cgroup.set_cpu_shares(FULL_SHARES)
-        if (backstop or refused) and cgroup is not None:
+        if ended != "exit" and cgroup is not None:
             cgroup.kill_all()
         if backstop and cgroup is None:
             os.kill(pid, 9)
@@ -249,8 +260,8 @@ def _serve(sock: socket.socket, settings: sandbox_init.InitSettings) -> None:
         reply = {"op": "end", "backstop": backstop, "status": status, "pids_left": left, "demoted": demoted,
                  "peak_memory": cgroup.peak() if cgroup else 0,
                  "oom_kills": cgroup.oom_kills() - oom_before if cgroup else 0, "forks_refused": refused,
-                 "cpu_s": (cgroup.cpu_usec() - cpu_before) / 1e6 if cgroup else 0.0}
-        if backstop and waited_before is not None:  # starved, or the program's fault? (verdicts.py)
+                 "shed": ended == "shed", "cpu_s": (cgroup.cpu_usec() - cpu_before) / 1e6 if cgroup else 0.0}
+        if ended in ("backstop", "shed") and waited_before is not None:  # starved? (verdicts.py)
             reply.update(elapsed_s=time.monotonic() - started,
                          waited_s=(cgroup.cpu_wait_usec() - waited_before) / 1e6)
         sock.send(json.dumps(reply).encode())

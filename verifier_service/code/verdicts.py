@@ -170,6 +170,13 @@ def assemble(job: Job, records: list[tuple[dict, list[bytes]]], end: dict[str, A
             reason = starved({**end, "cpu_s": common["cpu_time_s"]})
             outcomes.append(TestOutcome(len(outcomes), CodeStatus.SANDBOX_ERROR, reason) if reason else
                             TestOutcome(len(outcomes), CodeStatus.TIMEOUT, "wall-clock backstop of the run"))
+        elif end.get("shed"):
+            # the fork-server gave up on a demoted run that kept waiting for a core (forkserver.SHED_WAIT_S)
+            waited, elapsed, cpu = float(end.get("waited_s", 0.0)), float(end.get("elapsed_s", 0.0)), \
+                float(end.get("cpu_s", 0.0))
+            outcomes.append(TestOutcome(len(outcomes), CodeStatus.SANDBOX_ERROR,
+                                        f"not judged: starved of CPU ({waited:.2f} s waiting for a core, {cpu:.2f} s "
+                                        f"of CPU used in {elapsed:.2f} s; given up on at the lowest CPU weight)"))
         elif end.get("forks_refused"):
             # the fork-server gave up on a run that kept forking at its process limit (forkserver.py)
             outcomes.append(TestOutcome(len(outcomes), CodeStatus.RUNTIME_ERROR,
