@@ -98,15 +98,6 @@ def test_bad_ppo_config_names_the_key(override, message):
         load_ppo_config(None, [override])
 
 
-@pytest.fixture(scope="module")
-def seven_data(tmp_path_factory) -> Path:
-    from tasks.types import Problem
-    path = tmp_path_factory.mktemp("seven") / "problems.jsonl"
-    rows = [Problem(id=f"q{i}", prompt=f"Question {i}: which number?\n", gold="7").to_dict() for i in range(16)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def _metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
