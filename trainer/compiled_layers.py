@@ -46,10 +46,6 @@ class CompiledLayers:
         self._layers = decoder_layers(model) if enabled else []
         self._calls = [torch.compile(layer._call_impl, dynamic=True) for layer in self._layers]
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._layers)
-
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
         # nn.Module.__call__ runs `_compiled_call_impl` when it is set: what Module.compile() sets for good

@@ -108,34 +108,9 @@ def test_sleeping_program_still_times_out(pair):
     assert verdict.status is CodeStatus.TIMEOUT and "wall-clock" in verdict.reason, verdict
 
 
-def test_a_starved_demoted_run_is_given_up_on_before_its_wall_clock():
-    """A demoted program that keeps waiting for a core is stopped once it has waited
-    forkserver.SHED_WAIT_S, not at its 20 s wall clock: the same "not judged", its slot freed sooner."""
-    from verifier_service.code.forkserver import SHED_WAIT_S
-    runner = start_runner(slots=1, demote_after_ms=1)
-    if runner.notes:
-        runner.close()
-        if os.environ.get("CI"):
-            pytest.fail("no PSI on this kernel: " + "; ".join(runner.notes))
-        pytest.skip("no PSI on this kernel: " + "; ".join(runner.notes))
-    busy = _busy_processes(3)
-    try:
-        start = time.monotonic()
-        verdict = run_py(runner, LOOP, cpu_time_s=10.0, wall_time_s=20.0)
-        took = time.monotonic() - start
-        assert verdict.status is CodeStatus.SANDBOX_ERROR and verdict.reason.startswith(STARVED), verdict
-        assert "given up on at the lowest CPU weight" in verdict.reason and not verdict.judged, verdict
-        assert SHED_WAIT_S <= took < 12.0, took
-    finally:
-        _stop(busy)
-        runner.close()
-
-
-def test_starved_programs_are_not_judged_sleepers_still_time_out():
-    """Demoted from the start while three full-weight processes fill both cores: a correct program
-    that needs 0.3 s of CPU cannot get it within its 2 s wall clock. That is not its fault:
-    SANDBOX_ERROR, not TIMEOUT. A sleeping program in the same conditions waits for no core, so
-    its wall-clock stop stays TIMEOUT. Each style reports it the same way."""
+@pytest.fixture
+def starving():
+    """One slot, demoted from the start, while three full-weight processes fill both cores; needs PSI."""
     runner = start_runner(slots=1, demote_after_ms=1)
     if runner.notes:
         runner.close()
@@ -144,18 +119,38 @@ def test_starved_programs_are_not_judged_sleepers_still_time_out():
         pytest.skip("no PSI on this kernel: " + "; ".join(runner.notes))
     busy = _busy_processes(3)
     try:
-        work = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\nprint('ok')\n"
-        verdict = run_py(runner, work, expected="ok\n", cpu_time_s=0.5, wall_time_s=1.5)
-        assert verdict.status is CodeStatus.SANDBOX_ERROR and verdict.reason.startswith(STARVED), verdict
-        assert not verdict.judged and verdict.cpu_time_s < 0.3
-        verdict = run_assert(runner, "def f():\n" + "".join("    " + line + "\n" for line in work.splitlines()),
-                             "f()\nassert True\n", cpu_time_s=0.5, wall_time_s=1.5)
-        assert verdict.status is CodeStatus.SANDBOX_ERROR and verdict.reason.startswith(STARVED), verdict
-        verdict = run_py(runner, "import time\ntime.sleep(30)\n", cpu_time_s=0.5, wall_time_s=1.5)
-        assert verdict.status is CodeStatus.TIMEOUT and "wall-clock" in verdict.reason, verdict
+        yield runner
     finally:
         _stop(busy)
         runner.close()
+
+
+def test_a_starved_demoted_run_is_given_up_on_before_its_wall_clock(starving):
+    """A demoted program that keeps waiting for a core is stopped once it has waited
+    forkserver.SHED_WAIT_S, not at its 20 s wall clock: the same "not judged", its slot freed sooner."""
+    from verifier_service.code.forkserver import SHED_WAIT_S
+    start = time.monotonic()
+    verdict = run_py(starving, LOOP, cpu_time_s=10.0, wall_time_s=20.0)
+    took = time.monotonic() - start
+    assert verdict.status is CodeStatus.SANDBOX_ERROR and verdict.reason.startswith(STARVED), verdict
+    assert "given up on at the lowest CPU weight" in verdict.reason and not verdict.judged, verdict
+    assert SHED_WAIT_S <= took < 12.0, took
+
+
+def test_starved_programs_are_not_judged_sleepers_still_time_out(starving):
+    """Demoted from the start while three full-weight processes fill both cores: a correct program
+    that needs 0.3 s of CPU cannot get it within its 2 s wall clock. That is not its fault:
+    SANDBOX_ERROR, not TIMEOUT. A sleeping program in the same conditions waits for no core, so
+    its wall-clock stop stays TIMEOUT. Each style reports it the same way."""
+    work = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\nprint('ok')\n"
+    verdict = run_py(starving, work, expected="ok\n", cpu_time_s=0.5, wall_time_s=1.5)
+    assert verdict.status is CodeStatus.SANDBOX_ERROR and verdict.reason.startswith(STARVED), verdict
+    assert not verdict.judged and verdict.cpu_time_s < 0.3
+    verdict = run_assert(starving, "def f():\n" + "".join("    " + line + "\n" for line in work.splitlines()),
+                         "f()\nassert True\n", cpu_time_s=0.5, wall_time_s=1.5)
+    assert verdict.status is CodeStatus.SANDBOX_ERROR and verdict.reason.startswith(STARVED), verdict
+    verdict = run_py(starving, "import time\ntime.sleep(30)\n", cpu_time_s=0.5, wall_time_s=1.5)
+    assert verdict.status is CodeStatus.TIMEOUT and "wall-clock" in verdict.reason, verdict
 
 
 def test_stale_flat_cpu_groups_of_a_dead_owner_are_removed():

@@ -183,8 +183,9 @@ def _wait_run(pidfd: int, cgroup: CgroupFds | None, backstop_s: float,
         wait = deadline - time.monotonic()
         if wait <= 0:
             return "backstop", demoted, 0
+        tasks = cgroup.pids() if cgroup is not None else 0
         if cgroup is not None:
-            if cgroup.pids() > _DEMOTABLE_PIDS:
+            if tasks > _DEMOTABLE_PIDS:
                 refused = cgroup.forks_refused() - refused_base
                 if refused >= FORK_REFUSALS_STOP:
                     return "forks", demoted, refused
@@ -197,7 +198,7 @@ def _wait_run(pidfd: int, cgroup: CgroupFds | None, backstop_s: float,
                 # One core of quota: the usage grows no faster than wall time (plus at most one
                 # 100 ms quota period of several threads at once), so nothing to read before then.
                 wait = min(wait, max(demote_after_s - (cgroup.cpu_usec() - base) / 1e6, 0.005))
-            elif cgroup.pids() > _DEMOTABLE_PIDS:
+            elif tasks > _DEMOTABLE_PIDS:
                 if low_for is not None:
                     cgroup.set_cpu_shares(FULL_SHARES)
                     low_for, waited_at_demotion = None, None

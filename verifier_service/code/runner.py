@@ -52,9 +52,10 @@ _RUNNER_IDS = itertools.count()
 _GROUP = re.compile(r"(verirl-(\d+)(?:-\d+)?)(?:-slot(\d+))?")  # group (owner pid), flat slot index
 _HARNESS_OVERHEAD = 96 << 20  # the init, the test process and the interpreter's copied pages
 # More slots than cores: a demoted CPU hog (see RunnerConfig.demote_after_ms) holds its slot until
-# its CPU limit or wall clock while costing almost no CPU, so with one slot per core two loops
-# stopped all code for 10 s at a time (docs/benchmarks.md, "CPU-hog demotion"). Programs beyond
-# the core count share cores at full weight: judged on CPU time, and not judged if starved.
+# its CPU limit, or until it has waited forkserver.SHED_WAIT_S for a core, while costing almost no
+# CPU; with one slot per core two loops stopped all code for 10 s at a time before the give-up
+# existed (docs/benchmarks.md, "CPU-hog demotion"). Programs beyond the core count share cores at
+# full weight: judged on CPU time, and not judged if starved.
 SLOTS_PER_CORE = 4
 _CGROUP_OWN_TASKS = 16  # the run's init and its helpers, in the slot cgroup beside the program
 

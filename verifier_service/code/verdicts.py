@@ -74,7 +74,12 @@ def starved(fact: dict[str, Any]) -> str | None:
     waited, elapsed, cpu = fact.get("waited_s"), fact.get("elapsed_s"), float(fact.get("cpu_s", 0.0))
     if waited is None or elapsed is None or waited < STARVED_SHARE * (elapsed - cpu):
         return None
-    return f"not judged: starved of CPU ({waited:.2f} s waiting for a core, {cpu:.2f} s of CPU used in {elapsed:.2f} s)"
+    return _starved_reason(waited, cpu, elapsed)
+
+
+def _starved_reason(waited: float, cpu: float, elapsed: float, how: str = "") -> str:
+    return (f"not judged: starved of CPU ({waited:.2f} s waiting for a core, {cpu:.2f} s of CPU used in "
+            f"{elapsed:.2f} s{how})")
 
 
 def ended(fact: dict[str, Any], language: str, stderr: bytes) -> tuple[CodeStatus, str]:
@@ -172,11 +177,9 @@ def assemble(job: Job, records: list[tuple[dict, list[bytes]]], end: dict[str, A
                             TestOutcome(len(outcomes), CodeStatus.TIMEOUT, "wall-clock backstop of the run"))
         elif end.get("shed"):
             # the fork-server gave up on a demoted run that kept waiting for a core (forkserver.SHED_WAIT_S)
-            waited, elapsed, cpu = float(end.get("waited_s", 0.0)), float(end.get("elapsed_s", 0.0)), \
-                float(end.get("cpu_s", 0.0))
-            outcomes.append(TestOutcome(len(outcomes), CodeStatus.SANDBOX_ERROR,
-                                        f"not judged: starved of CPU ({waited:.2f} s waiting for a core, {cpu:.2f} s "
-                                        f"of CPU used in {elapsed:.2f} s; given up on at the lowest CPU weight)"))
+            reason = _starved_reason(float(end.get("waited_s", 0.0)), float(end.get("cpu_s", 0.0)),
+                                     float(end.get("elapsed_s", 0.0)), "; given up on at the lowest CPU weight")
+            outcomes.append(TestOutcome(len(outcomes), CodeStatus.SANDBOX_ERROR, reason))
         elif end.get("forks_refused"):
             # the fork-server gave up on a run that kept forking at its process limit (forkserver.py)
             outcomes.append(TestOutcome(len(outcomes), CodeStatus.RUNTIME_ERROR,
