@@ -112,6 +112,8 @@ def main() -> None:
                              "config overrides (e.g. paged+model.compile=true)")
     parser.add_argument("--warmup-steps", type=int, default=2,
                         help="an unmeasured run of the first variant first (0: none)")
+    parser.add_argument("--skip-steps", type=int, default=1,
+                        help="first steps of each verirl run left out of its means (2 with algo.compile_layers)")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
@@ -130,7 +132,7 @@ def main() -> None:
         for cache in args.verirl_caches.split(","):
             mode, *more = cache.split("+")
             v = bench_grpo(model_dir, device, dtype, prompts, group, new_tokens, args.steps, tmp,
-                           overrides=(f"rollout.hf_cache={mode}", *more))
+                           overrides=(f"rollout.hf_cache={mode}", *more), skip=args.skip_steps)
             v["seconds_per_step"] = v["seconds"]["total"]  # the trainer's whole step, generation included
             v["completion_tokens_per_s"] = round(prompts * group * v["completion_length"] / v["seconds_per_step"], 1)
             result[f"verirl_{cache}"] = v

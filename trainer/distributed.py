@@ -54,7 +54,7 @@ from trainer.advantages import NEEDS_STEPS
 from trainer.checkpoint import RecipeState
 from trainer.config import GRPOConfig, to_dict
 from trainer.grpo import (_engine, _initial_model_dir, _load_model, advantage_batch, load_problems,
-                          no_grad_logprobs, sample_batch, sequence_logprobs)
+                          add_stats, batch_logprobs, micro_batches, no_grad_logprobs, sample_batch)
 from trainer.logging_sinks import MetricSinks
 from trainer.losses import BatchScale, GRPOLoss, LossSettings
 from trainer.optim import build_optimizer, build_scheduler
@@ -177,28 +177,29 @@ def accumulate_sharded(policy: Any, loss_fn: GRPOLoss, r: Any, old_logp: torch.T
     """`grpo.accumulate_gradients` for a sharded policy: this rank's rows `part` of `r`, `micro` at a
     time, then zero-loss micro-batches until every rank has run as many. Returns this rank's share of
     the loss (the ranks' shares add up to the global mini-batch loss, since `scale` is global)."""
-    chunks = list(part.split(micro)) if len(part) else []  # split() of no rows gives one empty chunk
+    chunks = micro_batches(r, part, micro)
     device = r.mask.device
     rounds = _max_over_ranks(len(chunks), str(device))
     total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per micro-batch
+    stats_total: dict[str, torch.Tensor] = {}
     for i in range(rounds):
         # gradients accumulate unsharded on each rank and are reduce-scattered once, after the last
         # round (every rank runs `rounds` backwards, so the last is the same round everywhere)
         policy.set_requires_gradient_sync(i == rounds - 1)
         if i < len(chunks):
-            rows = chunks[i]
-            mb = r.rows(rows.to(device))
-            logp, _ = sequence_logprobs(policy, mb, temperature)                           # [m, T]
-            loss, stats = loss_fn(logp, old_logp[rows], mb.engine_logp,
-                                  None if ref_logp is None else ref_logp[rows], advantages[rows], mb.mask, scale)
+            rows = chunks[i].rows.to(device)
+            logp, _ = batch_logprobs(policy, r, chunks[i], temperature)                   # [m, T]
+            loss, stats = loss_fn(logp, old_logp[rows], r.engine_logp[rows],
+                                  None if ref_logp is None else ref_logp[rows], advantages[rows], r.mask[rows], scale)
             loss.backward()
             total += loss.detach().double()
             for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
+                stats_total[k] = stats_total[k] + v if k in stats_total else v
         else:
             # one token through every sharded module: its reduce-scatter pairs with the other ranks'
             out = policy(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device), use_cache=False)
             (out.logits.float().sum() * 0.0).backward()
+    add_stats(sums, stats_total)
     policy.set_requires_gradient_sync(True)
     return float(total)
 

@@ -129,19 +129,20 @@ class GRPOLoss:
 
     def __call__(self, logp: torch.Tensor, old_logp: torch.Tensor, engine_logp: torch.Tensor,
                  ref_logp: torch.Tensor | None, adv: torch.Tensor, mask: torch.Tensor,
-                 scale: BatchScale) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar loss of the micro-batch (already divided by the batch totals) and metric sums."""
+                 scale: BatchScale) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Scalar loss of the micro-batch (already divided by the batch totals) and metric sums, as
+        0-d tensors on the loss's device: reading them is the caller's one host sync, not one each."""
         terms = ppo_clip(logp, old_logp, adv, self.s.eps_low, self.s.eps_high)
         weight = self.is_weight(old_logp, engine_logp, mask, self.s.is_cap).detach()     # [n, T]
         per_token = terms.loss * weight
-        stats = {"clip_low": float((terms.clipped_low * mask).sum()),
-                 "clip_high": float((terms.clipped_high * mask).sum()),
-                 "is_weight": float((weight * mask).sum()),
-                 "ratio": float((terms.ratio.detach() * mask).sum())}
+        stats = {"clip_low": (terms.clipped_low * mask).sum(),
+                 "clip_high": (terms.clipped_high * mask).sum(),
+                 "is_weight": (weight * mask).sum(),
+                 "ratio": (terms.ratio.detach() * mask).sum()}
         if self.s.beta > 0:
             kl = self.kl(logp, ref_logp)                                                  # [n, T]
             per_token = per_token + self.s.beta * kl
-            stats["kl"] = float((kl.detach() * mask).sum())
+            stats["kl"] = (kl.detach() * mask).sum()
         return self.aggregate(per_token, mask, scale), stats
 
 

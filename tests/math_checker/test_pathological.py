@@ -75,3 +75,16 @@ def test_guards_keep_most_pathological_inputs_cheap():
     # not recognised as 0. A known, documented limit; what matters is that it is fast.
     assert check("0", "\\boxed{2^{10^{6}} - 2^{10^{6}}}").judged
     assert time.monotonic() - start < 10  # a hang guard, not a speed target
+
+
+def test_an_answer_too_long_to_compare_is_unequal_before_normalisation():
+    """Past MAX_RAW_LENGTH non-space characters an answer is INCORRECT at once (the regex passes of
+    normalisation are linear but many: a 200k-digit answer took 0.3 s of a math worker); spaces do
+    not count, so a short answer padded with whitespace is still read."""
+    from verifier_service.math.grader import MAX_RAW_LENGTH
+    verdict = check("123", "\\boxed{" + "9" * 200_000 + "}")
+    assert verdict.status is MathStatus.INCORRECT and "before normalisation" in verdict.reason
+    assert len(verdict.extracted) < 10_000  # the echo is cut, not the 200k characters
+    assert check("9" * MAX_RAW_LENGTH, "\\boxed{" + "9" * MAX_RAW_LENGTH + "}").correct  # at the bound: compared
+    assert check("5", "\\boxed{5" + " " * (2 * MAX_RAW_LENGTH) + "}").correct
+    assert check("12", "\\boxed{12 cm}").correct and check("12", "\\boxed{12}").correct

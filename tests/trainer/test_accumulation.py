@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.grpo import Rollouts, accumulate_gradients, collate, no_grad_logprobs
+from trainer.grpo import (Rollouts, accumulate_gradients, collate, micro_batches, no_grad_logprobs,
+                          sequence_logprobs)
 from trainer.losses import AGGREGATIONS, BatchScale, GRPOLoss, LossSettings
 from trainer.rollout import Completion, Group
 
@@ -52,3 +53,27 @@ def test_one_by_eight_equals_eight_by_one(tiny_dir, aggregation):
     for g, loss in zip(grads[1:], losses[1:]):
         assert loss == pytest.approx(losses[0], rel=1e-9, abs=1e-12)
         torch.testing.assert_close(g, grads[0], rtol=1e-7, atol=1e-10)
+
+
+def test_micro_batches_group_rows_by_length_and_drop_their_padding(tiny_dir):
+    """Rows go longest first, similar lengths together, each micro-batch cut to the columns it uses;
+    the log-probs are those of the whole padded batch."""
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float64)
+    r, _ = rollouts(model.config.vocab_size, 1)  # prompts 5 and 3 tokens; completions 6, 2, 4, 1 in each group
+    got = [(mb.rows.tolist(), mb.left, mb.t) for mb in micro_batches(r, torch.arange(8), 3, align=1)]
+    # prompt + completion lengths: rows 0-3: 11, 7, 9, 6; rows 4-7: 9, 5, 7, 4 (P = 5, T = 6)
+    assert got == [([0, 2, 4], 0, 6), ([1, 6, 3], 0, 4), ([5, 7], 2, 2)]
+    # widths 11, 9, 5 rounded up to multiples of 4 on the completion side, past the batch's T = 6 if need be
+    aligned = [(mb.left, mb.t) for mb in micro_batches(r, torch.arange(8), 3, align=4)]
+    assert aligned == [(0, 7), (0, 7), (2, 5)]
+    # align 0 (the trainer's choice with compiled layers): grouped the same way, never cut
+    assert [(mb.rows.tolist(), mb.left, mb.t) for mb in micro_batches(r, torch.arange(8), 3, align=0)] == \
+        [([0, 2, 4], 0, 6), ([1, 6, 3], 0, 6), ([5, 7], 0, 6)]
+    assert [mb.rows.tolist() for mb in micro_batches(r, torch.tensor([7, 5]), 8)] == [[5, 7]]
+    assert micro_batches(r, torch.arange(0), 8) == []
+    r = Rollouts(*(t.double() if t.is_floating_point() else t for t in r._fields()))
+    with torch.no_grad():
+        whole = sequence_logprobs(model, r, 1.0)[0]
+    for micro in (3, 8):  # at the default alignment (16) every micro-batch is extended past T
+        torch.testing.assert_close(no_grad_logprobs(model, r, 1.0, micro)[0], whole, rtol=1e-9, atol=1e-9)

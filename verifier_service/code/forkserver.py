@@ -76,8 +76,10 @@ _DEMOTED_POLL_S = 0.02
 # A run that keeps forking at its process limit (the slot cgroup's pids.max) is stopped once this many
 # forks were refused: a program that meets the limit by accident fails its fork and handles or dies of
 # it, a few refusals at most; a fork bomb that retries makes thousands a second and, at full weight
-# (above), would otherwise burn its whole CPU limit. RUNTIME_ERROR, the program's fault (verdicts.py).
-FORK_REFUSALS_STOP = 256
+# (above), would otherwise burn its whole CPU limit. Each refusal costs about a fork (the kernel checks
+# pids.max after copying the address space): 256 cost a bomb 0.3-0.7 s of CPU, 32 about 0.1 s.
+# RUNTIME_ERROR, the program's fault (verdicts.py).
+FORK_REFUSALS_STOP = 32
 _FORK_POLL_S = 0.05  # how often a run of at most _DEMOTABLE_PIDS tasks is looked at for more
 # A demoted run that has waited this long for a core since its demotion (PSI) is given up on: it would
 # reach its wall clock starved and come back not judged anyway (verdicts.starved), holding its slot for

@@ -36,6 +36,10 @@ _PLAIN_FRACTION = re.compile(r"^(-?)\\frac\{(\d+)\}\{(\d+)\}$|^(-?)(\d+)/(\d+)$"
 _CHOICE = re.compile(r"^(?:\(([A-E])\)\s*(.*)|([A-E]))$")
 _RESPONSE_CHOICE = re.compile(r"^\s*(?:\\text\{|\\textbf\{|\\mathrm\{)?\s*\(?([A-Ea-e])\)?(?:[.:)}\s]|$)")
 _GOLD_SOLUTION = re.compile(r"\\boxed|\\fbox|####")
+# An answer with more non-space characters than this cannot normalise to a comparable one (MAX_LENGTH):
+# it is judged unequal before the regex passes of normalisation, which cost ~1 ms per 10k characters each.
+MAX_RAW_LENGTH = 8 * MAX_LENGTH
+_SPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,9 @@ def check(gold: str, response: str, options: MathOptions = MathOptions()) -> Mat
     if found is None:
         return MathVerdict(MathStatus.NO_ANSWER, gold_normalized=gold_text, reason="no answer found in the response")
     extractor, extracted = found
+    if len(extracted) > MAX_RAW_LENGTH and len(_SPACE.sub("", extracted)) > MAX_RAW_LENGTH:
+        return MathVerdict(MathStatus.INCORRECT, extracted=extracted[:MAX_LENGTH], gold_normalized=gold_text,
+                           reason=f"{extractor}: over {MAX_RAW_LENGTH} characters before normalisation")
     answer_text, answer_marks = normalize(extracted)
     if not answer_text:
         return MathVerdict(MathStatus.NO_ANSWER, extracted=extracted, gold_normalized=gold_text,

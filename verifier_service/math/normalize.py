@@ -65,6 +65,7 @@ _SCALE_ONLY = re.compile(r"^\s*\\\w+\s*\{\s*(thousand|million|billion|trillion)\
 _SCALE_WORD = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(thousand|million|billion|trillion)$", re.IGNORECASE)
 # `2 apples`: a plain number followed by words only (any unit the list above lacks).
 _NUMBER_THEN_WORDS = re.compile(r"^(-?[\d.,]*\d)\s+[a-zA-Z]{3,}(?:\s+[a-zA-Z]+)*$")
+_ANY_LETTER = re.compile(r"[a-zA-Z]")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:(?:,|\{,\}|\\,| )\d{3})+(?:\.\d+)?$")
 
 
@@ -135,6 +136,8 @@ def _unit_text_after_number(text: str) -> str:
 
 def _strip_unit_words(text: str) -> str:
     """`12 cm` -> `12`, but only where what is left is a plain number (`2 h` in `x + 2 h` is a variable)."""
+    if not _ANY_LETTER.search(text):  # every unit word has a letter; the regex tries every digit otherwise
+        return text.strip()
     stripped = _TRAILING_UNITS.sub("", text).strip()
     if stripped != text.strip() and re.search(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", stripped)):
         return text.strip()
