@@ -310,3 +310,25 @@ def test_real_server_restart_on_same_port():
         finally:
             timer.join()
             restarted[0][0].stop(0)
+
+
+def test_items_built_by_the_constructor_match_parse_dict_and_fall_back_to_it():
+    """to_item tries the message constructor first (fast) and ParseDict where it refuses: both give
+    the same message, JSON names and integral values keep working, and errors still name the field."""
+    from google.protobuf import json_format
+
+    from verifier_service.client_types import KINDS, to_item
+    code = {"id": 7, "language": "python", "response": "print(1)",
+            "tests": {"stdio": {"cases": [{"input": "", "output": "1\n"}]}},
+            "limits": {"cpu_time_s": 1.0, "memory_bytes": 128 << 20}}
+    expected = json_format.ParseDict({**code, "id": "7"}, pb.CodeItem())
+    assert to_item(KINDS["code"], code) == expected
+    # what only ParseDict reads: an int64 as a string or a whole float, a JSON (camelCase) name
+    assert to_item(KINDS["code"], {**code, "limits": {"cpu_time_s": 1.0, "memory_bytes": str(128 << 20)}}) == expected
+    assert to_item(KINDS["code"], {**code, "limits": {"cpu_time_s": 1.0, "memory_bytes": float(128 << 20)}}) == expected
+    math = to_item(KINDS["math"], {"id": "m", "gold": "2", "response": "2", "options": {"goldIsSolution": True}})
+    assert math.options.gold_is_solution
+    with pytest.raises(ValueError, match="memory_bytes"):
+        to_item(KINDS["code"], {**code, "limits": {"memory_bytes": "lots"}})
+    with pytest.raises(ValueError, match="surrogate"):
+        to_item(KINDS["math"], {"id": "m", "gold": "2", "response": "\ud800"})
