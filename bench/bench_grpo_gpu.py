@@ -13,7 +13,7 @@ Models are random (no downloads), built from Qwen2 configs:
             log-probs recorded), `--engine-batches` rows (64,256) in groups of 8, per KV cache
             (`--engine-caches`: dynamic, static, static_compiled = static + transformers' compiled decode
             step, paged = transformers' continuous batching; "paged+graphs", "+async", "+compile" add
-            ContinuousBatchingConfig options, PAGED_OPTIONS). Target: 40,000 tok/s.
+            ContinuousBatchingConfig options, PAGED_OPTIONS; "+gqa": rollout.hf_gqa_decode). Target: 40,000 tok/s.
   train     the same shape: bf16 parameters, AdamW, a step over 8 x 1024 tokens (forward, backward,
             optimizer step), in variants: eager (sdpa attention, foreach AdamW), fused (fused AdamW),
             compiled (torch.compile of the model + fused AdamW). Gradient checkpointing off.
@@ -131,8 +131,8 @@ def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[in
         prompts = ["".join(rng.choice(letters) for _ in range(64)) for _ in range(batch // group)]
         for cache in caches:
             mode, *extras = cache.split("+")
-            engine = HFEngine(model, tokenizer, max_batch_sequences=batch, cache=mode,
-                              paged_options={k: v for e in extras for k, v in PAGED_OPTIONS[e].items()})
+            engine = HFEngine(model, tokenizer, max_batch_sequences=batch, cache=mode, gqa_decode="gqa" in extras,
+                              paged_options={k: v for e in extras if e != "gqa" for k, v in PAGED_OPTIONS[e].items()})
             sampling = SamplingConfig(max_tokens=new_tokens, temperature=1.0, seed=0)
             try:
                 engine.generate(prompts, group, sampling)  # warm-up

@@ -401,7 +401,7 @@ def _engine(cfg: GRPOConfig, path: Path, model: Any, tokenizer: Any) -> Any:
                                     kv_cache_gb=r.kv_cache_gb, gpu_memory_utilization=r.gpu_memory_utilization,
                                     sync_bucket_mb=r.sync_bucket_mb, sleep=r.vllm_sleep)
     return engine_class("hf")(model, tokenizer, max_batch_sequences=r.hf_max_batch_sequences,
-                              cache=r.hf_cache)
+                              cache=r.hf_cache, gqa_decode=r.hf_gqa_decode)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,9 @@ continuous batching (`generate_batch`: a paged KV cache, no padding, finished ro
 once, the library's own sampling log-probs). Which is fastest depends on the model and batch;
 bench/bench_grpo_gpu.py measures them on the H100 (docs/benchmarks.md).
 
+`gqa_decode` (rollout.hf_gqa_decode): decode steps of a grouped-query model attend with its KV heads
+as they are, instead of transformers' copies of them per query head (gqa_attention.py).
+
 "paged" details (paged_engine.py): the KV cache is sized for the call (blocks for every row's prompt
 plus max_tokens), not from free memory; stop strings are not supported by the library's scheduler, so
 a call with `stop` (the step sampler) runs through `generate` with the dynamic cache instead.
@@ -27,9 +30,11 @@ a call with `stop` (the step sampler) runs through `generate` with the dynamic c
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Sequence
 
 from trainer.rollout import HF_CACHES, Completion, Group, SamplingConfig
+from trainer.rollout.gqa_attention import decode_attention
 from trainer.rollout.paged_engine import generate_paged
 
 __all__ = ["HFEngine"]
@@ -66,7 +71,7 @@ class _LogprobRecorder:
 
 class HFEngine:
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_sequences: int = 256, cache: str = "dynamic",
-                 paged_options: dict | None = None):
+                 paged_options: dict | None = None, gqa_decode: bool = False):
         if cache not in HF_CACHES:
             raise ValueError(f"rollout.hf_cache must be one of {HF_CACHES}, got {cache!r}")
         self.model = model
@@ -74,6 +79,7 @@ class HFEngine:
         self.max_batch_sequences = max_batch_sequences
         self.cache = cache
         self.paged_options = dict(paged_options or {})  # more ContinuousBatchingConfig fields (benchmarks)
+        self.gqa_decode = gqa_decode  # decode steps of grouped-query models without KV copies (gqa_attention.py)
 
     def sync_weights(self, model: Any) -> None:
         if model is not self.model:
@@ -142,7 +148,8 @@ class HFEngine:
             kwargs.update(cache_implementation="static", disable_compile=self.cache != "static_compiled")
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
-        with torch.inference_mode():
+        attention = decode_attention(self.model) if self.gqa_decode else contextlib.nullcontext()
+        with torch.inference_mode(), attention:
             sequences = self.model.generate(**enc, **kwargs)
             logprobs = recorder.finish(sequences[:, enc.input_ids.shape[1]:])
         return sequences, logprobs.float().cpu()

@@ -1,0 +1,73 @@
+"""Decode-step attention for grouped-query models that reads the KV cache once per KV head.
+
+transformers' sdpa attention copies every KV head to each of its query heads (`repeat_kv`) whenever
+there is an attention mask on CUDA, and a static cache (rollout.hf_cache=static*) always has one: on
+an H100, generating 256 rows with the ~0.5B Qwen2 shape (14 query heads, 2 KV heads), those copies and
+the attention that reads the 7x larger result took 58% of each decode step's GPU time
+(docs/benchmarks.md, third session of 2026-11-26). At a decode step the query has one position, so a
+KV head's query heads can be folded into the query-position dimension: one attention call over the
+KV heads as they are, [B, kv_heads, group, d] against [B, kv_heads, L, d], with the same padding mask
+for the whole group (it depends on the row and the key position only). The result is the same
+attention; only the kernel's shapes change.
+
+Used by the transformers engine during `generate` only (`decode_attention`), through transformers'
+own AttentionInterface: the library's generation, with another attention function. Anything other
+than a one-position query of a grouped-query layer (prefill, the trainer's passes, dropout, a paged
+cache, position biases) goes to transformers' sdpa function unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+
+__all__ = ["NAME", "decode_attention", "gqa_decode_attention"]
+
+NAME = "verirl_sdpa_gqa_decode"
+
+
+def gqa_decode_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                         attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                         is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers' attention-function signature: query [B, H, q, d], key/value [B, kv, L, d]; returns
+    [B, q, H, d]."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    groups = getattr(module, "num_key_value_groups", 1)
+    if (query.shape[2] != 1 or groups <= 1 or dropout or kwargs.get("position_bias") is not None
+            or kwargs.get("cache") is not None or kwargs.get("output_attentions")):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    batch, heads, _, dim = query.shape
+    folded = query.reshape(batch, key.shape[1], groups, dim)  # head h = kv head h // groups, as repeat_kv lays out
+    mask = attention_mask
+    if mask is not None and mask.ndim == 4:
+        mask = mask[:, :, :, : key.shape[-2]]  # [B, 1, 1, L]: the same for every query head of a row
+    out = torch.nn.functional.scaled_dot_product_attention(folded, key, value, attn_mask=mask, scale=scaling)
+    return out.reshape(batch, 1, heads, dim), None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    AttentionInterface.register(NAME, gqa_decode_attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)  # the masks sdpa gets, so the fallback sees the same
+
+
+@contextlib.contextmanager
+def decode_attention(model: Any) -> Iterator[bool]:
+    """While inside, a grouped-query model running transformers' sdpa attention uses
+    `gqa_decode_attention`; any other model is left as it is. Yields whether it switched."""
+    config = getattr(model, "config", None)
+    current = getattr(config, "_attn_implementation", None)
+    heads, kv_heads = getattr(config, "num_attention_heads", 0), getattr(config, "num_key_value_heads", None)
+    if current != "sdpa" or not kv_heads or kv_heads >= heads or not hasattr(model, "set_attn_implementation"):
+        yield False
+        return
+    _register()
+    model.set_attn_implementation(NAME)
+    try:
+        yield True
+    finally:
+        model.set_attn_implementation(current)
