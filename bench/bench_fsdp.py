@@ -129,7 +129,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from trainer import distributed
-    from trainer.grpo import accumulate_gradients, no_grad_logprobs
+    from trainer.batches import accumulate_gradients, no_grad_logprobs
     from trainer.losses import BatchScale, GRPOLoss, LossSettings
     from trainer.optim import build_optimizer
 

@@ -53,8 +53,8 @@ import torch.distributed as dist
 from trainer.advantages import NEEDS_STEPS
 from trainer.checkpoint import RecipeState
 from trainer.config import GRPOConfig, to_dict
-from trainer.grpo import (_engine, _initial_model_dir, _load_model, advantage_batch, load_problems,
-                          add_stats, batch_logprobs, micro_batches, no_grad_logprobs, sample_batch)
+from trainer.batches import add_stats, batch_logprobs, micro_batches, no_grad_logprobs
+from trainer.grpo import _engine, _initial_model_dir, _load_model, advantage_batch, load_problems, sample_batch
 from trainer.logging_sinks import MetricSinks
 from trainer.losses import BatchScale, GRPOLoss, LossSettings
 from trainer.optim import build_optimizer, build_scheduler

@@ -45,7 +45,8 @@ import torch
 
 from tasks.prompts import format_prompt
 from trainer.checkpoint import RecipeState, save_checkpoint, start_run, starting_model_dir
-from trainer.grpo import Rollouts, accumulate_gradients, batch_order, collate, load_problems, no_grad_logprobs
+from trainer.batches import Rollouts, accumulate_gradients, collate, no_grad_logprobs
+from trainer.grpo import batch_order, load_problems
 from trainer.losses import BatchScale, GRPOLoss, LossSettings
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.ppo_config import PPOConfig

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.grpo import (Rollouts, accumulate_gradients, collate, micro_batches, no_grad_logprobs,
-                          sequence_logprobs)
+from trainer.batches import (Rollouts, accumulate_gradients, collate, micro_batches, no_grad_logprobs,
+                             sequence_logprobs)
 from trainer.losses import AGGREGATIONS, BatchScale, GRPOLoss, LossSettings
 from trainer.rollout import Completion, Group
 

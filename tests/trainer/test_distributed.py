@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from trainer.config import load_config
-from trainer.grpo import Rollouts, accumulate_gradients, collate, no_grad_logprobs
+from trainer.batches import Rollouts, accumulate_gradients, collate, no_grad_logprobs
 from trainer.losses import AGGREGATIONS, BatchScale, GRPOLoss, LossSettings
 from trainer.rollout import Completion, Group
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.grpo import collate, no_grad_logprobs
+from trainer.batches import collate, no_grad_logprobs
 from trainer.rollout import SamplingConfig, engine_class
 
 PROMPTS = ["Ann has 12 apples.\n", "Bob gets 7 more.\n", "x"]

@@ -53,7 +53,8 @@ def test_step_scores_to_process_advantages():
     import torch
 
     from trainer.advantages import ADVANTAGES, AdvantageInput
-    from trainer.grpo import collate, step_tensors
+    from trainer.batches import collate
+    from trainer.grpo import step_tensors
     from trainer.rewards import Scored
     from trainer.rollout import Completion, Group
     from trainer.tiny import build_tokenizer

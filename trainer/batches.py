@@ -1,0 +1,184 @@
+"""The tensors of a GRPO/PPO batch and the passes over them: completions padded into `Rollouts`,
+grouped into micro-batches cut to the columns their rows use, log-probs with and without a graph, and
+the accumulated gradient of a loss over a mini-batch's micro-batches (trainer/grpo.py's steps 4 and 5;
+also used by ppo.py and distributed.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trainer.losses import BatchScale, GRPOLoss, token_logprobs
+from trainer.rollout import Group
+
+__all__ = ["COLUMN_ALIGN", "MicroBatch", "Rollouts", "accumulate_gradients", "add_stats", "batch_logprobs",
+           "collate", "micro_batches", "no_grad_logprobs", "sequence_logprobs"]
+
+
+@dataclass(frozen=True)
+class Rollouts:
+    """N = B*G completions as tensors. Prompts are left-padded to P columns and completions
+    right-padded to T, so completion token t of every row sits at column P + t."""
+
+    input_ids: torch.Tensor       # [N, P+T]
+    attention_mask: torch.Tensor  # [N, P+T]
+    position_ids: torch.Tensor    # [N, P+T]
+    completion_ids: torch.Tensor  # [N, T]
+    mask: torch.Tensor            # [N, T] float: 1 on completion tokens
+    engine_logp: torch.Tensor     # [N, T] the engine's sampling log-probs
+    truncated: torch.Tensor       # [N] bool: cut at max_tokens
+
+    def _fields(self) -> tuple[torch.Tensor, ...]:
+        return (self.input_ids, self.attention_mask, self.position_ids, self.completion_ids, self.mask,
+                self.engine_logp, self.truncated)
+
+    def rows(self, index: torch.Tensor) -> Rollouts:
+        return Rollouts(*(t[index] for t in self._fields()))
+
+    def to(self, device: str) -> Rollouts:
+        return Rollouts(*(t.to(device) for t in self._fields()))
+
+    def window(self, left: int, t: int) -> Rollouts:
+        """Columns `left` .. prompt end + `t`: the prompt's left padding before `left` dropped, and the
+        completion cut or extended to `t` columns (new columns are padding: attention mask 0, mask 0).
+        Position ids are explicit, so the kept tokens' values do not change."""
+        P, T = self.input_ids.shape[1] - self.mask.shape[1], self.mask.shape[1]
+        fields = [self.input_ids[:, left:P + t], self.attention_mask[:, left:P + t], self.position_ids[:, left:P + t],
+                  self.completion_ids[:, :t], self.mask[:, :t], self.engine_logp[:, :t]]
+        if t > T:
+            pad = (0, t - T)
+            fields = [torch.nn.functional.pad(f, pad, value=0) for f in fields[:2]] + \
+                     [torch.nn.functional.pad(fields[2], pad, mode="replicate")] + \
+                     [torch.nn.functional.pad(f, pad, value=0) for f in fields[3:]]
+        return Rollouts(*fields, self.truncated)
+
+
+def collate(groups: list[Group], pad_id: int) -> Rollouts:
+    seqs = [(g.prompt_ids, c) for g in groups for c in g.completions]
+    P = max(len(p) for p, _ in seqs)
+    T = max(1, max(len(c.token_ids) for _, c in seqs))
+    N = len(seqs)
+    ids = torch.full((N, P + T), pad_id, dtype=torch.long)
+    attn = torch.zeros((N, P + T), dtype=torch.long)
+    engine_logp = torch.zeros((N, T))
+    for i, (prompt, c) in enumerate(seqs):
+        ids[i, P - len(prompt):P] = torch.tensor(prompt)
+        ids[i, P:P + len(c.token_ids)] = torch.tensor(c.token_ids, dtype=torch.long)
+        attn[i, P - len(prompt):P + len(c.token_ids)] = 1
+        engine_logp[i, :len(c.logprobs)] = torch.tensor(c.logprobs)
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    truncated = torch.tensor([c.truncated for _, c in seqs])
+    return Rollouts(ids, attn, position_ids, ids[:, P:], attn[:, P:].float(), engine_logp, truncated)
+
+
+def sequence_logprobs(model: Any, r: Rollouts, temperature: float,
+                      entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """[n, T] log-probs of the completion tokens (and entropies with `entropy`); logits are computed
+    for the last T+1 columns only."""
+    T = r.completion_ids.shape[1]
+    out = model(input_ids=r.input_ids, attention_mask=r.attention_mask, position_ids=r.position_ids,
+                logits_to_keep=T + 1, use_cache=False)
+    logp, ent = token_logprobs(out.logits[:, :-1], r.completion_ids, temperature, entropy)
+    return logp * r.mask, (ent * r.mask if ent is not None else None)
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """Rows of a batch that go through the model together, and the columns they need."""
+
+    rows: torch.Tensor  # [m] indices into the batch (host)
+    left: int           # first column any of them uses (their prompts' left padding before it is dropped)
+    t: int              # completion columns any of them uses (the right padding after it is dropped)
+
+
+# A cut micro-batch's width (columns) is rounded up to a multiple of this: aligned matrix shapes.
+# 0: micro-batches are not cut (every one has the batch's full width), what the trainer does with
+# algo.compile_layers: on an H100, two runs with compiled layers and cut 32-row micro-batches (a new
+# shape each) ended in NaN weights, not understood; whole-width micro-batches never did
+# (docs/benchmarks.md, 2026-11-26, third session).
+COLUMN_ALIGN = 16
+
+
+def micro_batches(r: Rollouts, rows: torch.Tensor, micro: int, align: int = COLUMN_ALIGN) -> list[MicroBatch]:
+    """`rows` of `r` in micro-batches of at most `micro`, the longest rows first and rows of similar
+    length together, each cut to the columns its rows use. A batch is padded to its longest prompt and
+    longest completion; a random group's mean completion is often half its longest, so without this
+    half of every forward and backward is padding. The sum of the micro-batches' gradients does not
+    depend on how rows are grouped (the loss is divided by whole-batch totals, BatchScale). Widths are
+    rounded up to multiples of `align` (the completion side may pass the batch's T); `align` 0: not
+    cut, every micro-batch as wide as the batch. One host sync."""
+    if not len(rows):
+        return []
+    T = r.mask.shape[1]
+    P = r.input_ids.shape[1] - T
+    device = r.mask.device
+    index = rows.to(device)
+    lengths = torch.stack([r.attention_mask[index, :P].sum(-1), r.mask[index].sum(-1).long()]).cpu()
+    prompt, completion = lengths[0], lengths[1]
+    order = torch.sort(prompt + completion, descending=True, stable=True).indices
+    out = []
+    for chunk in order.split(micro):
+        if not align:
+            out.append(MicroBatch(rows[chunk].cpu(), 0, T))
+            continue
+        left, t = P - int(prompt[chunk].max()), max(1, int(completion[chunk].max()))
+        # aligned by padding columns on the right only: a right padding query still attends to its row's
+        # tokens, where a leading column of padding in every row is a fully masked query in every row
+        t += -(P - left + t) % align
+        out.append(MicroBatch(rows[chunk].cpu(), left, t))
+    return out
+
+
+def batch_logprobs(model: Any, r: Rollouts, mb: MicroBatch, temperature: float,
+                   entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`sequence_logprobs` of a micro-batch's rows, computed on its columns, zero-padded back to [m, T]."""
+    T = r.mask.shape[1]
+    logp, ent = sequence_logprobs(model, r.rows(mb.rows.to(r.mask.device)).window(mb.left, mb.t), temperature,
+                                  entropy)
+    logp, ent = logp[:, :T], (ent[:, :T] if ent is not None else None)
+    pad = (0, T - logp.shape[1])
+    return torch.nn.functional.pad(logp, pad), (torch.nn.functional.pad(ent, pad) if ent is not None else None)
+
+
+def no_grad_logprobs(model: Any, r: Rollouts, temperature: float, micro: int,
+                     align: int = COLUMN_ALIGN) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, T] log-probs and entropies, `micro` rows at a time (micro_batches), without a graph."""
+    logp, ent = torch.zeros_like(r.mask), torch.zeros_like(r.mask)
+    with torch.no_grad():
+        for mb in micro_batches(r, torch.arange(len(r.mask)), micro, align):
+            part_logp, part_ent = batch_logprobs(model, r, mb, temperature, entropy=True)
+            index = mb.rows.to(r.mask.device)
+            logp[index], ent[index] = part_logp.to(logp.dtype), part_ent.to(ent.dtype)
+    return logp, ent
+
+
+def add_stats(sums: dict[str, float], stats: dict[str, torch.Tensor]) -> None:
+    """Add device-side metric sums into `sums` with one host transfer."""
+    if stats:
+        values = torch.stack([v.detach().double().reshape(()) for v in stats.values()]).tolist()
+        for k, v in zip(stats, values):
+            sums[k] = sums.get(k, 0.0) + v
+
+
+def accumulate_gradients(policy: Any, loss_fn: GRPOLoss, r: Rollouts, old_logp: torch.Tensor,
+                         ref_logp: torch.Tensor | None, advantages: torch.Tensor, part: torch.Tensor, micro: int,
+                         scale: BatchScale, temperature: float, sums: dict[str, float],
+                         align: int = COLUMN_ALIGN) -> float:
+    """Backward the loss of rows `part` of `r`, `micro` rows at a time (micro_batches); gradients add
+    up in .grad. Returns the part's loss; metric sums are added into `sums`. The loss is divided by
+    the part's totals (`scale`), so the gradient does not depend on `micro` or on the grouping."""
+    total = torch.zeros((), dtype=torch.float64, device=r.mask.device)  # summed on the device: no sync per micro-batch
+    stats_total: dict[str, torch.Tensor] = {}
+    for mb in micro_batches(r, part, micro, align):
+        rows = mb.rows.to(r.mask.device)
+        logp, _ = batch_logprobs(policy, r, mb, temperature)                               # [m, T]
+        loss, stats = loss_fn(logp, old_logp[rows], r.engine_logp[rows], None if ref_logp is None else ref_logp[rows],
+                              advantages[rows], r.mask[rows], scale)
+        loss.backward()
+        total += loss.detach().double()
+        for k, v in stats.items():
+            stats_total[k] = stats_total[k] + v if k in stats_total else v
+    add_stats(sums, stats_total)
+    return float(total)
