@@ -95,7 +95,7 @@ class MicroBatch:
 
 # A cut micro-batch's width (columns) is rounded up to a multiple of this: aligned matrix shapes.
 # 0: micro-batches are not cut (every one has the batch's full width), what the trainer does with
-# algo.compile_layers: on an H100, two runs with compiled layers and cut 32-row micro-batches (a new
+# algo.compile_layers: on an H100, four runs with compiled layers and cut 32-row micro-batches (a new
 # shape each) ended in NaN weights, not understood; whole-width micro-batches never did
 # (docs/benchmarks.md, 2026-11-26, third session).
 COLUMN_ALIGN = 16
