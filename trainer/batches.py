@@ -14,7 +14,7 @@ from trainer.losses import BatchScale, GRPOLoss, token_logprobs
 from trainer.rollout import Group
 
 __all__ = ["COLUMN_ALIGN", "MicroBatch", "Rollouts", "accumulate_gradients", "add_stats", "batch_logprobs",
-           "collate", "micro_batches", "no_grad_logprobs", "sequence_logprobs"]
+           "collate", "micro_batch_loss", "micro_batches", "no_grad_logprobs", "sequence_logprobs"]
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,9 @@ class Rollouts:
         P, T = self.input_ids.shape[1] - self.mask.shape[1], self.mask.shape[1]
         fields = [self.input_ids[:, left:P + t], self.attention_mask[:, left:P + t], self.position_ids[:, left:P + t],
                   self.completion_ids[:, :t], self.mask[:, :t], self.engine_logp[:, :t]]
-        if t > T:
-            pad = (0, t - T)
-            fields = [torch.nn.functional.pad(f, pad, value=0) for f in fields[:2]] + \
-                     [torch.nn.functional.pad(fields[2], pad, mode="replicate")] + \
-                     [torch.nn.functional.pad(f, pad, value=0) for f in fields[3:]]
+        if t > T:  # position ids repeat the last one; every other field pads with 0
+            fields = [torch.nn.functional.pad(f, (0, t - T), mode="replicate" if i == 2 else "constant")
+                      for i, f in enumerate(fields)]
         return Rollouts(*fields, self.truncated)
 
 
@@ -172,13 +170,20 @@ def accumulate_gradients(policy: Any, loss_fn: GRPOLoss, r: Rollouts, old_logp: 
     total = torch.zeros((), dtype=torch.float64, device=r.mask.device)  # summed on the device: no sync per micro-batch
     stats_total: dict[str, torch.Tensor] = {}
     for mb in micro_batches(r, part, micro, align):
-        rows = mb.rows.to(r.mask.device)
-        logp, _ = batch_logprobs(policy, r, mb, temperature)                               # [m, T]
-        loss, stats = loss_fn(logp, old_logp[rows], r.engine_logp[rows], None if ref_logp is None else ref_logp[rows],
-                              advantages[rows], r.mask[rows], scale)
+        loss, stats = micro_batch_loss(policy, loss_fn, r, mb, old_logp, ref_logp, advantages, scale, temperature)
         loss.backward()
         total += loss.detach().double()
         for k, v in stats.items():
             stats_total[k] = stats_total[k] + v if k in stats_total else v
     add_stats(sums, stats_total)
     return float(total)
+
+
+def micro_batch_loss(policy: Any, loss_fn: GRPOLoss, r: Rollouts, mb: MicroBatch, old_logp: torch.Tensor,
+                     ref_logp: torch.Tensor | None, advantages: torch.Tensor, scale: BatchScale,
+                     temperature: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of one micro-batch (log-probs under `policy`, with a graph) and its metric sums."""
+    rows = mb.rows.to(r.mask.device)
+    logp, _ = batch_logprobs(policy, r, mb, temperature)                                   # [m, T]
+    return loss_fn(logp, old_logp[rows], r.engine_logp[rows], None if ref_logp is None else ref_logp[rows],
+                   advantages[rows], r.mask[rows], scale)

@@ -53,7 +53,7 @@ import torch.distributed as dist
 from trainer.advantages import NEEDS_STEPS
 from trainer.checkpoint import RecipeState
 from trainer.config import GRPOConfig, to_dict
-from trainer.batches import add_stats, batch_logprobs, micro_batches, no_grad_logprobs
+from trainer.batches import add_stats, micro_batch_loss, micro_batches, no_grad_logprobs
 from trainer.grpo import _engine, _initial_model_dir, _load_model, advantage_batch, load_problems, sample_batch
 from trainer.logging_sinks import MetricSinks
 from trainer.losses import BatchScale, GRPOLoss, LossSettings
@@ -187,10 +187,8 @@ def accumulate_sharded(policy: Any, loss_fn: GRPOLoss, r: Any, old_logp: torch.T
         # round (every rank runs `rounds` backwards, so the last is the same round everywhere)
         policy.set_requires_gradient_sync(i == rounds - 1)
         if i < len(chunks):
-            rows = chunks[i].rows.to(device)
-            logp, _ = batch_logprobs(policy, r, chunks[i], temperature)                   # [m, T]
-            loss, stats = loss_fn(logp, old_logp[rows], r.engine_logp[rows],
-                                  None if ref_logp is None else ref_logp[rows], advantages[rows], r.mask[rows], scale)
+            loss, stats = micro_batch_loss(policy, loss_fn, r, chunks[i], old_logp, ref_logp, advantages, scale,
+                                           temperature)
             loss.backward()
             total += loss.detach().double()
             for k, v in stats.items():
