@@ -160,13 +160,14 @@ def add_stats(sums: dict[str, float], stats: dict[str, torch.Tensor]) -> None:
             sums[k] = sums.get(k, 0.0) + v
 
 
-def accumulate_gradients(policy: Any, loss_fn: GRPOLoss, r: Rollouts, old_logp: torch.Tensor,
+def accumulate_gradients(policy: Any, loss_fn: GRPOLoss, r: Rollouts, old_logp: torch.Tensor | None,
                          ref_logp: torch.Tensor | None, advantages: torch.Tensor, part: torch.Tensor, micro: int,
                          scale: BatchScale, temperature: float, sums: dict[str, float],
                          align: int = COLUMN_ALIGN) -> float:
     """Backward the loss of rows `part` of `r`, `micro` rows at a time (micro_batches); gradients add
     up in .grad. Returns the part's loss; metric sums are added into `sums`. The loss is divided by
-    the part's totals (`scale`), so the gradient does not depend on `micro` or on the grouping."""
+    the part's totals (`scale`), so the gradient does not depend on `micro` or on the grouping.
+    `old_logp` None: on-policy (micro_batch_loss)."""
     total = torch.zeros((), dtype=torch.float64, device=r.mask.device)  # summed on the device: no sync per micro-batch
     stats_total: dict[str, torch.Tensor] = {}
     for mb in micro_batches(r, part, micro, align):
@@ -179,11 +180,22 @@ def accumulate_gradients(policy: Any, loss_fn: GRPOLoss, r: Rollouts, old_logp: 
     return float(total)
 
 
-def micro_batch_loss(policy: Any, loss_fn: GRPOLoss, r: Rollouts, mb: MicroBatch, old_logp: torch.Tensor,
+def micro_batch_loss(policy: Any, loss_fn: GRPOLoss, r: Rollouts, mb: MicroBatch, old_logp: torch.Tensor | None,
                      ref_logp: torch.Tensor | None, advantages: torch.Tensor, scale: BatchScale,
                      temperature: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The loss of one micro-batch (log-probs under `policy`, with a graph) and its metric sums."""
+    """The loss of one micro-batch (log-probs under `policy`, with a graph) and its metric sums.
+
+    `old_logp` None: on-policy, the batch's only optimizer step (one PPO epoch, one mini-batch), where
+    the weights that would give the old log-probs are the ones running this forward: its own log-probs,
+    detached, are the old ones (ratio 1, with the gradient of the ratio), and its entropies are summed
+    into the stats ("entropy"). This saves the separate no-grad pass over the batch, as TRL does when
+    it has one iteration per generation batch."""
     rows = mb.rows.to(r.mask.device)
-    logp, _ = batch_logprobs(policy, r, mb, temperature)                                   # [m, T]
-    return loss_fn(logp, old_logp[rows], r.engine_logp[rows], None if ref_logp is None else ref_logp[rows],
-                   advantages[rows], r.mask[rows], scale)
+    on_policy = old_logp is None
+    logp, ent = batch_logprobs(policy, r, mb, temperature, entropy=on_policy)             # [m, T]
+    old = logp.detach() if on_policy else old_logp[rows]
+    loss, stats = loss_fn(logp, old, r.engine_logp[rows], None if ref_logp is None else ref_logp[rows],
+                          advantages[rows], r.mask[rows], scale)
+    if ent is not None:
+        stats["entropy"] = (ent * r.mask[rows]).sum()
+    return loss, stats

@@ -15,6 +15,8 @@ Where this departs from the papers (DeepSeekMath GRPO, DAPO, Dr. GRPO):
   * "old" log-probs are the trainer's own, recomputed before the updates, not the engine's: the engine
     and the trainer differ numerically (bf16 vs fp32, other kernels), and the ratio must be 1 at the
     first update. The engine/trainer gap is handled by a capped importance weight instead (losses.py).
+    With one optimizer step per batch (ppo_epochs 1, one mini-batch) they are not a separate pass: the
+    update's own forward runs on those weights, and its detached log-probs are the old ones.
   * the KL term is in the loss (as in DeepSeekMath), not in the reward; beta 0 loads no reference.
   * zero-variance groups are dropped from the loss (filter by std) and counted. With
     `algo.dynamic_sampling` (DAPO) more prompts are sampled instead, but at most `max_sampling_rounds`
@@ -339,8 +341,13 @@ def train(cfg: GRPOConfig, *,
             t = time.monotonic()
             on_device = rollouts.rows(kept).to(device)
             advantages = adv.tokens[kept].to(device)                                 # [K, T]
-            with compiled.active():
-                old_logp, entropy = no_grad_logprobs(policy, on_device, temperature, a.micro_batch_size, align)
+            K = len(kept)
+            # one optimizer step per batch: the update's own forward gives the old log-probs (micro_batch_loss)
+            on_policy = a.ppo_epochs == 1 and min(a.mini_batches, K) <= 1
+            old_logp, entropy = None, None
+            if not on_policy:
+                with compiled.active():
+                    old_logp, entropy = no_grad_logprobs(policy, on_device, temperature, a.micro_batch_size, align)
             ref_logp = (no_grad_logprobs(reference, on_device, temperature, a.micro_batch_size)[0]
                         if reference is not None else None)
             times["logprobs"] = time.monotonic() - t
@@ -349,7 +356,6 @@ def train(cfg: GRPOConfig, *,
             t = time.monotonic()
             sums: dict[str, float] = {}
             losses, grad_norms = [], []
-            K = len(kept)
             for epoch in range(a.ppo_epochs if K else 0):
                 perm = torch.randperm(K, generator=torch.Generator().manual_seed(cfg.seed + 7919 * step + epoch))
                 for part in torch.tensor_split(perm, min(a.mini_batches, K)):
@@ -391,7 +397,8 @@ def train(cfg: GRPOConfig, *,
                 "loss": sum(losses) / len(losses) if losses else float("nan"),
                 "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
                 **{k: v / tokens_seen for k, v in sums.items()},
-                "entropy": float(entropy.sum() / on_device.mask.sum()) if K else float("nan"),
+                "entropy": (float(entropy.sum() if entropy is not None else sums.get("entropy", 0.0))
+                            / float(on_device.mask.sum())) if K else float("nan"),
                 "completion_length": _mean(lengths), "truncated_fraction": _mean(rollouts.truncated),
                 "update_tokens": float(on_device.attention_mask.sum()) * max(1, a.ppo_epochs),  # prompt + completion
                 "seconds": {k: round(v, 4) for k, v in times.items()},

@@ -149,10 +149,14 @@ class GRPOLoss:
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float,
                    entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of `targets` [n, T] under `logits` [n, T, V] / temperature (the sampling distribution),
-    and with `entropy` the distribution's entropy per position [n, T].
+    and with `entropy` the distribution's entropy per position [n, T] (a metric: computed without a graph).
 
     Not done: a chunked/fused version; this materialises [n, T, V] log-probs, which for a 150k
     vocabulary bounds the micro-batch size."""
     logp_all = torch.log_softmax(logits.float() / (temperature if temperature > 0 else 1.0), -1)  # [n, T, V]
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return logp, (-(logp_all.exp() * logp_all).sum(-1) if entropy else None)
+    if not entropy:
+        return logp, None
+    with torch.no_grad():
+        detached = logp_all.detach()
+        return logp, -(detached.exp() * detached).sum(-1)

@@ -77,3 +77,34 @@ def test_micro_batches_group_rows_by_length_and_drop_their_padding(tiny_dir):
         whole = sequence_logprobs(model, r, 1.0)[0]
     for micro in (3, 8):  # at the default alignment (16) every micro-batch is extended past T
         torch.testing.assert_close(no_grad_logprobs(model, r, 1.0, micro)[0], whole, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("is_level", ["token", "sequence"])
+def test_on_policy_update_uses_its_own_forward_as_the_old_log_probs(tiny_dir, is_level):
+    """old_logp None (one optimizer step per batch): the same loss, gradient and metric sums as the
+    separate no-grad pass at the same weights, and the entropies of that pass."""
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float64)
+    r, adv = rollouts(model.config.vocab_size, 1)
+    r = Rollouts(*(t.double() if t.is_floating_point() else t for t in r._fields()))
+    adv = adv.double()
+    old, entropy = no_grad_logprobs(model, r, 0.7, 8)
+    loss_fn = GRPOLoss(LossSettings(is_level=is_level, is_cap=2.0))
+    part = torch.arange(8)
+    scale = BatchScale(tokens=float(r.mask.sum()), sequences=8.0, max_tokens=8)
+    runs = []
+    for given in (old, None):
+        model.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        loss = accumulate_gradients(model, loss_fn, r, given, None, adv, part, 3, scale, 0.7, sums)
+        runs.append((loss, torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]), sums))
+    (loss_a, grad_a, sums_a), (loss_b, grad_b, sums_b) = runs
+    assert grad_a.abs().sum() > 0
+    assert loss_b == pytest.approx(loss_a, rel=1e-9)
+    torch.testing.assert_close(grad_b, grad_a, rtol=1e-9, atol=1e-12)
+    assert sums_b["ratio"] == pytest.approx(float(r.mask.sum()))  # ratio 1 on every token
+    for key in ("clip_low", "clip_high", "is_weight", "ratio"):
+        assert sums_b[key] == pytest.approx(sums_a[key], rel=1e-9, abs=1e-12)
+    assert "entropy" not in sums_a
+    assert sums_b["entropy"] == pytest.approx(float((entropy * r.mask).sum()), rel=1e-9)
