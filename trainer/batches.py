@@ -73,12 +73,31 @@ def collate(groups: list[Group], pad_id: int) -> Rollouts:
 
 def sequence_logprobs(model: Any, r: Rollouts, temperature: float,
                       entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """[n, T] log-probs of the completion tokens (and entropies with `entropy`); logits are computed
-    for the last T+1 columns only."""
-    T = r.completion_ids.shape[1]
-    out = model(input_ids=r.input_ids, attention_mask=r.attention_mask, position_ids=r.position_ids,
-                logits_to_keep=T + 1, use_cache=False)
-    logp, ent = token_logprobs(out.logits[:, :-1], r.completion_ids, temperature, entropy)
+    """[n, T] log-probs of the completion tokens (and entropies with `entropy`).
+
+    The model sees each row shifted left to its first real token, so that all padding is on the right,
+    and no padding mask: causal attention alone is then exact for every real token (none of them has
+    padding before it), and no query position is masked out entirely, as a left-padded row's padding
+    positions are under a padding mask. Fully masked query rows give NaN in some fused attention
+    kernels' backward (seen as NaN weights on an H100 with compiled layers, docs/benchmarks.md), and
+    without a mask attention runs as a plain causal kernel. Position ids are each token's index in its
+    row, as before. Logits are computed only at the columns that predict a completion token (the
+    output embedding's input is gathered per row)."""
+    n, T = r.completion_ids.shape
+    W = r.input_ids.shape[1]
+    P = W - T
+    columns = torch.arange(W, device=r.input_ids.device)
+    shift = P - r.attention_mask[:, :P].sum(-1)                                          # [n] left padding
+    ids = r.input_ids.gather(1, (columns + shift[:, None]) % W)                          # right padding only
+    keep = ((P - 1 - shift)[:, None] + columns[:T]).clamp(min=0)                        # [n, T] predicting token t
+    head = model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(
+        lambda _module, args: (args[0].gather(1, keep[..., None].expand(-1, -1, args[0].shape[-1])), *args[1:]))
+    try:
+        out = model(input_ids=ids, position_ids=columns.expand(n, W), use_cache=False)
+    finally:
+        handle.remove()
+    logp, ent = token_logprobs(out.logits, r.completion_ids, temperature, entropy)
     return logp * r.mask, (ent * r.mask if ent is not None else None)
 
 
@@ -92,10 +111,7 @@ class MicroBatch:
 
 
 # A cut micro-batch's width (columns) is rounded up to a multiple of this: aligned matrix shapes.
-# 0: micro-batches are not cut (every one has the batch's full width), what the trainer does with
-# algo.compile_layers: on an H100, four runs with compiled layers and cut 32-row micro-batches (a new
-# shape each) ended in NaN weights, not understood; whole-width micro-batches never did
-# (docs/benchmarks.md, 2026-11-26, third session).
+# 0: micro-batches are not cut (every one has the batch's full width).
 COLUMN_ALIGN = 16
 
 
@@ -122,8 +138,7 @@ def micro_batches(r: Rollouts, rows: torch.Tensor, micro: int, align: int = COLU
             out.append(MicroBatch(rows[chunk].cpu(), 0, T))
             continue
         left, t = P - int(prompt[chunk].max()), max(1, int(completion[chunk].max()))
-        # aligned by padding columns on the right only: a right padding query still attends to its row's
-        # tokens, where a leading column of padding in every row is a fully masked query in every row
+        # aligned by columns added on the completion side: the prompt side keeps no column that every row pads
         t += -(P - left + t) % align
         out.append(MicroBatch(rows[chunk].cpu(), left, t))
     return out

@@ -92,7 +92,7 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.3
     hf_max_batch_sequences: int = 256
     hf_cache: str = "dynamic"        # hf engine: dynamic | static | static_compiled | paged (docs/trainer.md)
-    hf_gqa_decode: bool = False      # hf engine: grouped-query decode attention without KV copies (gqa_attention.py)
+    hf_gqa_decode: bool = True       # hf engine: grouped-query decode attention without KV copies (gqa_attention.py)
     score_chunks: int = 1          # generate in this many chunks, scoring chunk i while chunk i+1 generates
     sync_bucket_mb: float = 256.0  # vLLM weight sync: at most this many MiB converted at a time
     vllm_sleep: bool = False       # release vLLM's memory during the update (GPU builds; a no-op on CPU)

@@ -47,7 +47,7 @@ import torch
 from tasks.prompts import format_prompt
 from tasks.types import Problem
 from trainer.advantages import ADVANTAGES, NEEDS_STEPS, AdvantageInput, zero_variance
-from trainer.batches import COLUMN_ALIGN, Rollouts, accumulate_gradients, collate, no_grad_logprobs
+from trainer.batches import Rollouts, accumulate_gradients, collate, no_grad_logprobs
 from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint, start_run, starting_model_dir
 from trainer.compiled_layers import CompiledLayers
 from trainer.config import AlgoConfig, GRPOConfig, to_dict
@@ -302,7 +302,6 @@ def train(cfg: GRPOConfig, *,
         state = load_recipe_state(cfg.resume, optimizer, scheduler)
     engine = _engine(cfg, model_dir, policy, tokenizer)
     compiled = CompiledLayers(policy, cfg.algo.compile_layers)  # the trainer's passes only, not generation
-    align = 0 if cfg.algo.compile_layers else COLUMN_ALIGN  # compiled layers: whole-width micro-batches
 
     a = cfg.algo
     loss_fn = GRPOLoss(LossSettings(eps_low=a.eps_low, eps_high=a.eps_high, beta=a.beta, kl=a.kl,
@@ -347,7 +346,7 @@ def train(cfg: GRPOConfig, *,
             old_logp, entropy = None, None
             if not on_policy:
                 with compiled.active():
-                    old_logp, entropy = no_grad_logprobs(policy, on_device, temperature, a.micro_batch_size, align)
+                    old_logp, entropy = no_grad_logprobs(policy, on_device, temperature, a.micro_batch_size)
             ref_logp = (no_grad_logprobs(reference, on_device, temperature, a.micro_batch_size)[0]
                         if reference is not None else None)
             times["logprobs"] = time.monotonic() - t
@@ -364,7 +363,7 @@ def train(cfg: GRPOConfig, *,
                     optimizer.zero_grad(set_to_none=True)
                     with compiled.active():
                         total = accumulate_gradients(policy, loss_fn, on_device, old_logp, ref_logp, advantages,
-                                                     part, a.micro_batch_size, scale, temperature, sums, align)
+                                                     part, a.micro_batch_size, scale, temperature, sums)
                     clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
                     grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), clip)))
                     optimizer.step()

@@ -108,3 +108,24 @@ def test_on_policy_update_uses_its_own_forward_as_the_old_log_probs(tiny_dir, is
         assert sums_b[key] == pytest.approx(sums_a[key], rel=1e-9, abs=1e-12)
     assert "entropy" not in sums_a
     assert sums_b["entropy"] == pytest.approx(float((entropy * r.mask).sum()), rel=1e-9)
+
+
+def test_log_probs_of_a_padded_batch_are_those_of_each_row_alone(tiny_dir):
+    """Every row through the model by itself, without padding, gives the same completion log-probs as
+    the padded batch (rows shifted to the left, causal attention only, logits gathered per row)."""
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float64)
+    r, _ = rollouts(model.config.vocab_size, 1)
+    r = Rollouts(*(t.double() if t.is_floating_point() else t for t in r._fields()))
+    T = r.mask.shape[1]
+    with torch.no_grad():
+        batch, ent = sequence_logprobs(model, r, 0.8, entropy=True)
+        for i in range(len(r.mask)):
+            real = r.input_ids[i][r.attention_mask[i].bool()]
+            n = int(r.mask[i].sum())
+            logp_all = torch.log_softmax(model(input_ids=real[None]).logits[0, -n - 1:-1] / 0.8, -1)
+            alone = logp_all.gather(-1, real[-n:, None]).squeeze(-1)
+            # float32 rounding inside the model (its rotary tables) differs with the batch's shape: 1e-7
+            torch.testing.assert_close(batch[i, :n], alone, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(ent[i, :n], -(logp_all.exp() * logp_all).sum(-1), rtol=1e-6, atol=1e-6)
+            assert (batch[i, n:] == 0).all() and n < T + 1
