@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from trainer.losses import BatchScale, GRPOLoss, token_logprobs
+from trainer.packed_rows import pack, packing_model
 from trainer.rollout import Group
 
 __all__ = ["COLUMN_ALIGN", "MicroBatch", "Rollouts", "accumulate_gradients", "add_stats", "batch_logprobs",
@@ -82,22 +83,30 @@ def sequence_logprobs(model: Any, r: Rollouts, temperature: float,
     kernels' backward (seen as NaN weights on an H100 with compiled layers, docs/benchmarks.md), and
     without a mask attention runs as a plain causal kernel. Position ids are each token's index in its
     row, as before. Logits are computed only at the columns that predict a completion token (the
-    output embedding's input is gathered per row)."""
+    output embedding's input is gathered per row). Inside `packed_rows.packing(model)` the rows are
+    packed into one sequence without padding instead (trainer/packed_rows.py)."""
     n, T = r.completion_ids.shape
-    W = r.input_ids.shape[1]
-    P = W - T
-    columns = torch.arange(W, device=r.input_ids.device)
-    shift = P - r.attention_mask[:, :P].sum(-1)                                          # [n] left padding
-    ids = r.input_ids.gather(1, (columns + shift[:, None]) % W)                          # right padding only
-    keep = ((P - 1 - shift)[:, None] + columns[:T]).clamp(min=0)                        # [n, T] predicting token t
+    if packing_model() is model:  # inside packed_rows.packing: the rows as one sequence, no padding at all
+        packed = pack(r.input_ids, r.attention_mask, T)
+        keep = packed.keep.reshape(1, n * T)
+        inputs = dict(input_ids=packed.input_ids, position_ids=packed.position_ids, cu_seq_lens_q=packed.cu_seq_lens,
+                      cu_seq_lens_k=packed.cu_seq_lens, max_length_q=packed.longest, max_length_k=packed.longest)
+    else:
+        W = r.input_ids.shape[1]
+        P = W - T
+        columns = torch.arange(W, device=r.input_ids.device)
+        shift = P - r.attention_mask[:, :P].sum(-1)                                      # [n] left padding
+        keep = ((P - 1 - shift)[:, None] + columns[:T]).clamp(min=0)                    # [n, T] predicting token t
+        inputs = dict(input_ids=r.input_ids.gather(1, (columns + shift[:, None]) % W),  # right padding only
+                      position_ids=columns.expand(n, W))
     head = model.get_output_embeddings()
     handle = head.register_forward_pre_hook(
         lambda _module, args: (args[0].gather(1, keep[..., None].expand(-1, -1, args[0].shape[-1])), *args[1:]))
     try:
-        out = model(input_ids=ids, position_ids=columns.expand(n, W), use_cache=False)
+        out = model(**inputs, use_cache=False)
     finally:
         handle.remove()
-    logp, ent = token_logprobs(out.logits, r.completion_ids, temperature, entropy)
+    logp, ent = token_logprobs(out.logits.reshape(n, T, -1), r.completion_ids, temperature, entropy)
     return logp * r.mask, (ent * r.mask if ent is not None else None)
 
 

@@ -50,6 +50,7 @@ from trainer.advantages import ADVANTAGES, NEEDS_STEPS, AdvantageInput, zero_var
 from trainer.batches import Rollouts, accumulate_gradients, collate, no_grad_logprobs
 from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint, start_run, starting_model_dir
 from trainer.compiled_layers import CompiledLayers
+from trainer.packed_rows import packing
 from trainer.config import AlgoConfig, GRPOConfig, to_dict
 from trainer.losses import BatchScale, GRPOLoss, LossSettings
 from trainer.optim import build_optimizer, build_scheduler
@@ -345,7 +346,7 @@ def train(cfg: GRPOConfig, *,
             on_policy = a.ppo_epochs == 1 and min(a.mini_batches, K) <= 1
             old_logp, entropy = None, None
             if not on_policy:
-                with compiled.active():
+                with compiled.active(), packing(policy, a.pack_rows):
                     old_logp, entropy = no_grad_logprobs(policy, on_device, temperature, a.micro_batch_size)
             ref_logp = (no_grad_logprobs(reference, on_device, temperature, a.micro_batch_size)[0]
                         if reference is not None else None)
@@ -361,7 +362,7 @@ def train(cfg: GRPOConfig, *,
                     scale = BatchScale(tokens=float(on_device.mask[part].sum()), sequences=float(len(part)),
                                        max_tokens=r.max_tokens)
                     optimizer.zero_grad(set_to_none=True)
-                    with compiled.active():
+                    with compiled.active(), packing(policy, a.pack_rows):
                         total = accumulate_gradients(policy, loss_fn, on_device, old_logp, ref_logp, advantages,
                                                      part, a.micro_batch_size, scale, temperature, sums)
                     clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
