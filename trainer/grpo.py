@@ -50,10 +50,10 @@ from trainer.advantages import ADVANTAGES, NEEDS_STEPS, AdvantageInput, zero_var
 from trainer.batches import Rollouts, accumulate_gradients, collate, no_grad_logprobs
 from trainer.checkpoint import RecipeState, load_recipe_state, save_checkpoint, start_run, starting_model_dir
 from trainer.compiled_layers import CompiledLayers
-from trainer.packed_rows import packing
 from trainer.config import AlgoConfig, GRPOConfig, to_dict
 from trainer.losses import BatchScale, GRPOLoss, LossSettings
 from trainer.optim import build_optimizer, build_scheduler
+from trainer.packed_rows import packing
 from trainer.logging_sinks import MetricSinks
 from trainer.rewards import RewardSettings, Scored, merge_scored, score_completions, step_token_ends
 from trainer.rollout import Group, SamplingConfig, engine_class
