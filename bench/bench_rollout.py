@@ -11,6 +11,7 @@ and train that instead. Runs:
     vllm          rollout.engine=vllm, score_chunks=1 (scoring after generation)
     hf            rollout.engine=hf (transformers generate), score_chunks=1
     vllm_chunks2  vLLM with score_chunks=2 (chunk 1 scored while chunk 2 generates)
+    vllm_compiled vLLM's compiled model (rollout.vllm_compile=true: not enforce_eager)
 Prints one JSON object: per run the mean seconds per phase, generation tokens/s, the share of the
 scoring time hidden behind generation, plus the machine's load average before and after (the machine
 is shared: a load above the core count means the numbers are noisy, rerun).
@@ -31,6 +32,7 @@ RUNS = {
     "vllm": ["rollout.engine=vllm", "rollout.score_chunks=1"],
     "hf": ["rollout.engine=hf", "rollout.score_chunks=1"],
     "vllm_chunks2": ["rollout.engine=vllm", "rollout.score_chunks=2"],
+    "vllm_compiled": ["rollout.engine=vllm", "rollout.score_chunks=1", "rollout.vllm_compile=true"],
 }
 
 
@@ -73,9 +75,10 @@ def main() -> None:
         for name in args.runs.split(","):
             result[name] = run(name, args.steps, Path(tmp), model)
     result["load_after"] = os.getloadavg()
-    if "vllm" in result and "hf" in result:
-        result["generate_speedup_vllm_over_hf"] = round(result["hf"]["seconds"]["generate"]
-                                                        / result["vllm"]["seconds"]["generate"], 2)
+    for name in ("vllm", "vllm_compiled"):
+        if name in result and "hf" in result:
+            result[f"generate_speedup_{name}_over_hf"] = round(result["hf"]["seconds"]["generate"]
+                                                                / result[name]["seconds"]["generate"], 2)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -115,11 +115,13 @@ def test_kv_blocks_hold_every_row():
     assert kv_blocks([10, 300], 4, 256, page=256) == 4 * (2 + 1) + 4 * (3 + 1)
 
 
-@pytest.fixture(scope="module")
-def vllm_engine(tiny_dir):
+@pytest.fixture(scope="module", params=["eager", "compiled"])
+def vllm_engine(tiny_dir, request):
+    """Both vLLM modes (rollout.vllm_compile): the compiled model must see synced weights too."""
     pytest.importorskip("vllm")
     # small buckets: the sync below goes through several (bounded-memory) buckets
-    return engine_class("vllm")(str(tiny_dir), dtype="float32", max_model_len=256, seed=0, sync_bucket_mb=0.25)
+    return engine_class("vllm")(str(tiny_dir), dtype="float32", max_model_len=256, seed=0, sync_bucket_mb=0.25,
+                                enforce_eager=request.param == "eager")
 
 
 @pytest.mark.slow
