@@ -103,3 +103,23 @@ def test_packed_rows_on_cuda_use_the_variable_length_kernel(tiny_dir):
     torch.testing.assert_close(logp_b, logp_a, rtol=0.02, atol=0.02)
     assert torch.isfinite(grad_b).all()
     assert torch.nn.functional.cosine_similarity(grad_a, grad_b, dim=0) > 0.99
+
+
+def test_packed_rows_under_gradient_checkpointing(tiny_dir):
+    """configs/gsm8k_1.5b.yaml checkpoints the layers: the row boundaries still reach the attention
+    when a layer's forward is recomputed in the backward."""
+    model = _model(tiny_dir)
+    model.gradient_checkpointing_enable()
+    model.train()
+    r, adv = rollouts(model.config.vocab_size, 1)
+    r, adv = _double(r), adv.double()
+    loss_fn = GRPOLoss(LossSettings())
+    scale = BatchScale(tokens=float(r.mask.sum()), sequences=8.0, max_tokens=8)
+    grads = []
+    for pack_rows in (False, True):
+        model.zero_grad(set_to_none=True)
+        with packing(model, enabled=pack_rows, force=True):
+            accumulate_gradients(model, loss_fn, r, None, None, adv, torch.arange(8), 4, scale, 1.0, {})
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-8, atol=1e-12)
