@@ -22,6 +22,20 @@ def _double(r: Rollouts) -> Rollouts:
     return Rollouts(*(t.double() if t.is_floating_point() else t for t in r._fields()))
 
 
+def _padded_and_packed_gradients(model, r, adv, old, micro, temperature):
+    """The GRPO loss's gradient over all 8 rows, padded and then packed (forced: the CPU fallback)."""
+    loss_fn = GRPOLoss(LossSettings())
+    scale = BatchScale(tokens=float(r.mask.sum()), sequences=8.0, max_tokens=8)
+    grads = []
+    for pack_rows in (False, True):
+        model.zero_grad(set_to_none=True)
+        with packing(model, enabled=pack_rows, force=True):
+            accumulate_gradients(model, loss_fn, r, old, None, adv, torch.arange(8), micro, scale, temperature, {})
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert grads[0].abs().sum() > 0
+    return grads
+
+
 def test_pack_lays_rows_end_to_end():
     ids = torch.tensor([[0, 5, 6, 7, 0], [8, 9, 1, 0, 0]])    # P = 3 (left-padded), T = 2 (right-padded)
     attn = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
@@ -47,17 +61,9 @@ def test_packed_rows_give_the_padded_log_probs_and_gradients(tiny_dir):
     torch.testing.assert_close(packed, padded, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(packed_ent, padded_ent, rtol=1e-9, atol=1e-9)
 
-    loss_fn = GRPOLoss(LossSettings())
     old = no_grad_logprobs(model, r, 0.9, 8)[0] + 0.05 * r.mask
-    scale = BatchScale(tokens=float(r.mask.sum()), sequences=8.0, max_tokens=8)
-    grads = []
-    for pack_rows in (False, True):
-        model.zero_grad(set_to_none=True)
-        with packing(model, enabled=pack_rows, force=True):
-            accumulate_gradients(model, loss_fn, r, old, None, adv, torch.arange(8), 3, scale, 0.9, {})
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
-    assert grads[0].abs().sum() > 0
-    torch.testing.assert_close(grads[1], grads[0], rtol=1e-8, atol=1e-12)
+    padded_grad, packed_grad = _padded_and_packed_gradients(model, r, adv, old, 3, 0.9)
+    torch.testing.assert_close(packed_grad, padded_grad, rtol=1e-8, atol=1e-12)
 
 
 def test_only_models_that_can_be_packed_are(tiny_dir):
@@ -113,13 +119,5 @@ def test_packed_rows_under_gradient_checkpointing(tiny_dir):
     model.train()
     r, adv = rollouts(model.config.vocab_size, 1)
     r, adv = _double(r), adv.double()
-    loss_fn = GRPOLoss(LossSettings())
-    scale = BatchScale(tokens=float(r.mask.sum()), sequences=8.0, max_tokens=8)
-    grads = []
-    for pack_rows in (False, True):
-        model.zero_grad(set_to_none=True)
-        with packing(model, enabled=pack_rows, force=True):
-            accumulate_gradients(model, loss_fn, r, None, None, adv, torch.arange(8), 4, scale, 1.0, {})
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
-    assert grads[0].abs().sum() > 0
-    torch.testing.assert_close(grads[1], grads[0], rtol=1e-8, atol=1e-12)
+    padded_grad, packed_grad = _padded_and_packed_gradients(model, r, adv, None, 4, 1.0)
+    torch.testing.assert_close(packed_grad, padded_grad, rtol=1e-8, atol=1e-12)
