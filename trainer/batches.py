@@ -87,7 +87,7 @@ def sequence_logprobs(model: Any, r: Rollouts, temperature: float,
     packed into one sequence without padding instead (trainer/packed_rows.py)."""
     n, T = r.completion_ids.shape
     if packing_model() is model:  # inside packed_rows.packing: the rows as one sequence, no padding at all
-        packed = pack(r.input_ids, r.attention_mask, T)
+        packed = pack(r.input_ids, r.attention_mask, r.position_ids, T)
         keep = packed.keep.reshape(1, n * T)
         inputs = dict(input_ids=packed.input_ids, position_ids=packed.position_ids, cu_seq_lens_q=packed.cu_seq_lens,
                       cu_seq_lens_k=packed.cu_seq_lens, max_length_q=packed.longest, max_length_k=packed.longest)
@@ -164,12 +164,11 @@ def batch_logprobs(model: Any, r: Rollouts, mb: MicroBatch, temperature: float,
     return torch.nn.functional.pad(logp, pad), (torch.nn.functional.pad(ent, pad) if ent is not None else None)
 
 
-def no_grad_logprobs(model: Any, r: Rollouts, temperature: float, micro: int,
-                     align: int = COLUMN_ALIGN) -> tuple[torch.Tensor, torch.Tensor]:
+def no_grad_logprobs(model: Any, r: Rollouts, temperature: float, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[n, T] log-probs and entropies, `micro` rows at a time (micro_batches), without a graph."""
     logp, ent = torch.zeros_like(r.mask), torch.zeros_like(r.mask)
     with torch.no_grad():
-        for mb in micro_batches(r, torch.arange(len(r.mask)), micro, align):
+        for mb in micro_batches(r, torch.arange(len(r.mask)), micro):
             part_logp, part_ent = batch_logprobs(model, r, mb, temperature, entropy=True)
             index = mb.rows.to(r.mask.device)
             logp[index], ent[index] = part_logp.to(logp.dtype), part_ent.to(ent.dtype)
@@ -186,15 +185,14 @@ def add_stats(sums: dict[str, float], stats: dict[str, torch.Tensor]) -> None:
 
 def accumulate_gradients(policy: Any, loss_fn: GRPOLoss, r: Rollouts, old_logp: torch.Tensor | None,
                          ref_logp: torch.Tensor | None, advantages: torch.Tensor, part: torch.Tensor, micro: int,
-                         scale: BatchScale, temperature: float, sums: dict[str, float],
-                         align: int = COLUMN_ALIGN) -> float:
+                         scale: BatchScale, temperature: float, sums: dict[str, float]) -> float:
     """Backward the loss of rows `part` of `r`, `micro` rows at a time (micro_batches); gradients add
     up in .grad. Returns the part's loss; metric sums are added into `sums`. The loss is divided by
     the part's totals (`scale`), so the gradient does not depend on `micro` or on the grouping.
     `old_logp` None: on-policy (micro_batch_loss)."""
     total = torch.zeros((), dtype=torch.float64, device=r.mask.device)  # summed on the device: no sync per micro-batch
     stats_total: dict[str, torch.Tensor] = {}
-    for mb in micro_batches(r, part, micro, align):
+    for mb in micro_batches(r, part, micro):
         loss, stats = micro_batch_loss(policy, loss_fn, r, mb, old_logp, ref_logp, advantages, scale, temperature)
         loss.backward()
         total += loss.detach().double()

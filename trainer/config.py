@@ -145,9 +145,9 @@ class AlgoConfig:
     mini_batches: int = 1
     micro_batch_size: int = 8
     compile_layers: bool = False   # torch.compile each decoder layer for the log-prob and update passes
-                                   # (trainer/compiled_layers.py). H100, 0.36B bench model, 128-row
-                                   # micro-batches: update 0.42 s -> 0.23 s (MFU 13% -> 23%); the first
-                                   # two steps compile
+                                   # (trainer/compiled_layers.py). H100, 0.36B bench model, 128-row packed
+                                   # micro-batches: update 0.24 s -> 0.13-0.16 s (MFU 23% -> 32-39%); the
+                                   # first two steps compile
     pack_rows: bool = True         # a micro-batch's rows as one sequence without padding, variable-length
                                    # flash attention (trainer/packed_rows.py); CUDA only, padded elsewhere
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -35,12 +36,15 @@ FLASH_DTYPES = (torch.float16, torch.bfloat16)  # what the variable-length flash
 _PACKING: contextvars.ContextVar[Any] = contextvars.ContextVar("verirl_packing", default=None)
 
 
-def _varlen() -> Any:
+@functools.cache
+def _varlen() -> tuple[Any, dict[str, bool]]:
+    """torch's variable-length attention (None where this torch has none) and the keyword it needs for
+    grouped-query heads (torch 2.11 takes them as they are; later versions ask for `enable_gqa`)."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
-        return None
-    return varlen_attn
+        return None, {}
+    return varlen_attn, ({"enable_gqa": True} if "enable_gqa" in inspect.signature(varlen_attn).parameters else {})
 
 
 def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -52,10 +56,9 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         raise ValueError("algo.pack_rows: attention dropout is not supported by packed rows")
     cu, longest = kwargs["cu_seq_lens_q"], kwargs["max_length_q"]
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))                        # [N, heads, d]
-    varlen = _varlen()
+    varlen, gqa = _varlen()
     if varlen is not None and q.is_cuda and q.dtype in FLASH_DTYPES:
-        extra = {"enable_gqa": True} if "enable_gqa" in inspect.signature(varlen).parameters else {}
-        out = varlen(q, k, v, cu, cu, longest, longest, scale=scaling, window_size=(-1, 0), **extra)
+        out = varlen(q, k, v, cu, cu, longest, longest, scale=scaling, window_size=(-1, 0), **gqa)
     else:  # one row at a time
         bounds = cu.tolist()
         out = torch.cat([torch.nn.functional.scaled_dot_product_attention(
@@ -79,7 +82,7 @@ def can_pack(model: Any, force: bool = False) -> bool:
     if any(t != "full_attention" for t in (getattr(config, "layer_types", None) or [])):
         return False
     weight = next(model.parameters())
-    return force or (weight.device.type == "cuda" and weight.dtype in FLASH_DTYPES and _varlen() is not None)
+    return force or (weight.device.type == "cuda" and weight.dtype in FLASH_DTYPES and _varlen()[0] is not None)
 
 
 @contextlib.contextmanager
@@ -118,9 +121,10 @@ class Packed:
     keep: torch.Tensor          # [rows, T] the position whose logits predict completion token t (clamped)
 
 
-def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_columns: int) -> Packed:
+def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+         completion_columns: int) -> Packed:
     """Pack left-padded prompts + right-padded completions ([n, P+T]; the real tokens of a row are
-    contiguous). One host sync (the row lengths)."""
+    contiguous, their position ids 0, 1, ...). One host sync (the row lengths)."""
     n, width = input_ids.shape
     P = width - completion_columns
     real = attention_mask.bool()
@@ -129,6 +133,5 @@ def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_colum
     cu = torch.zeros(n + 1, dtype=torch.int32, device=input_ids.device)
     cu[1:] = lengths.cumsum(0)
     total, longest = (int(x) for x in torch.stack([lengths.sum(), lengths.max()]).tolist())
-    positions = (attention_mask.cumsum(-1) - 1)[real]
     keep = (cu[:-1] + prompt - 1)[:, None] + torch.arange(completion_columns, device=input_ids.device)
-    return Packed(input_ids[real][None], positions[None], cu, longest, keep.clamp(0, max(total - 1, 0)))
+    return Packed(input_ids[real][None], position_ids[real][None], cu, longest, keep.clamp(0, max(total - 1, 0)))

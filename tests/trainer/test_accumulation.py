@@ -67,7 +67,7 @@ def test_micro_batches_group_rows_by_length_and_drop_their_padding(tiny_dir):
     # widths 11, 9, 5 rounded up to multiples of 4 on the completion side, past the batch's T = 6 if need be
     aligned = [(mb.left, mb.t) for mb in micro_batches(r, torch.arange(8), 3, align=4)]
     assert aligned == [(0, 7), (0, 7), (2, 5)]
-    # align 0 (the trainer's choice with compiled layers): grouped the same way, never cut
+    # align 0: grouped the same way, never cut
     assert [(mb.rows.tolist(), mb.left, mb.t) for mb in micro_batches(r, torch.arange(8), 3, align=0)] == \
         [([0, 2, 4], 0, 6), ([1, 6, 3], 0, 6), ([5, 7], 0, 6)]
     assert [mb.rows.tolist() for mb in micro_batches(r, torch.tensor([7, 5]), 8)] == [[5, 7]]

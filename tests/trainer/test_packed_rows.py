@@ -39,7 +39,7 @@ def _padded_and_packed_gradients(model, r, adv, old, micro, temperature):
 def test_pack_lays_rows_end_to_end():
     ids = torch.tensor([[0, 5, 6, 7, 0], [8, 9, 1, 0, 0]])    # P = 3 (left-padded), T = 2 (right-padded)
     attn = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
-    packed = pack(ids, attn, 2)
+    packed = pack(ids, attn, (attn.cumsum(-1) - 1).clamp(min=0), 2)
     assert packed.input_ids.tolist() == [[5, 6, 7, 8, 9, 1]]
     assert packed.position_ids.tolist() == [[0, 1, 2, 0, 1, 2]]
     assert packed.cu_seq_lens.tolist() == [0, 3, 6] and packed.longest == 3
@@ -86,9 +86,7 @@ def test_attention_dropout_is_refused_by_name(tiny_dir):
 @pytest.mark.gpu
 def test_packed_rows_on_cuda_use_the_variable_length_kernel(tiny_dir):
     """On CUDA the rows run through torch's variable-length flash attention (bf16): the same log-probs
-    and gradient as the padded rows, to bf16 precision."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
+    and gradient as the padded rows, to bf16 precision. (Skipped without a GPU by the `gpu` marker.)"""
     assert not can_pack(_model(tiny_dir).to("cuda"))  # float32: no flash kernel, padded
     model = _model(tiny_dir).to("cuda", torch.bfloat16)
     assert can_pack(model)
