@@ -29,7 +29,7 @@ from trainer.advantages import ADVANTAGES
 from trainer.losses import AGGREGATIONS, IS_CORRECTIONS, KL_ESTIMATORS
 from trainer.rewards import UNJUDGED_POLICIES
 from trainer.logging_sinks import LogConfig
-from trainer.rollout import ENGINES, HF_CACHES
+from trainer.rollout import ENGINES, HF_CACHES, HF_SAMPLERS
 from trainer.step_sampler import StepSamplerConfig
 
 __all__ = ["ModelConfig", "DataConfig", "RolloutConfig", "RewardConfig", "AlgoConfig", "OptimConfig",
@@ -95,6 +95,8 @@ class RolloutConfig:
     hf_max_batch_sequences: int = 256
     hf_cache: str = "dynamic"        # hf engine: dynamic | static | static_compiled | paged (docs/trainer.md)
     hf_gqa_decode: bool = True       # hf engine: grouped-query decode attention without KV copies (gqa_attention.py)
+    hf_sampler: str = "fused"        # hf engine: fused (our Gumbel-max draw, compiled on CUDA) | library (generate's)
+    hf_deferred_stop: bool = True    # hf engine: on CUDA, generate's stop check one step late (deferred_stop.py)
     score_chunks: int = 1          # generate in this many chunks, scoring chunk i while chunk i+1 generates
     sync_bucket_mb: float = 256.0  # vLLM weight sync: at most this many MiB converted at a time
     vllm_sleep: bool = False       # release vLLM's memory during the update (GPU builds; a no-op on CPU)
@@ -103,6 +105,7 @@ class RolloutConfig:
     def __post_init__(self) -> None:
         _one_of(self.engine, ENGINES, "rollout.engine")
         _one_of(self.hf_cache, HF_CACHES, "rollout.hf_cache")
+        _one_of(self.hf_sampler, HF_SAMPLERS, "rollout.hf_sampler")
         _one_of(self.sampler, SAMPLERS, "rollout.sampler")
         if self.group_size < 2 or self.prompts_per_step < 1:
             raise ValueError("rollout.group_size must be >= 2 and rollout.prompts_per_step >= 1")

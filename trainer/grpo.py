@@ -238,7 +238,8 @@ def _engine(cfg: GRPOConfig, path: Path, model: Any, tokenizer: Any) -> Any:
                                     sync_bucket_mb=r.sync_bucket_mb, sleep=r.vllm_sleep,
                                     enforce_eager=not r.vllm_compile)
     return engine_class("hf")(model, tokenizer, max_batch_sequences=r.hf_max_batch_sequences,
-                              cache=r.hf_cache, gqa_decode=r.hf_gqa_decode)
+                              cache=r.hf_cache, gqa_decode=r.hf_gqa_decode, sampler=r.hf_sampler,
+                              deferred_stop=r.hf_deferred_stop)
 
 
 @contextlib.contextmanager

@@ -44,6 +44,8 @@ def test_overrides_dotted_and_typed():
     ("rollout.group_size=1", "group_size"),
     ("optim=3", "optim"),
     ("reward.unjudged=zero", "reward.unjudged"),
+    ("rollout.hf_cache=huge", "rollout.hf_cache"),
+    ("rollout.hf_sampler=mine", "rollout.hf_sampler"),
 ])
 def test_bad_values_are_errors(override, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):

@@ -2,16 +2,23 @@
 
 Colocated by sharing: the engine samples with the trainer's own model object, so `sync_weights` with
 that model is free (nothing to copy); another model's weights are copied in. Prompts are left-padded
-and all groups go through one `generate` call (`num_return_sequences=n`) in chunks of
+and all groups go through one `generate` call (n rows per prompt) in chunks of
 `max_batch_sequences` sequences. Stop strings (`SamplingConfig.stop`, used by the step sampler) go
 through `generate`'s `stop_strings`; as with vLLM, the stop string's tokens stay in `token_ids` and
 its text is cut from `text`.
 
 Sampling log-probs without `output_scores`: the warpers (temperature, top-k, top-p) are handed to
-`generate` as our own processor list, ending in `_LogprobRecorder`, which keeps one step's processed
-scores and gathers the log-prob of the token sampled from them at the next call (and once more at the
-end). Memory stays O(batch) per step instead of the O(steps x batch x vocab) of stored scores (20 GiB
-for 128 rows x 256 steps of a 151,936-token vocabulary).
+`generate` as our own processor list, ending in a processor that keeps the log-prob of each step's
+token. Memory stays O(batch) per step instead of the O(steps x batch x vocab) of stored scores (20 GiB
+for 128 rows x 256 steps of a 151,936-token vocabulary). `sampler` (rollout.hf_sampler) says which:
+"fused" (default): `token_sampler.TokenSampler` draws the token itself (Gumbel-max, compiled on CUDA)
+and `generate` runs greedily over its marked scores; "library": `generate` samples (softmax and
+multinomial) and `_LogprobRecorder` keeps one step's log-softmax to gather the sampled token's
+log-prob at the next call. Both draw from the same distribution; the fused one makes fewer passes
+over the vocabulary.
+
+`deferred_stop` (rollout.hf_deferred_stop, default on): on CUDA, `generate` reads "all rows finished?"
+one step late, so the host queues the next step while the device runs this one (deferred_stop.py).
 
 `cache`: "dynamic" (transformers' default cache), "static" (a preallocated cache, no compilation),
 "static_compiled" (static cache plus the compiled decode step transformers runs for it; prompts are
@@ -33,9 +40,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Sequence
 
-from trainer.rollout import HF_CACHES, Completion, Group, SamplingConfig
+from trainer.rollout import HF_CACHES, HF_SAMPLERS, Completion, Group, SamplingConfig
+from trainer.rollout.deferred_stop import deferred_stop_checks
 from trainer.rollout.gqa_attention import decode_attention
 from trainer.rollout.paged_engine import generate_paged
+from trainer.rollout.token_sampler import TokenSampler
 
 __all__ = ["HFEngine"]
 
@@ -71,15 +80,20 @@ class _LogprobRecorder:
 
 class HFEngine:
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_sequences: int = 256, cache: str = "dynamic",
-                 paged_options: dict | None = None, gqa_decode: bool = False):
+                 paged_options: dict | None = None, gqa_decode: bool = False, sampler: str = "fused",
+                 deferred_stop: bool = True):
         if cache not in HF_CACHES:
             raise ValueError(f"rollout.hf_cache must be one of {HF_CACHES}, got {cache!r}")
+        if sampler not in HF_SAMPLERS:
+            raise ValueError(f"rollout.hf_sampler must be one of {HF_SAMPLERS}, got {sampler!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_sequences = max_batch_sequences
         self.cache = cache
         self.paged_options = dict(paged_options or {})  # more ContinuousBatchingConfig fields (benchmarks)
         self.gqa_decode = gqa_decode  # decode steps of grouped-query models without KV copies (gqa_attention.py)
+        self.sampler = sampler
+        self.deferred_stop = deferred_stop
 
     def sync_weights(self, model: Any) -> None:
         if model is not self.model:
@@ -127,7 +141,8 @@ class HFEngine:
         import torch
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-        recorder = _LogprobRecorder()
+        fused = self.sampler == "fused"
+        recorder = TokenSampler(greedy, compiled=self.model.device.type == "cuda") if fused else _LogprobRecorder()
         processors = LogitsProcessorList()
         if not greedy:
             # every knob explicit and applied by us, in vLLM's order (temperature, top-k, top-p): a model's
@@ -140,18 +155,24 @@ class HFEngine:
             if sampling.top_p < 1.0:
                 processors.append(TopPLogitsWarper(sampling.top_p))
         processors.append(recorder)
-        kwargs = dict(do_sample=not greedy, max_new_tokens=sampling.max_tokens, num_return_sequences=n,
+        if fused and n > 1:  # a greedy `generate` takes one sequence per input: the rows are repeated here, as
+            # `generate` itself would for num_return_sequences (a prompt's n rows next to each other)
+            enc = {k: v.repeat_interleave(n, dim=0) for k, v in enc.items()}
+            n = 1
+        kwargs = dict(do_sample=not greedy and not fused, max_new_tokens=sampling.max_tokens, num_return_sequences=n,
                       eos_token_id=eos, pad_token_id=eos,  # finished rows are padded with EOS: cut at the first
-                      temperature=1.0, top_k=0, top_p=1.0, min_p=None, typical_p=1.0, repetition_penalty=1.0,
+                      # top_k 0 (off) when `generate` samples; else its default, which it ignores (0 would warn)
+                      temperature=1.0, top_k=0 if not greedy and not fused else 50, top_p=1.0, min_p=None,
+                      typical_p=1.0, repetition_penalty=1.0,
                       logits_processor=processors)
         if self.cache in ("static", "static_compiled"):
             kwargs.update(cache_implementation="static", disable_compile=self.cache != "static_compiled")
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
         attention = decode_attention(self.model) if self.gqa_decode else contextlib.nullcontext()
-        with torch.inference_mode(), attention:
+        with torch.inference_mode(), attention, deferred_stop_checks(self.deferred_stop):
             sequences = self.model.generate(**enc, **kwargs)
-            logprobs = recorder.finish(sequences[:, enc.input_ids.shape[1]:])
+            logprobs = recorder.finish(sequences[:, enc["input_ids"].shape[1]:])
         return sequences, logprobs.float().cpu()
 
     def _completion(self, ids: Any, logprobs: Any, eos: int, stop: Sequence[str]) -> Completion:
