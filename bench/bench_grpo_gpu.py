@@ -13,7 +13,9 @@ Models are random (no downloads), built from Qwen2 configs:
             log-probs recorded), `--engine-batches` rows (64,256) in groups of 8, per KV cache
             (`--engine-caches`: dynamic, static, static_compiled = static + transformers' compiled decode
             step, paged = transformers' continuous batching; "paged+graphs", "+async", "+compile" add
-            ContinuousBatchingConfig options, PAGED_OPTIONS; "+gqa": rollout.hf_gqa_decode). Target: 40,000 tok/s.
+            ContinuousBatchingConfig options, PAGED_OPTIONS; "+gqa": rollout.hf_gqa_decode; "+lib":
+            rollout.hf_sampler=library, generate's own multinomial draw; "+nodefer":
+            rollout.hf_deferred_stop=false). Target: 40,000 tok/s.
   train     the same shape: bf16 parameters, AdamW, a step over 8 x 1024 tokens (forward, backward,
             optimizer step), in variants: eager (sdpa attention, foreach AdamW), fused (fused AdamW),
             compiled (torch.compile of the model + fused AdamW). Gradient checkpointing off.
@@ -109,12 +111,12 @@ PAGED_OPTIONS = {"graphs": {"use_cuda_graph": True}, "nographs": {"use_cuda_grap
 
 
 def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[int, ...], new_tokens: int,
-                 caches: tuple[str, ...], group: int = 8) -> dict:
+                 caches: tuple[str, ...], group: int = 8, repeats: int = 3) -> dict:
     """verirl's hf rollout engine (trainer/rollout/hf_engine.py) on the ~0.5B shape: `batch` rows = batch /
     group prompts of 64 characters x `group` samples, exactly `new_tokens` new tokens (the model's EOS,
     the character tokenizer's id 0, is one of 151,936 ids: a random model almost never samples it, and a
     row that does only shortens its count), per KV-cache mode. tokens/s = completion tokens / seconds,
-    after a warm-up call of the same shape (compilation)."""
+    after a warm-up call of the same shape (compilation); the median of `repeats` timed calls, each listed."""
     from transformers import AutoTokenizer
 
     from trainer.rollout import SamplingConfig
@@ -132,17 +134,21 @@ def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[in
         for cache in caches:
             mode, *extras = cache.split("+")
             engine = HFEngine(model, tokenizer, max_batch_sequences=batch, cache=mode, gqa_decode="gqa" in extras,
-                              paged_options={k: v for e in extras if e != "gqa" for k, v in PAGED_OPTIONS[e].items()})
+                              sampler="library" if "lib" in extras else "fused", deferred_stop="nodefer" not in extras,
+                              paged_options={k: v for e in extras if e in PAGED_OPTIONS
+                                             for k, v in PAGED_OPTIONS[e].items()})
             sampling = SamplingConfig(max_tokens=new_tokens, temperature=1.0, seed=0)
             try:
                 engine.generate(prompts, group, sampling)  # warm-up
-                _sync(device)
-                start = time.perf_counter()
-                groups = engine.generate(prompts, group, sampling)
-                _sync(device)
-                seconds = time.perf_counter() - start
-                made = sum(len(c.token_ids) for g in groups for c in g.completions)
-                out[f"{cache}_b{batch}"] = {"seconds": round(seconds, 3), "tokens_per_s": round(made / seconds, 1),
+                rates, made = [], 0
+                for _ in range(repeats):  # the same call again: its spread is part of the result
+                    _sync(device)
+                    start = time.perf_counter()
+                    groups = engine.generate(prompts, group, sampling)
+                    _sync(device)
+                    made = sum(len(c.token_ids) for g in groups for c in g.completions)
+                    rates.append(round(made / (time.perf_counter() - start), 1))
+                out[f"{cache}_b{batch}"] = {"tokens_per_s": statistics.median(rates), "runs_tokens_per_s": rates,
                                             "tokens": made}
             except Exception as exc:  # reported, not fatal
                 out[f"{cache}_b{batch}"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
@@ -263,6 +269,7 @@ def main() -> None:
     parser.add_argument("--gen-tokens", type=int, default=256)
     parser.add_argument("--engine-batches", default="64,256")
     parser.add_argument("--engine-caches", default="dynamic,static,static_compiled")
+    parser.add_argument("--engine-repeats", type=int, default=3, help="timed calls per variant (median reported)")
     parser.add_argument("--grpo-variants", default="rollout.hf_cache=static_compiled",
                         help="comma-separated; each a '+'-joined list of config overrides")
     parser.add_argument("--grpo-steps", type=int, default=3, help="GRPO steps per variant")
@@ -282,7 +289,8 @@ def main() -> None:
     if "engine" in parts:
         result["engine"] = bench_engine(TINY if args.tiny else QWEN_05B, dtype, device,
                                         (8,) if args.tiny else tuple(int(b) for b in args.engine_batches.split(",")),
-                                        8 if args.tiny else args.gen_tokens, tuple(args.engine_caches.split(",")))
+                                        8 if args.tiny else args.gen_tokens, tuple(args.engine_caches.split(",")),
+                                        repeats=args.engine_repeats)
     save(result, args.out)
     if "train" in parts:
         result["train"] = bench_train(TINY if args.tiny else QWEN_05B, dtype, device, 2 if args.tiny else 8,
