@@ -12,9 +12,9 @@ attention; only the kernel's shapes change.
 
 Used by the transformers engine during `generate` only (`decode_attention`), through transformers'
 own AttentionInterface: the library's generation, with another attention function. On CUDA the
-call goes to torch's memory-efficient kernel. Anything other
-than a one-position query of a grouped-query layer (prefill, the trainer's passes, dropout, a paged
-cache, position biases) goes to transformers' sdpa function unchanged.
+call goes to torch's memory-efficient kernel. Anything other than a one-position query of a
+grouped-query layer (prefill, the trainer's passes, dropout, a paged cache, position biases) goes to
+transformers' sdpa function unchanged.
 """
 
 from __future__ import annotations
