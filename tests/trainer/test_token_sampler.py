@@ -63,6 +63,21 @@ def test_sampler_marks_the_drawn_token_for_generate_and_drops_undone_steps():
         sampler.finish(torch.zeros(4, 1, dtype=torch.long))
 
 
+def test_a_draw_that_cannot_compile_runs_eagerly(monkeypatch, caplog):
+    from trainer.rollout import token_sampler
+
+    def broken(scores, greedy):
+        raise RuntimeError("no triton here")
+
+    monkeypatch.setattr(token_sampler, "_compiled_draw", lambda: broken)
+    monkeypatch.setattr(token_sampler, "_compile_failed", [])
+    sampler = TokenSampler(greedy=True, compiled=True)
+    scores = torch.randn(3, 7)
+    marked = sampler(None, scores.clone())
+    assert torch.equal(marked.argmax(-1), scores.argmax(-1)) and "no triton here" in caplog.text
+    assert TokenSampler(greedy=True, compiled=True).draw is draw_tokens  # not tried again
+
+
 def load(tiny_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     return AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32), AutoTokenizer.from_pretrained(tiny_dir)

@@ -24,6 +24,7 @@ were never used, and the engine cuts completions at their end anyway.
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
 
@@ -49,17 +50,29 @@ def _compiled_draw():
     return torch.compile(draw_tokens, dynamic=True, fullgraph=True)
 
 
+_compile_failed: list[str] = []  # the first failure's message: later samplers draw eagerly at once
+
+
 class TokenSampler:
     """The last logits processor of a greedy `generate`: draws each step's token from the processed
-    scores and keeps its log-prob. `compiled`: draw through torch.compile (CUDA)."""
+    scores and keeps its log-prob. `compiled`: draw through torch.compile (CUDA); if compiling fails
+    (no Triton, say), the draw runs eagerly, the same computation, and a warning says why."""
 
     def __init__(self, greedy: bool, compiled: bool = False):
         self.greedy = greedy
-        self.draw = _compiled_draw() if compiled else draw_tokens
+        self.draw = _compiled_draw() if compiled and not _compile_failed else draw_tokens
         self.logprobs: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        token, logprob = self.draw(scores, self.greedy)
+        try:
+            token, logprob = self.draw(scores, self.greedy)
+        except Exception as exc:  # noqa: BLE001 - only the compiled draw is retried; eager errors propagate
+            if self.draw is draw_tokens:
+                raise
+            _compile_failed.append(f"{type(exc).__name__}: {exc}"[:300])
+            logging.getLogger(__name__).warning("compiled token draw failed, drawing eagerly: %s", _compile_failed[0])
+            self.draw = draw_tokens
+            token, logprob = self.draw(scores, self.greedy)
         self.logprobs.append(logprob)
         return scores.scatter_(1, token[:, None], float("inf"))
 
