@@ -110,6 +110,9 @@ PAGED_OPTIONS = {"graphs": {"use_cuda_graph": True}, "nographs": {"use_cuda_grap
                  "compile3": {"default_compile_level": 3}}
 
 
+ENGINE_EXTRAS = {"gqa", "lib", "nodefer"}  # engine variants "<cache>+gqa+lib+nodefer": HFEngine options
+
+
 def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[int, ...], new_tokens: int,
                  caches: tuple[str, ...], group: int = 8, repeats: int = 3) -> dict:
     """verirl's hf rollout engine (trainer/rollout/hf_engine.py) on the ~0.5B shape: `batch` rows = batch /
@@ -133,6 +136,10 @@ def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[in
         prompts = ["".join(rng.choice(letters) for _ in range(64)) for _ in range(batch // group)]
         for cache in caches:
             mode, *extras = cache.split("+")
+            unknown = set(extras) - ENGINE_EXTRAS - set(PAGED_OPTIONS)
+            if unknown:  # a misspelt variant must not run as another one
+                raise ValueError(f"--engine-caches {cache!r}: unknown {sorted(unknown)}; known: "
+                                 f"{sorted(ENGINE_EXTRAS | set(PAGED_OPTIONS))}")
             engine = HFEngine(model, tokenizer, max_batch_sequences=batch, cache=mode, gqa_decode="gqa" in extras,
                               sampler="library" if "lib" in extras else "fused", deferred_stop="nodefer" not in extras,
                               paged_options={k: v for e in extras if e in PAGED_OPTIONS

@@ -46,13 +46,11 @@ def gqa_decode_attention(module: torch.nn.Module, query: torch.Tensor, key: torc
     mask = attention_mask
     if mask is not None and mask.ndim == 4:
         mask = mask[:, :, :, : key.shape[-2]]  # [B, 1, 1, L]: the same for every query head of a row
-    if query.is_cuda and dim % 8 == 0 and dim <= 256:
-        # torch's memory-efficient kernel: its first choice on an H100 is cuDNN's, which took 61 us per
-        # layer and step at 256 rows of the ~0.5B shape; with this one the engine decoded 10-24% faster
-        # at 256 and 512 rows and as fast at 64 (docs/benchmarks.md, 2026-11-26 fifth session)
-        with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
-            out = torch.nn.functional.scaled_dot_product_attention(folded, key, value, attn_mask=mask, scale=scaling)
-    else:
+    # on CUDA torch's memory-efficient kernel: its first choice on an H100 is cuDNN's, which took 61 us per
+    # layer and step at 256 rows of the ~0.5B shape; with this one the engine decoded 10-24% faster at
+    # 256 and 512 rows and as fast at 64 (docs/benchmarks.md, 2026-11-26 fifth session)
+    efficient = query.is_cuda and dim % 8 == 0 and dim <= 256
+    with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION) if efficient else contextlib.nullcontext():
         out = torch.nn.functional.scaled_dot_product_attention(folded, key, value, attn_mask=mask, scale=scaling)
     return out.reshape(batch, 1, heads, dim), None
 
