@@ -95,7 +95,8 @@ class RolloutConfig:
     hf_max_batch_sequences: int = 256
     hf_cache: str = "dynamic"        # hf engine: dynamic | static | static_compiled | paged (docs/trainer.md)
     hf_gqa_decode: bool = True       # hf engine: grouped-query decode attention without KV copies (gqa_attention.py)
-    hf_sampler: str = "fused"        # hf engine: fused (our Gumbel-max draw, compiled on CUDA) | library (generate's)
+    hf_sampler: str = "library"      # hf engine: library (generate's draw) | fused (our compiled Gumbel-max draw:
+                                     # 5-16% faster on some H100 hosts, 40% slower on others; docs/benchmarks.md)
     hf_deferred_stop: bool = True    # hf engine: on CUDA, generate's stop check one step late (deferred_stop.py)
     score_chunks: int = 1          # generate in this many chunks, scoring chunk i while chunk i+1 generates
     sync_bucket_mb: float = 256.0  # vLLM weight sync: at most this many MiB converted at a time

@@ -7,11 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.trainer.test_engines import PROMPTS, load
 from trainer.rollout import SamplingConfig, engine_class
 from trainer.rollout.deferred_stop import deferred_stop_checks
 from trainer.rollout.token_sampler import TokenSampler, draw_tokens
-
-PROMPTS = ["Ann has 12 apples.\n", "Bob gets 7 more.\n", "x"]
 
 
 def test_draw_follows_softmax_and_never_draws_masked_tokens():
@@ -78,11 +77,6 @@ def test_a_draw_that_cannot_compile_runs_eagerly(monkeypatch, caplog):
     assert TokenSampler(greedy=True, compiled=True).draw is draw_tokens  # not tried again
 
 
-def load(tiny_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    return AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32), AutoTokenizer.from_pretrained(tiny_dir)
-
-
 class _HostEvent:
     """torch.Event for the CPU, where the host runs every step itself: nothing to wait for."""
 
@@ -145,7 +139,7 @@ def test_unknown_sampler_is_refused(tiny_dir):
 
 @pytest.mark.gpu
 def test_on_cuda_the_deferred_check_and_the_compiled_draw(tiny_dir):
-    """On CUDA (where both are on by default): the deferred stop check changes no token, the compiled
+    """On CUDA (where the deferred check is on by default): the deferred stop check changes no token, the compiled
     draw's log-probs are the trainer's, and greedy decoding agrees with the library's sampler, with
     and without the grouped-query decode attention (its memory-efficient kernel)."""
     from trainer.batches import collate, no_grad_logprobs
@@ -154,9 +148,10 @@ def test_on_cuda_the_deferred_check_and_the_compiled_draw(tiny_dir):
     model = model.cuda()
     sampling = SamplingConfig(max_tokens=40, seed=8, stop=("1",))
     for gqa in (False, True):
-        engine = engine_class("hf")(model, tokenizer, cache="static", gqa_decode=gqa)
+        engine = engine_class("hf")(model, tokenizer, cache="static", gqa_decode=gqa, sampler="fused")
         groups = engine.generate(PROMPTS, 4, sampling)
-        plain = engine_class("hf")(model, tokenizer, cache="static", gqa_decode=gqa, deferred_stop=False)
+        plain = engine_class("hf")(model, tokenizer, cache="static", gqa_decode=gqa, sampler="fused",
+                                   deferred_stop=False)
         assert plain.generate(PROMPTS, 4, sampling) == groups
         r = collate(groups, tokenizer.pad_token_id).to("cuda")
         torch.testing.assert_close(no_grad_logprobs(model, r, 1.0, 64)[0], r.engine_logp, atol=1e-4, rtol=0)

@@ -11,11 +11,12 @@ Sampling log-probs without `output_scores`: the warpers (temperature, top-k, top
 `generate` as our own processor list, ending in a processor that keeps the log-prob of each step's
 token. Memory stays O(batch) per step instead of the O(steps x batch x vocab) of stored scores (20 GiB
 for 128 rows x 256 steps of a 151,936-token vocabulary). `sampler` (rollout.hf_sampler) says which:
-"fused" (default): `token_sampler.TokenSampler` draws the token itself (Gumbel-max, compiled on CUDA)
-and `generate` runs greedily over its marked scores; "library": `generate` samples (softmax and
-multinomial) and `_LogprobRecorder` keeps one step's log-softmax to gather the sampled token's
-log-prob at the next call. Both draw from the same distribution; the fused one makes fewer passes
-over the vocabulary.
+"library" (default): `generate` samples (softmax and multinomial) and `_LogprobRecorder` keeps one
+step's log-softmax to gather the sampled token's log-prob at the next call; "fused":
+`token_sampler.TokenSampler` draws the token itself (Gumbel-max, compiled on CUDA) and `generate` runs
+greedily over its marked scores. Both draw from the same distribution; the fused one makes fewer
+passes over the vocabulary but was 40% slower on some H100 hosts (docs/benchmarks.md), hence not
+the default.
 
 `deferred_stop` (rollout.hf_deferred_stop, default on): on CUDA, `generate` reads "all rows finished?"
 one step late, so the host queues the next step while the device runs this one (deferred_stop.py).
@@ -80,7 +81,7 @@ class _LogprobRecorder:
 
 class HFEngine:
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_sequences: int = 256, cache: str = "dynamic",
-                 paged_options: dict | None = None, gqa_decode: bool = False, sampler: str = "fused",
+                 paged_options: dict | None = None, gqa_decode: bool = False, sampler: str = "library",
                  deferred_stop: bool = True):
         if cache not in HF_CACHES:
             raise ValueError(f"rollout.hf_cache must be one of {HF_CACHES}, got {cache!r}")
