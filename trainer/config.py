@@ -29,7 +29,7 @@ from trainer.advantages import ADVANTAGES
 from trainer.losses import AGGREGATIONS, IS_CORRECTIONS, KL_ESTIMATORS
 from trainer.rewards import UNJUDGED_POLICIES
 from trainer.logging_sinks import LogConfig
-from trainer.rollout import ENGINES, HF_CACHES, HF_SAMPLERS
+from trainer.rollout import DECODE_KERNELS, ENGINES, HF_CACHES, HF_SAMPLERS
 from trainer.step_sampler import StepSamplerConfig
 
 __all__ = ["ModelConfig", "DataConfig", "RolloutConfig", "RewardConfig", "AlgoConfig", "OptimConfig",
@@ -98,6 +98,9 @@ class RolloutConfig:
     hf_sampler: str = "library"      # hf engine: library (generate's draw) | fused (our compiled Gumbel-max draw:
                                      # 5-16% faster on some H100 hosts, 40% slower on others; docs/benchmarks.md)
     hf_deferred_stop: bool = True    # hf engine: on CUDA, generate's stop check one step late (deferred_stop.py)
+    hf_merged_projections: bool = True  # hf engine: one GEMM for q/k/v and one for gate/up while sampling,
+                                        # from a copy of those weights (merged_projections.py)
+    hf_decode_kernel: str = "split_kv"  # hf engine, with hf_gqa_decode: split_kv (our Triton kernel, CUDA) | sdpa
     score_chunks: int = 1          # generate in this many chunks, scoring chunk i while chunk i+1 generates
     sync_bucket_mb: float = 256.0  # vLLM weight sync: at most this many MiB converted at a time
     vllm_sleep: bool = False       # release vLLM's memory during the update (GPU builds; a no-op on CPU)
@@ -107,6 +110,7 @@ class RolloutConfig:
         _one_of(self.engine, ENGINES, "rollout.engine")
         _one_of(self.hf_cache, HF_CACHES, "rollout.hf_cache")
         _one_of(self.hf_sampler, HF_SAMPLERS, "rollout.hf_sampler")
+        _one_of(self.hf_decode_kernel, DECODE_KERNELS, "rollout.hf_decode_kernel")
         _one_of(self.sampler, SAMPLERS, "rollout.sampler")
         if self.group_size < 2 or self.prompts_per_step < 1:
             raise ValueError("rollout.group_size must be >= 2 and rollout.prompts_per_step >= 1")

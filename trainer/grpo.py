@@ -239,7 +239,8 @@ def _engine(cfg: GRPOConfig, path: Path, model: Any, tokenizer: Any) -> Any:
                                     enforce_eager=not r.vllm_compile)
     return engine_class("hf")(model, tokenizer, max_batch_sequences=r.hf_max_batch_sequences,
                               cache=r.hf_cache, gqa_decode=r.hf_gqa_decode, sampler=r.hf_sampler,
-                              deferred_stop=r.hf_deferred_stop)
+                              deferred_stop=r.hf_deferred_stop, merged=r.hf_merged_projections,
+                              decode_kernel=r.hf_decode_kernel)
 
 
 @contextlib.contextmanager

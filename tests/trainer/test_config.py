@@ -46,6 +46,7 @@ def test_overrides_dotted_and_typed():
     ("reward.unjudged=zero", "reward.unjudged"),
     ("rollout.hf_cache=huge", "rollout.hf_cache"),
     ("rollout.hf_sampler=mine", "rollout.hf_sampler"),
+    ("rollout.hf_decode_kernel=flash", "rollout.hf_decode_kernel"),
 ])
 def test_bad_values_are_errors(override, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):

@@ -65,6 +65,7 @@ class RolloutEngine(Protocol):
 
 # name -> "module:Class"; imported on first use only
 HF_CACHES = ("dynamic", "static", "static_compiled", "paged")  # the hf engine's KV caches (hf_engine.py)
+DECODE_KERNELS = ("sdpa", "split_kv")  # the hf engine's grouped-query decode attention (gqa_attention.py)
 HF_SAMPLERS = ("fused", "library")  # who draws the hf engine's tokens (hf_engine.py, token_sampler.py)
 ENGINES = {"vllm": "trainer.rollout.vllm_engine:VLLMEngine", "hf": "trainer.rollout.hf_engine:HFEngine"}
 

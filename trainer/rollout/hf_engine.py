@@ -31,6 +31,10 @@ bench/bench_grpo_gpu.py measures them on the H100 (docs/benchmarks.md).
 `gqa_decode` (rollout.hf_gqa_decode): decode steps of a grouped-query model attend with its KV heads
 as they are, instead of transformers' copies of them per query head (gqa_attention.py).
 
+`merged` (rollout.hf_merged_projections): each layer's q/k/v projections run as one GEMM and its
+gate/up projections as another, from a copy of their weights refreshed at every call
+(merged_projections.py).
+
 "paged" details (paged_engine.py): the KV cache is sized for the call (blocks for every row's prompt
 plus max_tokens), not from free memory; stop strings are not supported by the library's scheduler, so
 a call with `stop` (the step sampler) runs through `generate` with the dynamic cache instead.
@@ -44,6 +48,7 @@ from typing import Any, Sequence
 from trainer.rollout import HF_CACHES, HF_SAMPLERS, Completion, Group, SamplingConfig
 from trainer.rollout.deferred_stop import deferred_stop_checks
 from trainer.rollout.gqa_attention import decode_attention
+from trainer.rollout.merged_projections import merged_projections
 from trainer.rollout.paged_engine import generate_paged
 from trainer.rollout.token_sampler import TokenSampler
 
@@ -82,7 +87,7 @@ class _LogprobRecorder:
 class HFEngine:
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_sequences: int = 256, cache: str = "dynamic",
                  paged_options: dict | None = None, gqa_decode: bool = False, sampler: str = "library",
-                 deferred_stop: bool = True):
+                 deferred_stop: bool = True, merged: bool = False, decode_kernel: str = "sdpa"):
         if cache not in HF_CACHES:
             raise ValueError(f"rollout.hf_cache must be one of {HF_CACHES}, got {cache!r}")
         if sampler not in HF_SAMPLERS:
@@ -95,6 +100,8 @@ class HFEngine:
         self.gqa_decode = gqa_decode  # decode steps of grouped-query models without KV copies (gqa_attention.py)
         self.sampler = sampler
         self.deferred_stop = deferred_stop
+        self.decode_kernel = decode_kernel  # gqa_decode's kernel: sdpa | split_kv (gqa_attention.py)
+        self.merged = merged  # one GEMM for q/k/v and one for gate/up, from a copy (merged_projections.py)
 
     def sync_weights(self, model: Any) -> None:
         if model is not self.model:
@@ -170,8 +177,9 @@ class HFEngine:
             kwargs.update(cache_implementation="static", disable_compile=self.cache != "static_compiled")
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
-        attention = decode_attention(self.model) if self.gqa_decode else contextlib.nullcontext()
-        with torch.inference_mode(), attention, deferred_stop_checks(self.deferred_stop):
+        attention = decode_attention(self.model, self.decode_kernel) if self.gqa_decode else contextlib.nullcontext()
+        with (torch.inference_mode(), attention, deferred_stop_checks(self.deferred_stop),
+              merged_projections(self.model, self.merged)):
             sequences = self.model.generate(**enc, **kwargs)
             logprobs = recorder.finish(sequences[:, enc["input_ids"].shape[1]:])
         return sequences, logprobs.float().cpu()
