@@ -61,13 +61,17 @@ def test_kernel_equals_sdpa_under_the_interpreter():
                 got = gqa_decode(q, k, v, m, 0.3)
                 assert got.shape == expected.shape and got.dtype == expected.dtype
                 torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-            # a strided query (the decode step's [B, H, 1, D] view folded) and a sliced mask
-            wide = torch.randn(batch, kv * groups, 1, dim + 8, generator=g)[..., :dim]
-            folded = wide.reshape(batch, kv, groups, dim) if wide.is_contiguous() else wide.contiguous().reshape(
-                batch, kv, groups, dim)
+            # a sliced mask (strides of the longer one) and a query folded from a strided [B, H, 1, D] view
+            heads = torch.randn(batch, 1, kv * groups, dim + 8, generator=g)[..., :dim].transpose(1, 2)
+            folded = heads.reshape(batch, kv, groups, dim)
+            assert folded.stride(2) == dim + 8  # a view, not a copy
             long_mask = torch.cat([mask, torch.zeros(batch, 1, 1, 9, dtype=torch.bool)], -1)[..., :length]
             torch.testing.assert_close(gqa_decode(folded, k, v, long_mask, 0.3),
                 torch.nn.functional.scaled_dot_product_attention(folded, k, v, attn_mask=long_mask, scale=0.3),
+                rtol=1e-5, atol=1e-5)
+            shared = mask[-1:]  # one row's mask for every row
+            torch.testing.assert_close(gqa_decode(q, k, v, shared, 0.3),
+                torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=shared, scale=0.3),
                 rtol=1e-5, atol=1e-5)
             print("ok", batch, kv, groups, dim, length, split_count(batch, kv, length))
     """)

@@ -135,7 +135,8 @@ def gqa_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
         q, k, v = (t.contiguous() for t in (q, k, v))
     has_mask = mask is not None
     mask_arg = mask.view(torch.uint8) if has_mask else q  # a bool tensor read as bytes; unused without a mask
-    sm_b, sm_l = (mask.stride(0), mask.stride(3)) if has_mask else (0, 0)
+    # a mask of one row serves all (broadcast over the batch)
+    sm_b, sm_l = (mask.stride(0) if mask.shape[0] > 1 else 0, mask.stride(3)) if has_mask else (0, 0)
     partial_kernel[(batch, kv_heads, splits)](
         q, k, v, mask_arg, acc, lse, scale, length, chunk,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
