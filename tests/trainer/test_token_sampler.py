@@ -1,6 +1,7 @@
-"""The hf engine's own token draw (Gumbel-max) and generate's deferred stop check: the draw follows
-softmax(scores) and its log-probs are the processed distribution's; the engine gives the same groups
-with either sampler's bookkeeping rules and with or without the deferred check."""
+"""The hf engine's own token draw (Gumbel-max; its Triton kernels are in test_draw_kernel.py) and
+generate's deferred stop check: the draw follows softmax(scores) and its log-probs are the processed
+distribution's; the engine gives the same groups with either sampler's bookkeeping rules and with or
+without the deferred check."""
 
 from __future__ import annotations
 
@@ -62,19 +63,19 @@ def test_sampler_marks_the_drawn_token_for_generate_and_drops_undone_steps():
         sampler.finish(torch.zeros(4, 1, dtype=torch.long))
 
 
-def test_a_draw_that_cannot_compile_runs_eagerly(monkeypatch, caplog):
-    from trainer.rollout import token_sampler
+def test_a_draw_kernel_that_fails_draws_eagerly(monkeypatch, caplog):
+    from trainer.rollout import draw_kernel, token_sampler
 
-    def broken(scores, greedy):
+    def broken(scores, greedy, seed):
         raise RuntimeError("no triton here")
 
-    monkeypatch.setattr(token_sampler, "_compiled_draw", lambda: broken)
-    monkeypatch.setattr(token_sampler, "_compile_failed", [])
-    sampler = TokenSampler(greedy=True, compiled=True)
+    monkeypatch.setattr(draw_kernel, "draw", broken)
+    monkeypatch.setattr(token_sampler, "_kernel_failed", [])
+    sampler = TokenSampler(greedy=True, kernel=True)
     scores = torch.randn(3, 7)
     marked = sampler(None, scores.clone())
     assert torch.equal(marked.argmax(-1), scores.argmax(-1)) and "no triton here" in caplog.text
-    assert TokenSampler(greedy=True, compiled=True).draw is draw_tokens  # not tried again
+    assert not sampler.kernel and not TokenSampler(greedy=True, kernel=True).kernel  # not tried again
 
 
 class _HostEvent:
@@ -138,9 +139,9 @@ def test_unknown_sampler_is_refused(tiny_dir):
 
 
 @pytest.mark.gpu
-def test_on_cuda_the_deferred_check_and_the_compiled_draw(tiny_dir):
-    """On CUDA (where the deferred check is on by default): the deferred stop check changes no token, the compiled
-    draw's log-probs are the trainer's, and greedy decoding agrees with the library's sampler, with
+def test_on_cuda_the_deferred_check_and_the_draw_kernel(tiny_dir):
+    """On CUDA (where the deferred check is on by default): the deferred stop check changes no token, the
+    draw kernel's log-probs are the trainer's, and greedy decoding agrees with the library's sampler, with
     and without the grouped-query decode attention (its memory-efficient kernel)."""
     from trainer.batches import collate, no_grad_logprobs
 
@@ -159,5 +160,5 @@ def test_on_cuda_the_deferred_check_and_the_compiled_draw(tiny_dir):
         library = engine_class("hf")(model, tokenizer, cache="static", gqa_decode=gqa, sampler="library")
         ours, theirs = engine.generate(PROMPTS, 1, greedy), library.generate(PROMPTS, 1, greedy)
         for a, b in zip((g.completions[0] for g in ours), (g.completions[0] for g in theirs)):
-            assert a.token_ids == b.token_ids  # log-probs: a compiled logsumexp against an eager log-softmax
+            assert a.token_ids == b.token_ids  # log-probs: the kernel's logsumexp against an eager log-softmax
             torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)

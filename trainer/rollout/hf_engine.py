@@ -13,7 +13,7 @@ token. Memory stays O(batch) per step instead of the O(steps x batch x vocab) of
 for 128 rows x 256 steps of a 151,936-token vocabulary). `sampler` (rollout.hf_sampler) says which:
 "library" (default): `generate` samples (softmax and multinomial) and `_LogprobRecorder` keeps one
 step's log-softmax to gather the sampled token's log-prob at the next call; "fused":
-`token_sampler.TokenSampler` draws the token itself (Gumbel-max, compiled on CUDA) and `generate` runs
+`token_sampler.TokenSampler` draws the token itself (Gumbel-max, Triton kernels on CUDA) and `generate` runs
 greedily over its marked scores. Both draw from the same distribution; the fused one makes fewer
 passes over the vocabulary but was 40% slower on some H100 hosts (docs/benchmarks.md), hence not
 the default.
@@ -150,7 +150,7 @@ class HFEngine:
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
         fused = self.sampler == "fused"
-        recorder = TokenSampler(greedy, compiled=self.model.device.type == "cuda") if fused else _LogprobRecorder()
+        recorder = TokenSampler(greedy, kernel=self.model.device.type == "cuda") if fused else _LogprobRecorder()
         processors = LogitsProcessorList()
         if not greedy:
             # every knob explicit and applied by us, in vLLM's order (temperature, top-k, top-p): a model's

@@ -7,8 +7,10 @@ of a 64-row decode step (docs/benchmarks.md). `TokenSampler` draws with the Gumb
 the argmax of `scores + G`, G = -log(-log(U)) for U uniform, is a draw from softmax(scores), the same
 distribution as the multinomial (vLLM's sampler draws the same way, as argmax of probs / Exp(1)). The
 drawn token's log-prob is its score minus the scores' logsumexp. Both are reductions over the one
-scores tensor: on CUDA they are compiled into fused kernels, so a step reads the vocabulary's scores
-once or twice and writes nothing of vocabulary size.
+scores tensor: on CUDA they run as two Triton kernels (draw_kernel.py: the vocabulary split into chunks,
+one program each, then one per row), so a step reads the vocabulary's scores once and writes nothing
+of vocabulary size. (Until the sixth session of 2026-11-26 this was `draw_tokens` under torch.compile:
+117 us per 64-row step on an H100, and ~2 ms of host time per step on some hosts.)
 
 `generate` then runs greedily (`sampler="fused"` in the engine): the processor sets the drawn token's
 score to +inf in place, so `generate`'s argmax picks exactly the drawn token (one more read). The
@@ -23,7 +25,6 @@ were never used, and the engine cuts completions at their end anyway.
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import torch
@@ -45,34 +46,37 @@ def draw_tokens(scores: torch.Tensor, greedy: bool) -> tuple[torch.Tensor, torch
     return token, logprob
 
 
-@functools.cache
-def _compiled_draw():
-    return torch.compile(draw_tokens, dynamic=True, fullgraph=True)
-
-
-_compile_failed: list[str] = []  # the first failure's message: later samplers draw eagerly at once
+_kernel_failed: list[str] = []  # the first failure's message: later samplers draw eagerly at once
 
 
 class TokenSampler:
     """The last logits processor of a greedy `generate`: draws each step's token from the processed
-    scores and keeps its log-prob. `compiled`: draw through torch.compile (CUDA); if compiling fails
-    (no Triton, say), the draw runs eagerly, the same computation, and a warning says why."""
+    scores and keeps its log-prob. `kernel`: draw with draw_kernel's Triton kernels where they can run
+    (CUDA; float32 scores with unit stride, which `generate` hands over), each step's noise keyed by a
+    seed drawn from torch's global generator when the sampler is made, plus the step; elsewhere, or if
+    the kernels fail (no working Triton, say: a warning says why, once per process), `draw_tokens`."""
 
-    def __init__(self, greedy: bool, compiled: bool = False):
+    def __init__(self, greedy: bool, kernel: bool = False):
         self.greedy = greedy
-        self.draw = _compiled_draw() if compiled and not _compile_failed else draw_tokens
+        self.kernel = kernel and not _kernel_failed
+        self.seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        self.step = 0
         self.logprobs: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        try:
-            token, logprob = self.draw(scores, self.greedy)
-        except Exception as exc:  # noqa: BLE001 - only the compiled draw is retried; eager errors propagate
-            if self.draw is draw_tokens:
-                raise
-            _compile_failed.append(f"{type(exc).__name__}: {exc}"[:300])
-            logging.getLogger(__name__).warning("compiled token draw failed, drawing eagerly: %s", _compile_failed[0])
-            self.draw = draw_tokens
-            token, logprob = self.draw(scores, self.greedy)
+        if self.kernel and scores.dtype == torch.float32 and scores.dim() == 2 and scores.stride(1) == 1:
+            from trainer.rollout import draw_kernel
+            try:
+                _, logprob = draw_kernel.draw(scores, self.greedy, self.seed + self.step)  # marks the token too
+                self.step += 1
+                self.logprobs.append(logprob)
+                return scores
+            except Exception as exc:  # noqa: BLE001 - the kernels' failure (Triton, its compiler) is survivable
+                _kernel_failed.append(f"{type(exc).__name__}: {exc}"[:300])
+                logging.getLogger(__name__).warning("token draw kernel failed, drawing eagerly: %s",
+                                                    _kernel_failed[0])
+                self.kernel = False
+        token, logprob = draw_tokens(scores, self.greedy)
         self.logprobs.append(logprob)
         return scores.scatter_(1, token[:, None], float("inf"))
 

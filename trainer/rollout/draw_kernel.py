@@ -1,0 +1,113 @@
+"""The fused draw of `token_sampler` as two Triton kernels: Gumbel-max token, its log-prob, and the mark.
+
+`token_sampler.draw_tokens` compiled with torch.compile took 117 us per step at 64 rows of a
+151,936-token vocabulary on an H100 (one program per row reading 0.6 MB), and on some hosts the
+compiled call cost ~2 ms of host time per step (docs/benchmarks.md, fifth session). Here the vocabulary
+of each row is split into chunks, one program each: a program keeps its chunk's best key (score plus
+Gumbel noise from Triton's Philox generator, or the score alone when greedy) with its index, and its
+chunk's max score and sum of exp(score - max). A second kernel, one program per row, takes the best key
+over the chunks (ties to the lowest index, as `argmax`), the row's logsumexp from the chunks' sums, and
+writes the token, its log-prob (score minus logsumexp) and +inf at the token in the scores, which is
+what the processor returns for `generate`'s greedy pick. Two launches, no compilation, no vocabulary-size
+tensor written.
+
+`draw(scores, greedy, seed)`: scores float32 [rows, vocab] (contiguous; changed in place: the mark);
+returns (token int64 [rows], log-prob float32 [rows]). `seed` keys the noise: the same seed, the same
+draw. `available(scores)`: CUDA with Triton, or Triton's interpreter (TRITON_INTERPRET=1) on the CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from trainer.rollout.decode_kernel import available
+
+__all__ = ["available", "draw"]
+
+BLOCK = 1024  # vocabulary entries per inner step
+CHUNK = 4 * BLOCK  # vocabulary entries per program: 38 programs per row of a 151,936-token vocabulary
+
+
+@functools.cache
+def _kernels():
+    import triton
+    import triton.language as tl
+
+    @triton.jit(do_not_specialize=["seed"])  # a new seed every step: one compiled kernel for all
+    def chunk_kernel(scores_ptr, key_ptr, index_ptr, max_ptr, sum_ptr, seed, vocab, stride_row,
+                     chunks: tl.constexpr, greedy: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+        row, chunk = tl.program_id(0), tl.program_id(1)
+        best_key = tl.full([BLOCK], float("-inf"), tl.float32)
+        best_index = tl.zeros([BLOCK], tl.int32)
+        top = tl.full([BLOCK], float("-inf"), tl.float32)
+        total = tl.zeros([BLOCK], tl.float32)
+        for start in range(chunk * CHUNK, chunk * CHUNK + CHUNK, BLOCK):
+            index = start + tl.arange(0, BLOCK)
+            inside = index < vocab
+            score = tl.load(scores_ptr + row * stride_row + index, mask=inside, other=float("-inf"))
+            key = score
+            if not greedy:
+                u = tl.rand(seed, row * vocab + index)
+                key = score - tl.log(-tl.log(u))  # u = 0 gives -inf: skipped, as in draw_tokens
+            better = key > best_key  # per lane: the earliest index wins ties
+            best_key = tl.where(better, key, best_key)
+            best_index = tl.where(better, index, best_index)
+            new_top = tl.maximum(top, score)
+            safe = tl.where(new_top == float("-inf"), 0.0, new_top)
+            total = total * tl.exp(top - safe) + tl.where(inside, tl.exp(score - safe), 0.0)
+            top = new_top
+        # lanes to one value: the best key (lowest index among equals), the max and the rescaled sum
+        chunk_key = tl.max(best_key, 0)
+        chunk_index = tl.min(tl.where(best_key == chunk_key, best_index, 2147483647), 0)
+        chunk_top = tl.max(top, 0)
+        safe = tl.where(chunk_top == float("-inf"), 0.0, chunk_top)
+        chunk_sum = tl.sum(total * tl.exp(top - safe), 0)
+        slot = row * chunks + chunk
+        tl.store(key_ptr + slot, chunk_key)
+        tl.store(index_ptr + slot, chunk_index)
+        tl.store(max_ptr + slot, chunk_top)
+        tl.store(sum_ptr + slot, chunk_sum)
+
+    @triton.jit
+    def row_kernel(scores_ptr, key_ptr, index_ptr, max_ptr, sum_ptr, token_ptr, logprob_ptr, stride_row,
+                   chunks: tl.constexpr, BLOCK_C: tl.constexpr):
+        row = tl.program_id(0)
+        c = tl.arange(0, BLOCK_C)
+        inside = c < chunks
+        key = tl.load(key_ptr + row * chunks + c, mask=inside, other=float("-inf"))
+        index = tl.load(index_ptr + row * chunks + c, mask=inside, other=2147483647)
+        top = tl.load(max_ptr + row * chunks + c, mask=inside, other=float("-inf"))
+        total = tl.load(sum_ptr + row * chunks + c, mask=inside, other=0.0)
+        best = tl.max(key, 0)
+        token = tl.min(tl.where(key == best, index, 2147483647), 0)
+        row_top = tl.max(top, 0)
+        safe = tl.where(row_top == float("-inf"), 0.0, row_top)
+        lse = safe + tl.log(tl.sum(total * tl.exp(top - safe), 0))
+        score = tl.load(scores_ptr + row * stride_row + token)
+        tl.store(token_ptr + row, token.to(tl.int64))
+        tl.store(logprob_ptr + row, score - lse)
+        tl.store(scores_ptr + row * stride_row + token, float("inf"))
+
+    return chunk_kernel, row_kernel
+
+
+def draw(scores: torch.Tensor, greedy: bool, seed: int, *, block: int = BLOCK,
+         chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """`block`, `chunk`: powers of two, chunk a multiple of block (smaller ones for the interpreter's tests)."""
+    if scores.dtype != torch.float32 or scores.dim() != 2 or scores.stride(1) != 1:
+        raise ValueError(f"draw: scores must be float32 [rows, vocab] with unit stride, got {scores.dtype} "
+                         f"{tuple(scores.shape)} strides {scores.stride()}")
+    rows, vocab = scores.shape
+    chunks = -(-vocab // chunk)
+    parts = [torch.empty(rows * chunks, dtype=dtype, device=scores.device)
+             for dtype in (torch.float32, torch.int32, torch.float32, torch.float32)]
+    token = torch.empty(rows, dtype=torch.int64, device=scores.device)
+    logprob = torch.empty(rows, dtype=torch.float32, device=scores.device)
+    chunk_kernel, row_kernel = _kernels()
+    chunk_kernel[(rows, chunks)](scores, *parts, seed, vocab, scores.stride(0), chunks=chunks, greedy=greedy,
+                                 CHUNK=chunk, BLOCK=block)
+    row_kernel[(rows,)](scores, *parts, token, logprob, scores.stride(0), chunks=chunks,
+                        BLOCK_C=max(2, 1 << (chunks - 1).bit_length()))
+    return token, logprob
