@@ -38,7 +38,7 @@ def _kernels():
     @triton.jit(do_not_specialize=["seed"])  # a new seed every step: one compiled kernel for all
     def chunk_kernel(scores_ptr, key_ptr, index_ptr, max_ptr, sum_ptr, seed, vocab, stride_row,
                      chunks: tl.constexpr, greedy: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
-        row, chunk = tl.program_id(0), tl.program_id(1)
+        row, chunk = tl.program_id(0).to(tl.int64), tl.program_id(1)  # rows x vocab can pass 2^31
         best_key = tl.full([BLOCK], float("-inf"), tl.float32)
         best_index = tl.zeros([BLOCK], tl.int32)
         top = tl.full([BLOCK], float("-inf"), tl.float32)
@@ -73,7 +73,7 @@ def _kernels():
     @triton.jit
     def row_kernel(scores_ptr, key_ptr, index_ptr, max_ptr, sum_ptr, token_ptr, logprob_ptr, stride_row,
                    chunks: tl.constexpr, BLOCK_C: tl.constexpr):
-        row = tl.program_id(0)
+        row = tl.program_id(0).to(tl.int64)
         c = tl.arange(0, BLOCK_C)
         inside = c < chunks
         key = tl.load(key_ptr + row * chunks + c, mask=inside, other=float("-inf"))
