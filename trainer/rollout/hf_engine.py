@@ -15,8 +15,8 @@ for 128 rows x 256 steps of a 151,936-token vocabulary). `sampler` (rollout.hf_s
 step's log-softmax to gather the sampled token's log-prob at the next call; "fused":
 `token_sampler.TokenSampler` draws the token itself (Gumbel-max, Triton kernels on CUDA) and `generate` runs
 greedily over its marked scores. Both draw from the same distribution; the fused one makes fewer
-passes over the vocabulary but was 40% slower on some H100 hosts (docs/benchmarks.md), hence not
-the default.
+passes over the vocabulary (1.04-1.32x the library's tokens/s on the H100, docs/benchmarks.md). The
+engine's own default stays "library"; the trainer's config (rollout.hf_sampler) picks "fused".
 
 `deferred_stop` (rollout.hf_deferred_stop, default on): on CUDA, `generate` reads "all rows finished?"
 one step late, so the host queues the next step while the device runs this one (deferred_stop.py).
