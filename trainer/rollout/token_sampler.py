@@ -29,6 +29,8 @@ import logging
 
 import torch
 
+from trainer.rollout import draw_kernel
+
 __all__ = ["TokenSampler", "draw_tokens"]
 
 
@@ -65,7 +67,6 @@ class TokenSampler:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.kernel and scores.dtype == torch.float32 and scores.dim() == 2 and scores.stride(1) == 1:
-            from trainer.rollout import draw_kernel
             try:
                 _, logprob = draw_kernel.draw(scores, self.greedy, self.seed + self.step)  # marks the token too
                 self.step += 1
