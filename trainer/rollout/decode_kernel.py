@@ -106,10 +106,6 @@ def _kernels():
     return partial_kernel, combine_kernel
 
 
-def _next_power_of_2(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
-
-
 def available(q: torch.Tensor) -> bool:
     """Whether the kernel can run on q's device: CUDA with Triton, or the CPU under TRITON_INTERPRET=1."""
     if not (q.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
@@ -126,11 +122,12 @@ def gqa_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     chunk = -(-length // splits)
     chunk = -(-chunk // BLOCK_N) * BLOCK_N  # whole key blocks per program
     splits = -(-length // chunk)
-    block_g, block_d = max(16, _next_power_of_2(groups)), max(16, _next_power_of_2(dim))
+    partial_kernel, combine_kernel = _kernels()
+    from triton import next_power_of_2
+    block_g, block_d = max(16, next_power_of_2(groups)), max(16, next_power_of_2(dim))
     acc = torch.empty(batch * kv_heads * splits * block_g, block_d, dtype=torch.float32, device=q.device)
     lse = torch.empty(batch * kv_heads * splits * block_g, dtype=torch.float32, device=q.device)
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    partial_kernel, combine_kernel = _kernels()
     if q.stride(3) != 1 or k.stride(3) != 1 or v.stride(3) != 1:
         q, k, v = (t.contiguous() for t in (q, k, v))
     has_mask = mask is not None
@@ -145,7 +142,7 @@ def gqa_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     combine_kernel[(batch, kv_heads)](
         acc, lse, out, out.stride(0), out.stride(1), out.stride(2),
         groups=groups, dim=dim, splits=splits, BLOCK_G=block_g, BLOCK_D=block_d,
-        BLOCK_S=max(2, _next_power_of_2(splits)))
+        BLOCK_S=max(2, next_power_of_2(splits)))
     return out
 
 

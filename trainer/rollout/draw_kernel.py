@@ -13,7 +13,7 @@ tensor written.
 
 `draw(scores, greedy, seed)`: scores float32 [rows, vocab] (contiguous; changed in place: the mark);
 returns (token int64 [rows], log-prob float32 [rows]). `seed` keys the noise: the same seed, the same
-draw. `available(scores)`: CUDA with Triton, or Triton's interpreter (TRITON_INTERPRET=1) on the CPU.
+draw. Runs on CUDA with Triton, or under Triton's interpreter (TRITON_INTERPRET=1) on the CPU.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ import functools
 
 import torch
 
-from trainer.rollout.decode_kernel import available
-
-__all__ = ["available", "draw"]
+__all__ = ["draw"]
 
 BLOCK = 1024  # vocabulary entries per inner step
 CHUNK = 4 * BLOCK  # vocabulary entries per program: 38 programs per row of a 151,936-token vocabulary
@@ -106,8 +104,9 @@ def draw(scores: torch.Tensor, greedy: bool, seed: int, *, block: int = BLOCK,
     token = torch.empty(rows, dtype=torch.int64, device=scores.device)
     logprob = torch.empty(rows, dtype=torch.float32, device=scores.device)
     chunk_kernel, row_kernel = _kernels()
+    from triton import next_power_of_2
     chunk_kernel[(rows, chunks)](scores, *parts, seed, vocab, scores.stride(0), chunks=chunks, greedy=greedy,
                                  CHUNK=chunk, BLOCK=block)
     row_kernel[(rows,)](scores, *parts, token, logprob, scores.stride(0), chunks=chunks,
-                        BLOCK_C=max(2, 1 << (chunks - 1).bit_length()))
+                        BLOCK_C=max(2, next_power_of_2(chunks)))
     return token, logprob

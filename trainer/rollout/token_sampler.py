@@ -37,8 +37,10 @@ __all__ = ["TokenSampler", "draw_tokens"]
 def draw_tokens(scores: torch.Tensor, greedy: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(token [rows], its log-prob under softmax(scores) [rows]) for float scores [rows, vocab]: the
     argmax when `greedy`, else a draw (Gumbel-max, from torch's global RNG). Ties go to the lowest
-    index, as with `argmax`. (Splitting each row's argmax into chunks for more parallel work was
-    slower on the H100, 68-70k against 76k tokens/s at 512 rows: docs/benchmarks.md.)"""
+    index, as with `argmax`. The eager draw (the CPU's, and the fallback); on CUDA draw_kernel.draw.
+    (Splitting each row's argmax into chunks in torch, under torch.compile, was slower on the H100,
+    68-70k against 76k tokens/s at 512 rows; draw_kernel's own chunked kernels are faster:
+    docs/benchmarks.md.)"""
     keyed = scores
     if not greedy:
         # argmax(scores + Gumbel); U = 0 gives -inf: that token is skipped, with probability 2^-24 each
