@@ -196,16 +196,8 @@ def worker(args: argparse.Namespace) -> None:
             **log, "param_grad_norms": norms, "grad_projections": projections, "peak_memory_gib": memories,
             "tokens": float(r_all.mask.sum()), "rows": len(r_all.mask), "processes": world.size}))
     if sharded:
-        import torch.distributed as dist
-        # every rank done with its collectives before any tears the group down: a gloo rank destroyed
-        # while another still talks to it aborted ("terminate called without an active exception")
-        dist.barrier()
-        dist.destroy_process_group()
-        # ...and still, about 1 run in 7 on the CPU, a rank aborted in interpreter teardown ("terminate called
-        # without an active exception", a C++ thread still joinable): the result is written, so leave now
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        distributed.end_process_group()
+        distributed.leave(0)  # the result is written: skip the teardown that can abort a rank
 
 
 def _max_rel(a: list[float], b: list[float]) -> float:

@@ -61,18 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _exit_distributed(code: int) -> None:
-    """Under torchrun, leave without running C++ static destructors: the run's work is done and
-    written (checkpoints behind a barrier, sinks closed, the process group destroyed), and a gloo or
-    gRPC thread still joinable at interpreter teardown can abort a rank ("terminate called without
-    an active exception", seen once in six CI runs), which torchrun reports as a failed job."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":  # vLLM starts helpers with spawn: the guard keeps them from rerunning this
     code = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        _exit_distributed(code)
+        # the run's work is done and written (checkpoints behind a barrier, sinks closed, the process
+        # group destroyed): leave without the teardown that can abort a rank
+        from trainer.distributed import leave
+        leave(code)
     sys.exit(code)

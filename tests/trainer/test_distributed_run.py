@@ -118,6 +118,8 @@ def _stop_worker(rank: int, port: int, data: str, out: str, address: str) -> Non
 
     result = train(cfg, on_step=on_step)
     assert result["step"] == 1
+    from trainer.distributed import leave
+    leave(0)  # as a torchrun rank does (trainer/cli.py): interpreter teardown can abort a rank
 
 
 @pytest.mark.slow
