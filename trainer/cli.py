@@ -15,7 +15,8 @@ import importlib
 import json
 import os
 import sys
-from typing import Any, Sequence
+import traceback
+from typing import Any, NoReturn, Sequence
 
 __all__ = ["main", "build_parser", "RECIPES"]
 
@@ -61,11 +62,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _main_torchrun_rank() -> NoReturn:
+    """A torchrun rank ends through `distributed.leave`, also after an error (its traceback printed
+    first): by then the run's work is done and written (checkpoints behind a barrier, sinks closed,
+    the process group destroyed), and what interpreter teardown would add can only fail: a C++ thread
+    still joinable can abort the rank, and vLLM's finalizers would tear down groups already destroyed."""
+    from trainer.distributed import leave
+    try:
+        code = main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    leave(code)
+
+
 if __name__ == "__main__":  # vLLM starts helpers with spawn: the guard keeps them from rerunning this
-    code = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # the run's work is done and written (checkpoints behind a barrier, sinks closed, the process
-        # group destroyed): leave without the teardown that can abort a rank
-        from trainer.distributed import leave
-        leave(code)
-    sys.exit(code)
+        _main_torchrun_rank()
+    sys.exit(main())

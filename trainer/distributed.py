@@ -1,6 +1,6 @@
 """GRPO on several devices: torchrun processes, the policy sharded with FSDP2 (`fully_shard`).
 
-    torchrun --nproc_per_node 2 -m trainer.cli grpo --config FILE model.device=cuda rollout.engine=hf
+    torchrun --nproc_per_node 2 -m trainer.cli grpo --config FILE model.device=cuda rollout.engine=hf|vllm
 
 `grpo.train` hands over to `train` here when WORLD_SIZE > 1. The process group is NCCL on cuda, gloo on
 the CPU (the tests run two gloo processes). NVLink multicast (NVLS) is kept off unless NCCL_NVLS_ENABLE
@@ -29,9 +29,14 @@ Departs from the one-process recipe: with mini_batches > 1, each rank splits its
 optimizer step is still the exact gradient of its global mini-batch. `on_step` runs on every rank, with
 the parameters gathered; the run stops when any rank's `on_step` says so.
 
-Not handled (an error at start naming the key): the vLLM engine (vLLM tensor parallel is not wired),
-the PRM step sampler, dynamic sampling (ranks would draw overlapping extra prompts), the batch-std
-advantage (a per-rank std), prompts_per_step not divisible by the world size. The KL reference model
+The vLLM engine: one engine per rank inside the job's process group (vLLM's external launcher), tensor
+parallel 1: each rank samples its own prompts with its own seed, and after each optimizer step loads the
+weights into its engine, gathered from the shards one sync bucket at a time. vLLM tensor parallel (one
+engine sharded over several ranks, for models one GPU cannot hold) is not wired.
+
+Not handled (an error at start naming the key): the PRM step sampler, dynamic sampling (ranks would
+draw overlapping extra prompts), the batch-std advantage (a per-rank std), prompts_per_step not
+divisible by the world size. The KL reference model
 (beta > 0) is replicated on each rank, not sharded.
 """
 
@@ -98,8 +103,6 @@ def init(device: str) -> World:
 def check_supported(cfg: GRPOConfig, size: int) -> None:
     """The settings this path does not handle, as errors naming the key."""
     r, a = cfg.rollout, cfg.algo
-    if r.engine != "hf":
-        raise ValueError(f"rollout.engine: {r.engine!r} is not supported with {size} processes; use hf")
     if r.sampler != "groups":
         raise ValueError(f"rollout.sampler: {r.sampler!r} is not supported with {size} processes; use groups")
     if a.dynamic_sampling:
@@ -338,7 +341,6 @@ def _run(cfg: GRPOConfig, world: World,
     state = RecipeState(step=0, data_position=0)
     if cfg.resume:
         state = load_sharded_recipe_state(Path(cfg.resume), policy, optimizer, scheduler)
-    engine = _engine(cfg, model_dir, policy, tokenizer)
 
     a, r = cfg.algo, cfg.rollout
     loss_fn = GRPOLoss(LossSettings(eps_low=a.eps_low, eps_high=a.eps_high, beta=a.beta, kl=a.kl,
@@ -353,6 +355,8 @@ def _run(cfg: GRPOConfig, world: World,
     # this rank's sampling: its prompt share, and its own sampling seed (ranks must not draw alike)
     rank_cfg = dataclasses.replace(cfg, seed=cfg.seed + 1_000_003 * world.rank,
                                    rollout=dataclasses.replace(r, prompts_per_step=count))
+    # hf: generates with the (gathered) policy itself; vllm: this rank's own engine, seeded by rank
+    engine = _engine(rank_cfg, model_dir, policy, tokenizer, torchrun=True)
 
     history: list[float] = []
     metrics: dict[str, Any] = {}
@@ -370,6 +374,7 @@ def _run(cfg: GRPOConfig, world: World,
                                        state.data_position + offset)
             groups, scored, times = sampled.groups, sampled.scored, dict(sampled.seconds)
             completions = [c for g in groups for c in g.completions]
+            engine.sleep()  # GPU vLLM: free its memory for the trainer until the sync
 
             # 3. advantages from this rank's whole groups
             rollouts, valid, adv, kept = advantage_batch(groups, scored, tokenizer, a, G)
@@ -404,6 +409,10 @@ def _run(cfg: GRPOConfig, world: World,
                     losses.append(total)
             scheduler.step()
             times["update"] = time.monotonic() - t
+            if r.engine == "vllm":  # each rank's engine gets the new weights, gathered bucket by bucket
+                t = time.monotonic()
+                engine.sync_weights(policy)
+                times["weight_sync"] = time.monotonic() - t
             state = RecipeState(step=step + 1, data_position=state.data_position + r.prompts_per_step)
             times["total"] = time.monotonic() - t_step
 

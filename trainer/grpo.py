@@ -230,13 +230,13 @@ def _load_model(path: Path, cfg: GRPOConfig, trainable: bool) -> Any:
     return model.eval().requires_grad_(False)
 
 
-def _engine(cfg: GRPOConfig, path: Path, model: Any, tokenizer: Any) -> Any:
+def _engine(cfg: GRPOConfig, path: Path, model: Any, tokenizer: Any, torchrun: bool = False) -> Any:
     r = cfg.rollout
     if r.engine == "vllm":
         return engine_class("vllm")(str(path), dtype=r.vllm_dtype, max_model_len=r.max_model_len, seed=cfg.seed,
                                     kv_cache_gb=r.kv_cache_gb, gpu_memory_utilization=r.gpu_memory_utilization,
                                     sync_bucket_mb=r.sync_bucket_mb, sleep=r.vllm_sleep,
-                                    enforce_eager=not r.vllm_compile)
+                                    enforce_eager=not r.vllm_compile, torchrun=torchrun)
     return engine_class("hf")(model, tokenizer, max_batch_sequences=r.hf_max_batch_sequences,
                               cache=r.hf_cache, gqa_decode=r.hf_gqa_decode, sampler=r.hf_sampler,
                               deferred_stop=r.hf_deferred_stop, merged=r.hf_merged_projections,

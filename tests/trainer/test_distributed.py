@@ -136,7 +136,6 @@ def test_sharded_gradients_equal_one_process(tiny_dir, tmp_path):
 
 
 @pytest.mark.parametrize("override, key", [
-    ("rollout.engine=vllm", "rollout.engine"),
     ("rollout.sampler=prm_steps", "rollout.sampler"),
     ("algo.dynamic_sampling=true", "algo.dynamic_sampling"),
     ("algo.advantage=grpo_batch_std", "algo.advantage"),

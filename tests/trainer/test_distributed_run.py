@@ -1,7 +1,8 @@
 """`torchrun --nproc_per_node 2 -m trainer.cli grpo` on the CPU (gloo): a 2-step tiny GRPO run with
 rewards from a real verifier server, the one rank 0 starts (reward.address empty) and whose address
 it sends to rank 1, and a KL reference model. Only rank 0 writes metrics and checkpoints; metrics count the global batch; the
-checkpoint (gathered from the shards) loads as a plain transformers model with moved weights."""
+checkpoint (gathered from the shards) loads as a plain transformers model with moved weights. The same
+with a vLLM engine on every rank."""
 
 from __future__ import annotations
 
@@ -79,6 +80,27 @@ def test_torchrun_two_gloo_ranks_two_steps_and_resume(tmp_path):
         assert again[0][key] == metrics[1][key], key
     end = load_file(resumed / "checkpoint-2-final" / "model" / "model.safetensors")
     assert all(torch.equal(end[k], v) for k, v in load_file(final / "model" / "model.safetensors").items())
+
+
+@pytest.mark.slow
+def test_torchrun_vllm_engine_on_every_rank(tmp_path):
+    """rollout.engine=vllm under torchrun: each rank's own vLLM engine (external launcher) samples its
+    prompts, and after each optimizer step gets the new weights, gathered from the shards: the
+    importance weights of step 2 stay at 1 (without the sync they were 0.95 here)."""
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(Problem(id=f"q{i}", prompt=f"Question {i}: which number?\n",
+                                               gold="7").to_dict()) + "\n" for i in range(16)))
+    out = tmp_path / "run"
+    torchrun(data, out, "rollout.engine=vllm", "rollout.vllm_dtype=float32")
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    for m in metrics:
+        assert m["world_size"] == 2 and m["completions"] == PROMPTS * GROUP
+        assert sum(m["statuses"]["math"].values()) == PROMPTS * GROUP and m["unjudged"] == 0
+        assert m["seconds"]["weight_sync"] > 0
+    assert metrics[0]["kept"] > 0  # step 1 moved the weights (seeded), so step 2 tells whether they were synced
+    assert metrics[1]["kept"] > 0 and abs(metrics[1]["is_weight"] - 1) < 0.01
+    assert (out / "checkpoint-2-final" / "model" / "model.safetensors").exists()
 
 
 @pytest.mark.slow

