@@ -104,6 +104,7 @@ class RolloutConfig:
     score_chunks: int = 1          # generate in this many chunks, scoring chunk i while chunk i+1 generates
     sync_bucket_mb: float = 256.0  # vLLM weight sync: at most this many MiB converted at a time
     vllm_sleep: bool = False       # release vLLM's memory during the update (GPU builds; a no-op on CPU)
+    vllm_tensor_parallel: int = 1  # under torchrun: ranks per vLLM engine (tensor parallel); 1: one per rank
     sampler: str = "groups"        # groups | prm_steps (the `step_sampler` section; needs a PRM server)
 
     def __post_init__(self) -> None:
@@ -116,6 +117,8 @@ class RolloutConfig:
             raise ValueError("rollout.group_size must be >= 2 and rollout.prompts_per_step >= 1")
         if self.score_chunks < 1 or self.sync_bucket_mb <= 0:
             raise ValueError("rollout.score_chunks must be >= 1 and rollout.sync_bucket_mb > 0")
+        if self.vllm_tensor_parallel < 1:
+            raise ValueError(f"rollout.vllm_tensor_parallel must be >= 1, got {self.vllm_tensor_parallel}")
 
 
 @dataclass(frozen=True)

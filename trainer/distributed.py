@@ -29,10 +29,12 @@ Departs from the one-process recipe: with mini_batches > 1, each rank splits its
 optimizer step is still the exact gradient of its global mini-batch. `on_step` runs on every rank, with
 the parameters gathered; the run stops when any rank's `on_step` says so.
 
-The vLLM engine: one engine per rank inside the job's process group (vLLM's external launcher), tensor
-parallel 1: each rank samples its own prompts with its own seed, and after each optimizer step loads the
-weights into its engine, gathered from the shards one sync bucket at a time. vLLM tensor parallel (one
-engine sharded over several ranks, for models one GPU cannot hold) is not wired.
+The vLLM engine runs inside the job's process group (vLLM's external launcher): one engine per rank
+(`rollout.vllm_tensor_parallel=1`, each rank sampling its own prompts with its own seed), or one engine
+sharded over each T consecutive ranks (=T, for a model one GPU cannot hold: the group's ranks generate
+all of the group's prompts alike and each keeps its own, rollout/tensor_parallel.py). After each
+optimizer step every rank loads the weights into its engine (shard), gathered from the FSDP2 shards one
+sync bucket at a time.
 
 Not handled (an error at start naming the key): the PRM step sampler, dynamic sampling (ranks would
 draw overlapping extra prompts), the batch-std advantage (a per-rank std), prompts_per_step not
@@ -64,6 +66,7 @@ from trainer.grpo import _engine, _initial_model_dir, _load_model, advantage_bat
 from trainer.logging_sinks import MetricSinks
 from trainer.losses import BatchScale, GRPOLoss, LossSettings
 from trainer.optim import build_optimizer, build_scheduler
+from trainer.rollout.tensor_parallel import TensorParallelShare, tensor_parallel_group
 from trainer.rewards import RewardSettings, Scored, merge_scored
 
 __all__ = ["World", "world_size", "init", "check_supported", "shard_model", "gathered", "global_scale",
@@ -105,6 +108,9 @@ def check_supported(cfg: GRPOConfig, size: int) -> None:
     r, a = cfg.rollout, cfg.algo
     if r.sampler != "groups":
         raise ValueError(f"rollout.sampler: {r.sampler!r} is not supported with {size} processes; use groups")
+    if r.engine == "vllm" and size % r.vllm_tensor_parallel:
+        raise ValueError(f"rollout.vllm_tensor_parallel: {r.vllm_tensor_parallel} does not divide the {size} "
+                         "processes (each engine takes that many consecutive ranks)")
     if a.dynamic_sampling:
         raise ValueError(f"algo.dynamic_sampling: not supported with {size} processes")
     if a.compile_layers:
@@ -355,8 +361,13 @@ def _run(cfg: GRPOConfig, world: World,
     # this rank's sampling: its prompt share, and its own sampling seed (ranks must not draw alike)
     rank_cfg = dataclasses.replace(cfg, seed=cfg.seed + 1_000_003 * world.rank,
                                    rollout=dataclasses.replace(r, prompts_per_step=count))
-    # hf: generates with the (gathered) policy itself; vllm: this rank's own engine, seeded by rank
-    engine = _engine(rank_cfg, model_dir, policy, tokenizer, torchrun=True)
+    # hf: generates with the (gathered) policy itself. vllm: an engine per `vllm_tensor_parallel` ranks,
+    # seeded per engine (its ranks must draw alike), each rank given its own prompts' groups
+    tp = r.vllm_tensor_parallel if r.engine == "vllm" else 1
+    engine = _engine(dataclasses.replace(rank_cfg, seed=cfg.seed + 1_000_003 * (world.rank // tp)), model_dir,
+                     policy, tokenizer, torchrun=True)
+    if tp > 1:
+        engine = TensorParallelShare(engine, tensor_parallel_group(world.rank, world.size, tp))
 
     history: list[float] = []
     metrics: dict[str, Any] = {}

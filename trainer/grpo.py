@@ -236,7 +236,8 @@ def _engine(cfg: GRPOConfig, path: Path, model: Any, tokenizer: Any, torchrun: b
         return engine_class("vllm")(str(path), dtype=r.vllm_dtype, max_model_len=r.max_model_len, seed=cfg.seed,
                                     kv_cache_gb=r.kv_cache_gb, gpu_memory_utilization=r.gpu_memory_utilization,
                                     sync_bucket_mb=r.sync_bucket_mb, sleep=r.vllm_sleep,
-                                    enforce_eager=not r.vllm_compile, torchrun=torchrun)
+                                    enforce_eager=not r.vllm_compile, torchrun=torchrun,
+                                    tensor_parallel=r.vllm_tensor_parallel if torchrun else 1)
     return engine_class("hf")(model, tokenizer, max_batch_sequences=r.hf_max_batch_sequences,
                               cache=r.hf_cache, gqa_decode=r.hf_gqa_decode, sampler=r.hf_sampler,
                               deferred_stop=r.hf_deferred_stop, merged=r.hf_merged_projections,
@@ -290,6 +291,9 @@ def train(cfg: GRPOConfig, *,
     from trainer import distributed  # under torchrun (WORLD_SIZE > 1): the FSDP2 recipe, trainer/distributed.py
     if distributed.world_size() > 1:
         return distributed.train(cfg, on_step=on_step)
+    if cfg.rollout.engine == "vllm" and cfg.rollout.vllm_tensor_parallel > 1:
+        raise ValueError(f"rollout.vllm_tensor_parallel: {cfg.rollout.vllm_tensor_parallel} needs torchrun with "
+                         "that many ranks per engine (one process runs one unsharded engine)")
     out = start_run(cfg)
 
     from transformers import AutoTokenizer

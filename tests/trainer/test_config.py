@@ -47,10 +47,20 @@ def test_overrides_dotted_and_typed():
     ("rollout.hf_cache=huge", "rollout.hf_cache"),
     ("rollout.hf_sampler=mine", "rollout.hf_sampler"),
     ("rollout.hf_decode_kernel=flash", "rollout.hf_decode_kernel"),
+    ("rollout.vllm_tensor_parallel=0", "rollout.vllm_tensor_parallel"),
 ])
 def test_bad_values_are_errors(override, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         load_config(CONFIGS[0], [override])
+
+
+def test_tensor_parallel_vllm_needs_torchrun(tmp_path, monkeypatch):
+    from trainer.grpo import train
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cfg = load_config(CONFIGS[0], ["rollout.engine=vllm", "rollout.vllm_tensor_parallel=2", f"out_dir={tmp_path}"])
+    with pytest.raises(ValueError, match=r"rollout\.vllm_tensor_parallel: 2 needs torchrun"):
+        train(cfg)
+    assert not any(tmp_path.iterdir())  # refused before the run started
 
 
 def test_frozen():

@@ -140,13 +140,14 @@ def test_sharded_gradients_equal_one_process(tiny_dir, tmp_path):
     ("algo.dynamic_sampling=true", "algo.dynamic_sampling"),
     ("algo.advantage=grpo_batch_std", "algo.advantage"),
     ("rollout.prompts_per_step=5", "rollout.prompts_per_step"),
+    ("rollout.engine=vllm rollout.vllm_tensor_parallel=3", "rollout.vllm_tensor_parallel"),
 ])
 def test_unsupported_settings_name_the_key(override, key):
     from trainer.distributed import check_supported
     base = ["rollout.engine=hf", "rollout.prompts_per_step=4"]
     check_supported(load_config(ROOT / "configs/demo.yaml", base), 2)
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        check_supported(load_config(ROOT / "configs/demo.yaml", base + [override]), 2)
+        check_supported(load_config(ROOT / "configs/demo.yaml", base + override.split()), 2)
 
 
 def test_world_size_reads_torchrun_env(monkeypatch):

