@@ -58,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
     result = _resolve(run)(cfg)
-    print(json.dumps({k: result[k] for k in keys if k in result}))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank has the same (global) result
+        print(json.dumps({k: result[k] for k in keys if k in result}), flush=True)
     return 0
 
 

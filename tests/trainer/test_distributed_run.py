@@ -46,8 +46,10 @@ def test_torchrun_two_gloo_ranks_two_steps_and_resume(tmp_path):
                                                gold="7").to_dict()) + "\n" for i in range(16)))
     out = tmp_path / "run"
     proc = torchrun(data, out)
-    printed = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
-    assert printed["step"] == 2  # each rank prints its result; every rank has the same global metrics
+    results = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == 1  # rank 0 alone prints the (global) result
+    printed = json.loads(results[0])
+    assert printed["step"] == 2
 
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]  # rank 0 alone wrote
