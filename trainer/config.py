@@ -33,7 +33,7 @@ from trainer.rollout import DECODE_KERNELS, ENGINES, HF_CACHES, HF_SAMPLERS
 from trainer.step_sampler import StepSamplerConfig
 
 __all__ = ["ModelConfig", "DataConfig", "RolloutConfig", "RewardConfig", "AlgoConfig", "OptimConfig",
-           "GRPOConfig", "LogConfig", "StepSamplerConfig", "SCHEDULES", "SAMPLERS", "load_config", "from_dict", "apply_overrides", "to_dict"]
+           "GRPOConfig", "EngineOptions", "LogConfig", "StepSamplerConfig", "SCHEDULES", "SAMPLERS", "load_config", "from_dict", "apply_overrides", "to_dict"]
 
 SCHEDULES = ("constant", "linear", "cosine")  # after `warmup_steps` of linear warm-up
 SAMPLERS = ("groups", "prm_steps")  # plain groups from the engine | PRM-guided step-level rejection sampling
@@ -78,20 +78,18 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class RolloutConfig:
-    engine: str = "vllm"
-    prompts_per_step: int = 8
-    group_size: int = 8
-    max_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0             # != 1 biases the importance ratio (the trainer does not truncate)
-    top_k: int = -1
+class EngineOptions:
+    """The rollout engines' settings: the same keys, defaults and checks in GRPO's and PPO's `rollout`
+    (`trainer.rollout.build_engine` reads them)."""
+    engine: str = "vllm"           # vllm | hf (trainer.rollout.ENGINES)
     vllm_dtype: str = "bfloat16"
     vllm_compile: bool = False     # vLLM's compiled model (not enforce_eager): on the 2-core CPU 1.17-1.28x
                                    # faster sampling of a 25M model for ~26 s more start-up (docs/benchmarks.md)
     max_model_len: int = 512
     kv_cache_gb: float = 1.0       # vLLM CPU KV cache
     gpu_memory_utilization: float = 0.3
+    sync_bucket_mb: float = 256.0  # vLLM weight sync: at most this many MiB converted at a time
+    vllm_sleep: bool = False       # release vLLM's memory during the update (GPU builds; a no-op on CPU)
     hf_max_batch_sequences: int = 256
     hf_cache: str = "dynamic"        # hf engine: dynamic | static | static_compiled | paged (docs/trainer.md)
     hf_gqa_decode: bool = True       # hf engine: grouped-query decode attention without KV copies (gqa_attention.py)
@@ -101,22 +99,35 @@ class RolloutConfig:
     hf_merged_projections: bool = True  # hf engine: one GEMM for q/k/v and one for gate/up while sampling,
                                         # from a copy of those weights (merged_projections.py)
     hf_decode_kernel: str = "split_kv"  # hf engine, with hf_gqa_decode: split_kv (our Triton kernel, CUDA) | sdpa
-    score_chunks: int = 1          # generate in this many chunks, scoring chunk i while chunk i+1 generates
-    sync_bucket_mb: float = 256.0  # vLLM weight sync: at most this many MiB converted at a time
-    vllm_sleep: bool = False       # release vLLM's memory during the update (GPU builds; a no-op on CPU)
-    vllm_tensor_parallel: int = 1  # under torchrun: ranks per vLLM engine (tensor parallel); 1: one per rank
-    sampler: str = "groups"        # groups | prm_steps (the `step_sampler` section; needs a PRM server)
 
-    def __post_init__(self) -> None:
+    def check_engine_options(self) -> None:
         _one_of(self.engine, ENGINES, "rollout.engine")
         _one_of(self.hf_cache, HF_CACHES, "rollout.hf_cache")
         _one_of(self.hf_sampler, HF_SAMPLERS, "rollout.hf_sampler")
         _one_of(self.hf_decode_kernel, DECODE_KERNELS, "rollout.hf_decode_kernel")
+        if self.sync_bucket_mb <= 0:
+            raise ValueError(f"rollout.sync_bucket_mb must be > 0, got {self.sync_bucket_mb}")
+
+
+@dataclass(frozen=True)
+class RolloutConfig(EngineOptions):
+    prompts_per_step: int = 8
+    group_size: int = 8
+    max_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0             # != 1 biases the importance ratio (the trainer does not truncate)
+    top_k: int = -1
+    score_chunks: int = 1          # generate in this many chunks, scoring chunk i while chunk i+1 generates
+    vllm_tensor_parallel: int = 1  # under torchrun: ranks per vLLM engine (tensor parallel); 1: one per rank
+    sampler: str = "groups"        # groups | prm_steps (the `step_sampler` section; needs a PRM server)
+
+    def __post_init__(self) -> None:
+        self.check_engine_options()
         _one_of(self.sampler, SAMPLERS, "rollout.sampler")
         if self.group_size < 2 or self.prompts_per_step < 1:
             raise ValueError("rollout.group_size must be >= 2 and rollout.prompts_per_step >= 1")
-        if self.score_chunks < 1 or self.sync_bucket_mb <= 0:
-            raise ValueError("rollout.score_chunks must be >= 1 and rollout.sync_bucket_mb > 0")
+        if self.score_chunks < 1:
+            raise ValueError(f"rollout.score_chunks must be >= 1, got {self.score_chunks}")
         if self.vllm_tensor_parallel < 1:
             raise ValueError(f"rollout.vllm_tensor_parallel must be >= 1, got {self.vllm_tensor_parallel}")
 

@@ -56,7 +56,7 @@ from trainer.optim import build_optimizer, build_scheduler
 from trainer.packed_rows import packing
 from trainer.logging_sinks import MetricSinks
 from trainer.rewards import RewardSettings, Scored, merge_scored, score_completions, step_token_ends
-from trainer.rollout import Group, SamplingConfig, engine_class
+from trainer.rollout import Group, SamplingConfig, build_engine
 from trainer.rollout.pipeline import generate_and_score
 from trainer.step_sampler import StepSampler
 
@@ -231,17 +231,8 @@ def _load_model(path: Path, cfg: GRPOConfig, trainable: bool) -> Any:
 
 
 def _engine(cfg: GRPOConfig, path: Path, model: Any, tokenizer: Any, torchrun: bool = False) -> Any:
-    r = cfg.rollout
-    if r.engine == "vllm":
-        return engine_class("vllm")(str(path), dtype=r.vllm_dtype, max_model_len=r.max_model_len, seed=cfg.seed,
-                                    kv_cache_gb=r.kv_cache_gb, gpu_memory_utilization=r.gpu_memory_utilization,
-                                    sync_bucket_mb=r.sync_bucket_mb, sleep=r.vllm_sleep,
-                                    enforce_eager=not r.vllm_compile, torchrun=torchrun,
-                                    tensor_parallel=r.vllm_tensor_parallel if torchrun else 1)
-    return engine_class("hf")(model, tokenizer, max_batch_sequences=r.hf_max_batch_sequences,
-                              cache=r.hf_cache, gqa_decode=r.hf_gqa_decode, sampler=r.hf_sampler,
-                              deferred_stop=r.hf_deferred_stop, merged=r.hf_merged_projections,
-                              decode_kernel=r.hf_decode_kernel)
+    tensor_parallel = cfg.rollout.vllm_tensor_parallel if torchrun else 1
+    return build_engine(cfg.rollout, path, model, tokenizer, cfg.seed, torchrun=torchrun, tensor_parallel=tensor_parallel)
 
 
 @contextlib.contextmanager

@@ -52,7 +52,7 @@ from trainer.optim import build_optimizer, build_scheduler
 from trainer.ppo_config import PPOConfig
 from trainer.reward_model import load_scalar_model
 from trainer.rewards import RewardSettings, score_completions
-from trainer.rollout import SamplingConfig, engine_class
+from trainer.rollout import SamplingConfig, build_engine
 
 __all__ = ["gae", "whiten", "clipped_value_loss", "FixedKLController", "AdaptiveKLController", "KL_CONTROLLERS",
            "token_rewards", "critic_values", "reward_model_rewards", "train"]
@@ -213,13 +213,8 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
     c_opt = cfg.critic_optim
     critic_optimizer = build_optimizer(critic, c_opt.lr, c_opt.weight_decay, c_opt.betas)
     critic_scheduler = build_scheduler(critic_optimizer, c_opt.schedule, cfg.steps, c_opt.warmup_steps)
-    if r.engine == "vllm":
-        engine = engine_class("vllm")(str(initial_dir), dtype=r.vllm_dtype, max_model_len=r.max_model_len,
-                                      seed=cfg.seed, kv_cache_gb=r.kv_cache_gb,
-                                      gpu_memory_utilization=r.gpu_memory_utilization)
-    else:  # shares the policy object: syncing is free
-        engine = engine_class("hf")(policy, tokenizer, max_batch_sequences=r.hf_max_batch_sequences,
-                                    cache=r.hf_cache)
+    # vllm: from the initial weights, synced after each update; hf: shares the policy object (no sync)
+    engine = build_engine(r, initial_dir, policy, tokenizer, cfg.seed)
     loss_fn = GRPOLoss(LossSettings(eps_low=a.clip_eps, eps_high=a.clip_eps, beta=0.0, aggregation="token",
                                     is_level=a.is_level, is_cap=a.is_cap))
     kl_ctl = KL_CONTROLLERS[a.kl_controller](a.kl_coef, a.kl_target, a.kl_horizon)
@@ -245,6 +240,7 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
             groups = engine.generate(prompts, S, sampling)
             completions = [c for g in groups for c in g.completions]
             times["generate"] = time.monotonic() - t0
+            engine.sleep()  # GPU vLLM with rollout.vllm_sleep: its memory freed until the sync
 
             # 2. one score per completion: the verifier's checks or the reward model
             t = time.monotonic()

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from trainer.config import DataConfig, ModelConfig, OptimConfig, _one_of, from_dict, to_dict
+from trainer.config import DataConfig, EngineOptions, ModelConfig, OptimConfig, _one_of, from_dict, to_dict
 from trainer.losses import IS_CORRECTIONS
 from trainer.rewards import UNJUDGED_POLICIES
 from trainer.rm_config import load_yaml
-from trainer.rollout import ENGINES, HF_CACHES
 
 __all__ = ["PPORolloutConfig", "PPORewardConfig", "PPOAlgoConfig", "PPOConfig", "REWARD_SOURCES",
            "KL_CONTROLLER_NAMES", "load_ppo_config", "to_dict"]
@@ -32,22 +31,16 @@ KL_CONTROLLER_NAMES = ("fixed", "adaptive")  # trainer.ppo.KL_CONTROLLERS
 
 
 @dataclass(frozen=True)
-class PPORolloutConfig:
+class PPORolloutConfig(EngineOptions):
+    """GRPO's engine settings (trainer.config.EngineOptions: vllm_*, hf_*), then PPO's own."""
     engine: str = "hf"             # hf | vllm (trainer.rollout)
     prompts_per_step: int = 16
     samples_per_prompt: int = 1    # PPO needs no group; more than one samples a prompt several times
     max_tokens: int = 64
     temperature: float = 1.0       # the policy's log-probs are taken at this temperature, as sampled
-    vllm_dtype: str = "bfloat16"
-    max_model_len: int = 512
-    kv_cache_gb: float = 1.0
-    gpu_memory_utilization: float = 0.3
-    hf_max_batch_sequences: int = 256
-    hf_cache: str = "dynamic"        # hf engine: dynamic | static | static_compiled | paged (docs/trainer.md)
 
     def __post_init__(self) -> None:
-        _one_of(self.engine, ENGINES, "rollout.engine")
-        _one_of(self.hf_cache, HF_CACHES, "rollout.hf_cache")
+        self.check_engine_options()
         if min(self.prompts_per_step, self.samples_per_prompt, self.max_tokens) < 1 or self.temperature <= 0:
             raise ValueError("rollout: prompts_per_step, samples_per_prompt, max_tokens >= 1; temperature > 0")
 

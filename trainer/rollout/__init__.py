@@ -19,7 +19,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
-__all__ = ["SamplingConfig", "Completion", "Group", "RolloutEngine", "ENGINES", "HF_CACHES", "engine_class"]
+__all__ = ["SamplingConfig", "Completion", "Group", "RolloutEngine", "ENGINES", "HF_CACHES", "engine_class", "build_engine"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +75,21 @@ def engine_class(name: str) -> type:
         raise ValueError(f"unknown rollout engine {name!r}; known: {sorted(ENGINES)}")
     module, cls = ENGINES[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def build_engine(options: Any, model_dir: Any, model: Any, tokenizer: Any, seed: int, *, torchrun: bool = False,
+                 tensor_parallel: int = 1) -> Any:
+    """The engine a recipe's `rollout` section asks for (`options`: trainer.config.EngineOptions): vLLM
+    over the weights in `model_dir`, synced from the trainer after each update, or the transformers
+    engine sampling with the trainer's `model` itself. `torchrun`: vLLM inside the job's process group,
+    `tensor_parallel` ranks per engine (rollout/vllm_engine.py)."""
+    o = options
+    if o.engine == "vllm":
+        return engine_class("vllm")(str(model_dir), dtype=o.vllm_dtype, max_model_len=o.max_model_len, seed=seed,
+                                    kv_cache_gb=o.kv_cache_gb, gpu_memory_utilization=o.gpu_memory_utilization,
+                                    sync_bucket_mb=o.sync_bucket_mb, sleep=o.vllm_sleep,
+                                    enforce_eager=not o.vllm_compile, torchrun=torchrun,
+                                    tensor_parallel=tensor_parallel)
+    return engine_class("hf")(model, tokenizer, max_batch_sequences=o.hf_max_batch_sequences, cache=o.hf_cache,
+                              gqa_decode=o.hf_gqa_decode, sampler=o.hf_sampler, deferred_stop=o.hf_deferred_stop,
+                              merged=o.hf_merged_projections, decode_kernel=o.hf_decode_kernel)
