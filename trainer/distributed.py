@@ -36,8 +36,12 @@ all of the group's prompts alike and each keeps its own, rollout/tensor_parallel
 optimizer step every rank loads the weights into its engine (shard), gathered from the FSDP2 shards one
 sync bucket at a time.
 
-Not handled (an error at start naming the key): the PRM step sampler, dynamic sampling (ranks would
-draw overlapping extra prompts), the batch-std advantage (a per-rank std), prompts_per_step not
+The PRM step sampler (`rollout.sampler=prm_steps`) grows each rank's own groups, its draws seeded per
+rank and step; not with vLLM tensor parallel (the ranks of an engine would make different numbers of
+calls). Its accept-rate counts are summed over the ranks.
+
+Not handled (an error at start naming the key): dynamic sampling (ranks would draw overlapping extra
+prompts), the batch-std advantage (a per-rank std), prompts_per_step not
 divisible by the world size. The KL reference model (beta > 0) is replicated on each rank, not sharded.
 """
 
@@ -50,6 +54,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn
@@ -61,12 +66,14 @@ from trainer.advantages import NEEDS_STEPS
 from trainer.checkpoint import RecipeState
 from trainer.config import GRPOConfig, to_dict
 from trainer.batches import add_stats, micro_batch_loss, micro_batches, no_grad_logprobs
-from trainer.grpo import _engine, _initial_model_dir, _load_model, advantage_batch, load_problems, sample_batch
+from trainer.grpo import (_engine, _initial_model_dir, _load_model, _sampler_metrics, advantage_batch, load_problems,
+                          sample_batch)
 from trainer.logging_sinks import MetricSinks
 from trainer.losses import BatchScale, GRPOLoss, LossSettings
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.rollout.tensor_parallel import TensorParallelShare, tensor_parallel_group
 from trainer.rewards import RewardSettings, Scored, merge_scored
+from trainer.step_sampler import StepSampler
 
 __all__ = ["World", "world_size", "init", "check_supported", "shard_model", "gathered", "global_scale",
            "accumulate_sharded", "rank_slice", "gather_objects", "grad_norm", "save_sharded_checkpoint",
@@ -105,8 +112,9 @@ def init(device: str) -> World:
 def check_supported(cfg: GRPOConfig, size: int) -> None:
     """The settings this path does not handle, as errors naming the key."""
     r, a = cfg.rollout, cfg.algo
-    if r.sampler != "groups":
-        raise ValueError(f"rollout.sampler: {r.sampler!r} is not supported with {size} processes; use groups")
+    if r.sampler != "groups" and r.engine == "vllm" and r.vllm_tensor_parallel > 1:
+        raise ValueError(f"rollout.sampler: {r.sampler!r} is not supported with rollout.vllm_tensor_parallel > 1 "
+                         "(its ranks would make different numbers of engine calls)")
     if r.engine == "vllm" and size % r.vllm_tensor_parallel:
         raise ValueError(f"rollout.vllm_tensor_parallel: {r.vllm_tensor_parallel} does not divide the {size} "
                          "processes (each engine takes that many consecutive ranks)")
@@ -375,12 +383,16 @@ def _run(cfg: GRPOConfig, world: World,
         sinks = (stack.enter_context(MetricSinks(out, cfg.log, total_steps=cfg.steps, first_step=state.step,
                                                  config=to_dict(cfg))) if world.main else None)
         samples_log = stack.enter_context(open(out / "samples.jsonl", "a")) if world.main else None
+        sampler = (StepSampler(engine, client, cfg.step_sampler, tokenizer.eos_token_id, cfg.reward.timeout_s)
+                   if r.sampler == "prm_steps" else None)
         for step in range(state.step, cfg.steps):
             t_step = time.monotonic()
 
             # 1-2. this rank's groups, scored
+            if sampler is not None:  # its engine calls draw from torch's stream: this rank's own, per step
+                torch.manual_seed(rank_cfg.seed * 1_000_033 + step)
             with gathered(policy):
-                sampled = sample_batch(rank_cfg, engine, None, client, problems, tokenizer, rewards_cfg, step,
+                sampled = sample_batch(rank_cfg, engine, sampler, client, problems, tokenizer, rewards_cfg, step,
                                        state.data_position + offset)
             groups, scored, times = sampled.groups, sampled.scored, dict(sampled.seconds)
             completions = [c for g in groups for c in g.completions]
@@ -430,7 +442,8 @@ def _run(cfg: GRPOConfig, world: World,
             lengths = rollouts.mask.sum(-1)
             local = _local_counts(scored, valid, lengths, rollouts.truncated, adv.zero_std, K,
                                   float(on_device.mask.sum()), float(entropy.sum()) if K else 0.0)
-            parts = gather_objects({"counts": local, "sums": sums, "losses": losses, "scored": scored}, world)
+            parts = gather_objects({"counts": local, "sums": sums, "losses": losses, "scored": scored,
+                                    "sampler": sampled.sampler_stats}, world)
             c = _sum_dicts([p["counts"] for p in parts])
             stat_sums = _sum_dicts([p["sums"] for p in parts])
             step_losses = [sum(x) for x in zip(*(p["losses"] for p in parts))]  # each optimizer step's global loss
@@ -455,6 +468,7 @@ def _run(cfg: GRPOConfig, world: World,
                 "seconds": {k: round(v, 4) for k, v in times.items()},
                 "generate_tokens_per_s": float(lengths.sum()) / max(times["generate"], 1e-9) * world.size,
                 "verifier_seconds": scored.seconds,
+                **_sampler_metrics(sum((p["sampler"] for p in parts), Counter())),
             }
             if world.main:
                 sinks.write(step + 1, metrics)

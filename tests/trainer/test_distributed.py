@@ -136,7 +136,7 @@ def test_sharded_gradients_equal_one_process(tiny_dir, tmp_path):
 
 
 @pytest.mark.parametrize("override, key", [
-    ("rollout.sampler=prm_steps", "rollout.sampler"),
+    ("rollout.engine=vllm rollout.vllm_tensor_parallel=2 rollout.sampler=prm_steps", "rollout.sampler"),
     ("algo.dynamic_sampling=true", "algo.dynamic_sampling"),
     ("algo.advantage=grpo_batch_std", "algo.advantage"),
     ("rollout.prompts_per_step=5", "rollout.prompts_per_step"),

@@ -155,3 +155,25 @@ def test_grpo_with_the_step_sampler(tmp_path, prm_server):
     assert m["completions"] == 4 and m["statuses"]["math"]
     rates = m["step_accept_first"] + m["step_accept_resampled"] + m["step_forced"]
     assert rates == pytest.approx(1.0) and m["step_candidates_scored"] > 0
+
+
+@pytest.mark.slow
+def test_grpo_with_the_step_sampler_under_torchrun(tmp_path, prm_server):
+    """Two gloo ranks, each growing its own groups step by step through the PRM server: every
+    completion judged, the accept counts of both ranks summed into the rates."""
+    import os
+    import subprocess
+    import sys
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m", "trainer.cli", "grpo", "--config", str(ROOT / "configs/demo.yaml"),
+            "steps=1", "rollout.engine=hf", "rollout.sampler=prm_steps", f"out_dir={tmp_path}",
+            f"reward.address={prm_server}", "rollout.prompts_per_step=2", "rollout.group_size=2",
+            "step_sampler.candidates=2", "step_sampler.max_steps=2", "step_sampler.max_step_tokens=4",
+            "step_sampler.max_resamples=1", "log.progress=false"]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    [m] = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert m["world_size"] == 2 and m["completions"] == 4 and sum(m["statuses"]["math"].values()) == 4
+    rates = m["step_accept_first"] + m["step_accept_resampled"] + m["step_forced"]
+    assert rates == pytest.approx(1.0) and m["step_candidates_scored"] >= 2 * 2  # >= one round a rank

@@ -172,7 +172,12 @@ class HFEngine:
                       # top_k 0 (off) when `generate` samples; else its default, which it ignores (0 would warn)
                       temperature=1.0, top_k=0 if not greedy and not fused else 50, top_p=1.0, min_p=None,
                       typical_p=1.0, repetition_penalty=1.0,
-                      logits_processor=processors)
+                      logits_processor=processors,
+                      # no rank waits for another: transformers turns this on for an FSDP model under
+                      # torch.distributed (an all-reduce every step, and every rank decoding until all are
+                      # done), but the engine samples with whole, gathered parameters (distributed.gathered),
+                      # and ranks make different numbers of calls (the step sampler)
+                      synced_gpus=False)
         if self.cache in ("static", "static_compiled"):
             kwargs.update(cache_implementation="static", disable_compile=self.cache != "static_compiled")
         if sampling.stop:
