@@ -68,14 +68,24 @@ def pair():
 
 
 def test_busy_loop_is_demoted_and_restored_at_its_end(pair):
-    assert _shares(pair, 0) == _shares(pair, 1) == 1024
-    seen, verdict = _watch_shares(pair, lambda: run_py(pair, LOOP, cpu_time_s=0.6, wall_time_s=2.2), 0.02)
-    assert any(2 in s for s in seen), seen
-    if verdict.status is CodeStatus.SANDBOX_ERROR and verdict.reason.startswith(STARVED):
-        pytest.skip(f"other jobs keep this machine's cores busy ({verdict.reason}): the idle case cannot be checked")
+    """On an idle machine a demoted loop still gets the spare cycles and reaches its CPU limit. Other
+    jobs on the machine can starve it (a correct "not judged" verdict, but not the case under test):
+    tried up to three times; under CI, which runs nothing else, starving every time is a failure."""
+    for attempt in range(3):
+        assert _shares(pair, 0) == _shares(pair, 1) == 1024
+        seen, verdict = _watch_shares(pair, lambda: run_py(pair, LOOP, cpu_time_s=0.6, wall_time_s=2.2), 0.02)
+        assert any(2 in s for s in seen), seen
+        # restored when the run ends (what is killed exits at full weight), starved or not
+        assert _shares(pair, 0) == _shares(pair, 1) == 1024
+        if not (verdict.status is CodeStatus.SANDBOX_ERROR and verdict.reason.startswith(STARVED)):
+            break
+    else:
+        message = f"other jobs keep this machine's cores busy ({verdict.reason}): the idle case cannot be checked"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     assert verdict.status is CodeStatus.TIMEOUT and verdict.reason.startswith("CPU time over the limit"), verdict
     assert 0.6 <= verdict.cpu_time_s < 0.8, verdict
-    assert _shares(pair, 0) == _shares(pair, 1) == 1024  # restored when the run ends (what is killed exits at full weight)
     for _ in range(2):  # a short run in each slot: at full weight, and not demoted
         assert run_py(pair, "print(input())", "1\n", "1\n").status is CodeStatus.PASSED
     assert _shares(pair, 0) == _shares(pair, 1) == 1024
