@@ -111,7 +111,7 @@ PAGED_OPTIONS = {"graphs": {"use_cuda_graph": True}, "nographs": {"use_cuda_grap
                  "compile3": {"default_compile_level": 3}}
 
 
-ENGINE_EXTRAS = {"gqa", "lib", "nodefer", "merge", "splitkv"}  # engine variants "<cache>+gqa+lib+nodefer": HFEngine options
+ENGINE_EXTRAS = {"gqa", "lib", "nodefer", "merge", "splitkv"}  # "<cache>+extra+...": HFEngine options
 
 
 def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[int, ...], new_tokens: int,

@@ -12,14 +12,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.trainer.test_decode_kernel import _run_interpreted
+from tests.trainer.triton_interpreter import run_interpreted
 
 pytest.importorskip("triton")
 
 
 @pytest.mark.slow
 def test_draw_kernel_under_the_interpreter():
-    out = _run_interpreted("""
+    out = run_interpreted("""
         import torch
         from trainer.rollout.draw_kernel import CHUNK, draw
         g = torch.Generator().manual_seed(1)

@@ -12,7 +12,7 @@ minimum), not 64.
 `gqa_decode(q, k, v, mask, scale)`: q [B, KV, G, D] (a KV head's G query heads folded), k/v [B, KV, L,
 D], mask None or bool [B, 1, 1, L] (True: attend; transformers' sdpa mask); returns [B, KV, G, D] in q's
 dtype. A torch custom op (`verirl::gqa_decode`), so transformers' compiled decode step and its CUDA
-graphs call it as one opaque op. `available(q)` says whether it can run (CUDA and Triton, or Triton's
+graphs call it as one opaque op. `available(device)` says whether it can run (CUDA and Triton, or Triton's
 interpreter for the CPU tests).
 """
 
@@ -106,9 +106,9 @@ def _kernels():
     return partial_kernel, combine_kernel
 
 
-def available(q: torch.Tensor) -> bool:
-    """Whether the kernel can run on q's device: CUDA with Triton, or the CPU under TRITON_INTERPRET=1."""
-    if not (q.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+def available(device: torch.device | str) -> bool:
+    """Whether the kernel can run on `device`: CUDA with Triton, or the CPU under TRITON_INTERPRET=1."""
+    if not (torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"):
         return False
     return importlib.util.find_spec("triton") is not None
 

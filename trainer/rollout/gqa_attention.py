@@ -92,7 +92,7 @@ def decode_attention(model: Any, kernel: str = "sdpa") -> Iterator[bool]:
         return
     _register()
     device = getattr(model, "device", torch.device("cpu"))
-    split_kv = kernel == "split_kv" and decode_kernel.available(torch.empty(0, device=device))
+    split_kv = kernel == "split_kv" and decode_kernel.available(device)
     model.set_attn_implementation(SPLIT_KV_NAME if split_kv else NAME)
     try:
         yield True

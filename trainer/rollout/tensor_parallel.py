@@ -52,6 +52,3 @@ class TensorParallelShare:
 
     def sleep(self) -> None:
         self.engine.sleep()
-
-    def __getattr__(self, name: str) -> Any:  # last_sync, tokenizer, ...: the engine's
-        return getattr(self.engine, name)
