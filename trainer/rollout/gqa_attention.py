@@ -27,6 +27,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from trainer.rollout import DECODE_KERNELS, decode_kernel
+from trainer.rollout.decode_mask import lean_decode_masks
 
 __all__ = ["NAME", "decode_attention", "gqa_decode_attention"]
 
@@ -77,11 +78,12 @@ def _register() -> None:
 
 
 @contextlib.contextmanager
-def decode_attention(model: Any, kernel: str = "sdpa") -> Iterator[bool]:
+def decode_attention(model: Any, kernel: str = "sdpa", lean_mask: bool = True) -> Iterator[bool]:
     """While inside, a grouped-query model running transformers' sdpa attention uses
     `gqa_decode_attention`, its decode calls through torch's sdpa (`kernel` "sdpa") or the split-KV
     Triton kernel ("split_kv", decode_kernel.py; sdpa where that cannot run); any other model is left as
-    it is. Yields whether it switched."""
+    it is. With `lean_mask`, static-cache decode steps also get their mask from
+    decode_mask.lean_decode_masks (the same mask, in two tensor operations). Yields whether it switched."""
     if kernel not in DECODE_KERNELS:
         raise ValueError(f"rollout.hf_decode_kernel must be one of {DECODE_KERNELS}, got {kernel!r}")
     config = getattr(model, "config", None)
@@ -95,6 +97,7 @@ def decode_attention(model: Any, kernel: str = "sdpa") -> Iterator[bool]:
     split_kv = kernel == "split_kv" and decode_kernel.available(device)
     model.set_attn_implementation(SPLIT_KV_NAME if split_kv else NAME)
     try:
-        yield True
+        with lean_decode_masks(model, lean_mask):
+            yield True
     finally:
         model.set_attn_implementation(current)

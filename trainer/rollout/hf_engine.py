@@ -102,6 +102,7 @@ class HFEngine:
         self.deferred_stop = deferred_stop
         self.decode_kernel = decode_kernel  # gqa_decode's kernel: sdpa | split_kv (gqa_attention.py)
         self.merged = merged  # one GEMM for q/k/v and one for gate/up, from a copy (merged_projections.py)
+        self.lean_mask = True  # with gqa_decode: static-cache decode masks from decode_mask.py (benchmarks: False)
 
     def sync_weights(self, model: Any) -> None:
         if model is not self.model:
@@ -182,7 +183,8 @@ class HFEngine:
             kwargs.update(cache_implementation="static", disable_compile=self.cache != "static_compiled")
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
-        attention = decode_attention(self.model, self.decode_kernel) if self.gqa_decode else contextlib.nullcontext()
+        attention = (decode_attention(self.model, self.decode_kernel, self.lean_mask) if self.gqa_decode
+                     else contextlib.nullcontext())
         with (torch.inference_mode(), attention, deferred_stop_checks(self.deferred_stop),
               merged_projections(self.model, self.merged)):
             sequences = self.model.generate(**enc, **kwargs)
