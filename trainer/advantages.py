@@ -41,6 +41,8 @@ class AdvantageInput:
     step_ends: torch.Tensor | None = None     # [B, G, S] long: token index of each step's last token
     process_weight: float = 1.0
     eps: float = 1e-6
+    batch_std: torch.Tensor | None = None  # grpo_batch_std: the std of a batch larger than these groups
+                                           # (several ranks' groups, trainer/distributed_sampling.py)
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,10 @@ def grpo(inp: AdvantageInput) -> Advantages:
 
 
 def grpo_batch_std(inp: AdvantageInput) -> Advantages:
-    batch_std = inp.rewards[inp.valid].std(unbiased=False) if inp.valid.sum() > 1 else inp.rewards.new_tensor(0.0)
+    if inp.batch_std is not None:
+        batch_std = inp.batch_std
+    else:
+        batch_std = inp.rewards[inp.valid].std(unbiased=False) if inp.valid.sum() > 1 else inp.rewards.new_tensor(0.0)
     return _outcome(inp, lambda centred, std: centred / (batch_std + inp.eps))
 
 

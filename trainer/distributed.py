@@ -8,7 +8,8 @@ is set. Per step, with W ranks and B = prompts_per_step:
 
   * each rank samples and scores its own B/W prompts: the slice `rank*B/W ...` of the one-process data
     order, so the global batch is the one-process batch. Groups stay whole on one rank, so group
-    statistics (advantages, the zero-variance filter) need no communication.
+    statistics (advantages, the zero-variance filter) need no communication. (With dynamic sampling,
+    see below.)
   * generation and the no-grad log-prob passes run with the parameters gathered (`gathered`): a rank
     then makes as many forwards as its own rows need (generation lengths differ by rank) with no
     collective per forward. Cost: the full parameters are held during those phases.
@@ -40,9 +41,13 @@ The PRM step sampler (`rollout.sampler=prm_steps`) grows each rank's own groups,
 rank and step; not with vLLM tensor parallel (the ranks of an engine would make different numbers of
 calls). Its accept-rate counts are summed over the ranks.
 
-Not handled (an error at start naming the key): dynamic sampling (ranks would draw overlapping extra
-prompts), the batch-std advantage (a per-rank std), prompts_per_step not
-divisible by the world size. The KL reference model (beta > 0) is replicated on each rank, not sharded.
+Dynamic sampling runs in global rounds (each rank samples a share of every round; the ranks agree on
+when to stop and on the batch, and exchange groups where a rank's part of the batch was sampled by
+another: trainer/distributed_sampling.py). The batch-std advantage divides by the std of every rank's
+rewards together (gathered), as one process does over its batch.
+
+Not handled (an error at start naming the key): prompts_per_step not divisible by the world size,
+algo.compile_layers. The KL reference model (beta > 0) is replicated on each rank, not sharded.
 """
 
 from __future__ import annotations
@@ -66,8 +71,8 @@ from trainer.advantages import NEEDS_STEPS
 from trainer.checkpoint import RecipeState
 from trainer.config import GRPOConfig, to_dict
 from trainer.batches import add_stats, micro_batch_loss, micro_batches, no_grad_logprobs
-from trainer.grpo import (_engine, _initial_model_dir, _load_model, _sampler_metrics, advantage_batch, load_problems,
-                          sample_batch)
+from trainer.distributed_sampling import global_batch_std, sample_shared_batch
+from trainer.grpo import _engine, _initial_model_dir, _load_model, _sampler_metrics, advantage_batch, load_problems
 from trainer.logging_sinks import MetricSinks
 from trainer.losses import BatchScale, GRPOLoss, LossSettings
 from trainer.optim import build_optimizer, build_scheduler
@@ -118,13 +123,8 @@ def check_supported(cfg: GRPOConfig, size: int) -> None:
     if r.engine == "vllm" and size % r.vllm_tensor_parallel:
         raise ValueError(f"rollout.vllm_tensor_parallel: {r.vllm_tensor_parallel} does not divide the {size} "
                          "processes (each engine takes that many consecutive ranks)")
-    if a.dynamic_sampling:
-        raise ValueError(f"algo.dynamic_sampling: not supported with {size} processes")
     if a.compile_layers:
         raise ValueError(f"algo.compile_layers: not supported with {size} processes (FSDP2) yet")
-    if a.advantage == "grpo_batch_std":
-        raise ValueError(f"algo.advantage: 'grpo_batch_std' is not supported with {size} processes "
-                         "(its std would be per rank)")
     if r.prompts_per_step % size:
         raise ValueError(f"rollout.prompts_per_step: {r.prompts_per_step} is not divisible by the "
                          f"{size} processes")
@@ -364,7 +364,7 @@ def _run(cfg: GRPOConfig, world: World,
                                  step_separator=cfg.reward.step_separator)
     problems = load_problems(cfg)
     G, temperature, device = r.group_size, r.temperature, world.device
-    offset, count = rank_slice(r.prompts_per_step, world)
+    _, count = rank_slice(r.prompts_per_step, world)
     # this rank's sampling: its prompt share, and its own sampling seed (ranks must not draw alike)
     rank_cfg = dataclasses.replace(cfg, seed=cfg.seed + 1_000_003 * world.rank,
                                    rollout=dataclasses.replace(r, prompts_per_step=count))
@@ -391,15 +391,17 @@ def _run(cfg: GRPOConfig, world: World,
             # 1-2. this rank's groups, scored
             if sampler is not None:  # its engine calls draw from torch's stream: this rank's own, per step
                 torch.manual_seed(rank_cfg.seed * 1_000_033 + step)
-            with gathered(policy):
-                sampled = sample_batch(rank_cfg, engine, sampler, client, problems, tokenizer, rewards_cfg, step,
-                                       state.data_position + offset)
+            with gathered(policy):  # this rank's share of the global batch (dynamic sampling: global rounds)
+                sampled = sample_shared_batch(cfg, rank_cfg, engine, sampler, client, problems, tokenizer,
+                                              rewards_cfg, step, state.data_position, world.rank, world.size)
             groups, scored, times = sampled.groups, sampled.scored, dict(sampled.seconds)
             completions = [c for g in groups for c in g.completions]
             engine.sleep()  # GPU vLLM: free its memory for the trainer until the sync
 
-            # 3. advantages from this rank's whole groups
-            rollouts, valid, adv, kept = advantage_batch(groups, scored, tokenizer, a, G)
+            # 3. advantages from this rank's whole groups (the batch std, if used, over every rank's rewards)
+            batch_std = (global_batch_std(scored.rewards, scored.valid, world.size)
+                         if a.advantage == "grpo_batch_std" else None)
+            rollouts, valid, adv, kept = advantage_batch(groups, scored, tokenizer, a, G, batch_std)
             N = len(rollouts.mask)
 
             # 4. old and reference log-probs of this rank's rows, [K, T]
@@ -435,7 +437,7 @@ def _run(cfg: GRPOConfig, world: World,
                 t = time.monotonic()
                 engine.sync_weights(policy)
                 times["weight_sync"] = time.monotonic() - t
-            state = RecipeState(step=step + 1, data_position=state.data_position + r.prompts_per_step)
+            state = RecipeState(step=step + 1, data_position=state.data_position + sampled.prompts_sampled)
             times["total"] = time.monotonic() - t_step
 
             # 6. global metrics (every rank computes the same), rank 0 writes them
@@ -458,7 +460,10 @@ def _run(cfg: GRPOConfig, world: World,
                 **{f"reward_{k}": v for k, v in every.check_means.items()},
                 "statuses": {k: dict(v) for k, v in every.statuses.items()}, "unjudged": every.unjudged,
                 "zero_std_groups": int(c["zero_std"]), "zero_std_fraction": c["zero_std"] / max(c["groups"], 1),
-                "prompts_sampled": r.prompts_per_step, "kept": int(c["kept"]), "completions": int(c["completions"]),
+                "kept": int(c["kept"]), "completions": int(c["completions"]),
+                "sampling_rounds": sampled.rounds, "prompts_sampled": sampled.prompts_sampled,
+                "reward_mean_sampled": sampled.reward_mean_sampled,
+                "zero_std_groups_sampled": sampled.zero_std_sampled,
                 "loss": sum(step_losses) / len(step_losses) if step_losses else float("nan"),
                 "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
                 **{k: v / tokens_seen for k, v in stat_sums.items()},

@@ -60,7 +60,7 @@ from trainer.rollout import Group, SamplingConfig, build_engine
 from trainer.rollout.pipeline import generate_and_score
 from trainer.step_sampler import StepSampler
 
-__all__ = ["Batch", "train", "load_problems", "sample_batch"]
+__all__ = ["Batch", "Round", "train", "load_problems", "sample_batch", "sample_round", "choose_groups"]
 
 
 # ---------------------------------------------------------------- data
@@ -132,10 +132,11 @@ def _draw_count(B: int, useful: int, drawn: int) -> int:
 
 
 def advantage_batch(groups: list[Group], scored: Scored, tokenizer: Any, a: AlgoConfig,
-                    G: int) -> tuple[Rollouts, torch.Tensor, Any, torch.Tensor]:
+                    G: int, batch_std: torch.Tensor | None = None) -> tuple[Rollouts, torch.Tensor, Any, torch.Tensor]:
     """(rollouts, valid [B, G], the advantage function's output, kept row indices [K]) of scored groups:
     per-token advantages, groups without signal counted (and dropped with algo.filter_zero_std),
-    truncated rows dropped with algo.mask_truncated."""
+    truncated rows dropped with algo.mask_truncated. `batch_std`: grpo_batch_std's std, when the batch
+    is more than these groups (torchrun)."""
     rollouts = collate(groups, tokenizer.pad_token_id)
     T = rollouts.mask.shape[1]
     rewards = torch.tensor(scored.rewards).view(-1, G)                      # [B, G]
@@ -143,11 +144,62 @@ def advantage_batch(groups: list[Group], scored: Scored, tokenizer: Any, a: Algo
     step_rewards, step_ends = (step_tensors(scored, groups, tokenizer, T) if a.advantage in NEEDS_STEPS
                                else (None, None))
     adv = ADVANTAGES[a.advantage](AdvantageInput(rewards, valid, rollouts.mask, step_rewards, step_ends,
-                                                 a.process_weight))
+                                                 a.process_weight, batch_std=batch_std))
     keep = adv.keep(a.filter_zero_std)                                      # [N] bool
     if a.mask_truncated:
         keep &= ~rollouts.truncated
     return rollouts, valid, adv, keep.nonzero().squeeze(-1)
+
+
+@dataclass(frozen=True)
+class Round:
+    """One generation round: `count` prompts from data position `position`, sampled and scored."""
+    problems: list[Problem]     # [b]
+    groups: list[Group]         # [b]
+    scored: Scored              # b*G completions
+    zero: list[bool]            # [b] the group's rewards have zero variance
+    seconds: dict[str, float]   # generate, reward, reward_busy
+    stats: Counter              # step sampler counts
+
+
+def sample_round(cfg: GRPOConfig, engine: Any, sampler: StepSampler | None, client: Any, problems: list[Problem],
+                 tokenizer: Any, rewards_cfg: RewardSettings, step: int, position: int, count: int,
+                 round_index: int) -> Round:
+    """Sample `count` prompts of the data order from `position`, group_size completions each, and score
+    them. The hf engine reseeds per call: one seed per (cfg.seed, step, round), chunks add their index."""
+    r, G = cfg.rollout, cfg.rollout.group_size
+    batch = [problems[i] for i in batch_order(len(problems), cfg.data.seed, position, count)]
+    prompts = [format_prompt(p, cfg.data.prompt_style or None, tokenizer=tokenizer, chat=cfg.data.chat) for p in batch]
+    sampling = SamplingConfig(max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                              seed=(cfg.seed * 1_000_003 + step) * 1_000_033 + 7_919 * round_index)
+
+    def score(start: int, part: list[Group]) -> Scored:
+        return score_completions(client, [p for p in batch[start:start + len(part)] for _ in range(G)],
+                                 [c.text for g in part for c in g.completions], rewards_cfg)
+
+    stats: Counter = Counter()
+    if sampler is not None:  # steps are scored inside the sampler; the outcome after it, not overlapped
+        t = time.monotonic()
+        groups, counts = sampler.sample(batch, prompts, G)
+        stats.update(counts)
+        t_scoring = time.monotonic()
+        parts = [score(0, groups)]
+        scoring = time.monotonic() - t_scoring
+        seconds = {"generate": t_scoring - t, "reward": scoring, "reward_busy": scoring}
+    else:
+        groups, parts, timing = generate_and_score(engine, prompts, G, sampling, score, r.score_chunks)
+        seconds = {"generate": timing.generate, "reward": timing.reward_wait, "reward_busy": timing.reward_busy}
+    scored = merge_scored(parts)
+    zero = zero_variance(torch.tensor(scored.rewards).view(-1, G), torch.tensor(scored.valid).view(-1, G))
+    return Round(batch, groups, scored, zero.tolist(), seconds, stats)
+
+
+def choose_groups(zero: list[bool], B: int) -> list[int]:
+    """Indices of the batch among groups sampled in order (`zero`: no reward variance): the first B
+    with variance, filled up with the first zero-variance ones when fewer were found; in sampling order."""
+    chosen = [b for b, z in enumerate(zero) if not z][:B]
+    chosen += [b for b, z in enumerate(zero) if z][:B - len(chosen)]
+    return sorted(chosen)
 
 
 def sample_batch(cfg: GRPOConfig, engine: Any, sampler: StepSampler | None, client: Any, problems: list[Problem],
@@ -156,61 +208,41 @@ def sample_batch(cfg: GRPOConfig, engine: Any, sampler: StepSampler | None, clie
     have zero variance are set aside and more prompts are sampled, at most `max_sampling_rounds` extra
     rounds, until `prompts_per_step` groups carry signal; the batch is the first such groups, filled
     up with zero-variance ones when the cap is hit (those are then dropped by the std filter)."""
-    r, G, B = cfg.rollout, cfg.rollout.group_size, cfg.rollout.prompts_per_step
-    useful: list[int] = []
-    problems_all: list[Problem] = []
-    groups_all: list[Group] = []
-    scored_parts: list[Scored] = []
-    zero_all: list[bool] = []
-    seconds = {"generate": 0.0, "reward": 0.0, "reward_busy": 0.0}
-    stats: Counter = Counter()
-    rounds, count = 0, B
+    B = cfg.rollout.prompts_per_step
+    rounds: list[Round] = []
+    zero: list[bool] = []
+    count = B
     while True:
-        batch = [problems[i] for i in batch_order(len(problems), cfg.data.seed, position + len(problems_all), count)]
-        prompts = [format_prompt(p, cfg.data.prompt_style or None, tokenizer=tokenizer, chat=cfg.data.chat)
-                   for p in batch]
-        # the hf engine reseeds per call: one seed per (step, round), chunks add their index
-        sampling = SamplingConfig(max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                  seed=(cfg.seed * 1_000_003 + step) * 1_000_033 + 7_919 * rounds)
-
-        def score(start: int, part: list[Group]) -> Scored:
-            return score_completions(client, [p for p in batch[start:start + len(part)] for _ in range(G)],
-                                     [c.text for g in part for c in g.completions], rewards_cfg)
-
-        if sampler is not None:  # steps are scored inside the sampler; the outcome after it, not overlapped
-            t = time.monotonic()
-            groups, counts = sampler.sample(batch, prompts, G)
-            stats.update(counts)
-            t_scoring = time.monotonic()
-            parts = [score(0, groups)]
-            scoring = time.monotonic() - t_scoring
-            seconds["generate"] += t_scoring - t
-            seconds["reward"] += scoring
-            seconds["reward_busy"] += scoring
-        else:
-            groups, parts, timing = generate_and_score(engine, prompts, G, sampling, score, r.score_chunks)
-            seconds["generate"] += timing.generate
-            seconds["reward"] += timing.reward_wait
-            seconds["reward_busy"] += timing.reward_busy
-        scored = merge_scored(parts)
-        zero = zero_variance(torch.tensor(scored.rewards).view(-1, G), torch.tensor(scored.valid).view(-1, G))
-        useful += [len(groups_all) + b for b in range(len(groups)) if not zero[b]]
-        problems_all += batch
-        groups_all += groups
-        scored_parts.append(scored)
-        zero_all += zero.tolist()
-        rounds += 1
-        if not cfg.algo.dynamic_sampling or len(useful) >= B or rounds > cfg.algo.max_sampling_rounds:
+        done = sum(len(x.problems) for x in rounds)
+        rounds.append(sample_round(cfg, engine, sampler, client, problems, tokenizer, rewards_cfg, step,
+                                   position + done, count, len(rounds)))
+        zero += rounds[-1].zero
+        useful = zero.count(False)
+        if not cfg.algo.dynamic_sampling or useful >= B or len(rounds) > cfg.algo.max_sampling_rounds:
             break
-        count = _draw_count(B, len(useful), len(problems_all))
-    chosen = useful[:B]
-    chosen += [b for b in range(len(groups_all)) if zero_all[b]][:B - len(chosen)]
-    chosen.sort()  # sampling order
-    everything = merge_scored(scored_parts)
-    judged = [x for x, ok in zip(everything.rewards, everything.valid) if ok]
+        count = _draw_count(B, useful, len(zero))
+    chosen = choose_groups(zero, B)
+    problems_all = [p for x in rounds for p in x.problems]
+    groups_all = [g for x in rounds for g in x.groups]
+    everything = merge_scored([x.scored for x in rounds])
+    G = cfg.rollout.group_size
     return Batch([problems_all[b] for b in chosen], [groups_all[b] for b in chosen],
-                 everything.rows([b * G + g for b in chosen for g in range(G)]), rounds, len(problems_all),
-                 sum(zero_all), seconds, stats, sum(judged) / len(judged) if judged else float("nan"))
+                 everything.rows([b * G + g for b in chosen for g in range(G)]), len(rounds), len(zero),
+                 sum(zero), _add_seconds([x.seconds for x in rounds]), sum((x.stats for x in rounds), Counter()),
+                 _judged_mean(everything))
+
+
+def _add_seconds(parts: list[dict[str, float]]) -> dict[str, float]:
+    out = {"generate": 0.0, "reward": 0.0, "reward_busy": 0.0}
+    for p in parts:
+        for k, v in p.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def _judged_mean(scored: Scored) -> float:
+    judged = [x for x, ok in zip(scored.rewards, scored.valid) if ok]
+    return sum(judged) / len(judged) if judged else float("nan")
 
 
 # ---------------------------------------------------------------- setup helpers

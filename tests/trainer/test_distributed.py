@@ -137,8 +137,6 @@ def test_sharded_gradients_equal_one_process(tiny_dir, tmp_path):
 
 @pytest.mark.parametrize("override, key", [
     ("rollout.engine=vllm rollout.vllm_tensor_parallel=2 rollout.sampler=prm_steps", "rollout.sampler"),
-    ("algo.dynamic_sampling=true", "algo.dynamic_sampling"),
-    ("algo.advantage=grpo_batch_std", "algo.advantage"),
     ("rollout.prompts_per_step=5", "rollout.prompts_per_step"),
     ("rollout.engine=vllm rollout.vllm_tensor_parallel=3", "rollout.vllm_tensor_parallel"),
 ])
@@ -148,6 +146,13 @@ def test_unsupported_settings_name_the_key(override, key):
     check_supported(load_config(ROOT / "configs/demo.yaml", base), 2)
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         check_supported(load_config(ROOT / "configs/demo.yaml", base + override.split()), 2)
+
+
+def test_dynamic_sampling_and_batch_std_are_supported():
+    from trainer.distributed import check_supported
+    check_supported(load_config(ROOT / "configs/demo.yaml", [
+        "rollout.engine=hf", "rollout.prompts_per_step=4", "algo.dynamic_sampling=true",
+        "algo.advantage=grpo_batch_std"]), 2)  # trainer/distributed_sampling.py
 
 
 def test_world_size_reads_torchrun_env(monkeypatch):

@@ -109,6 +109,30 @@ def test_torchrun_vllm_engines(tmp_path, tensor_parallel):
 
 
 @pytest.mark.slow
+def test_torchrun_dynamic_sampling_and_batch_std(tmp_path):
+    """algo.dynamic_sampling with the batch-std advantage under torchrun (trainer/distributed_sampling.py):
+    groups of 2 one-token answers often have no signal, so the ranks sample extra rounds together;
+    the data position advances by every prompt drawn, and every completion scored is counted once."""
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(Problem(id=f"q{i}", prompt=f"Question {i}: which number?\n",
+                                               gold="7").to_dict()) + "\n" for i in range(64)))
+    out = tmp_path / "run"
+    torchrun(data, out, "rollout.group_size=2", "algo.dynamic_sampling=true", "algo.max_sampling_rounds=3",
+             "algo.advantage=grpo_batch_std", "algo.mini_batches=1")
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    for m in metrics:
+        assert m["completions"] == PROMPTS * 2  # the batch: prompts_per_step groups, split over the ranks
+        assert m["prompts_sampled"] >= PROMPTS and m["prompts_sampled"] % 2 == 0
+        assert sum(m["statuses"]["math"].values()) == m["prompts_sampled"] * 2  # all rounds, each once
+        assert 1 <= m["sampling_rounds"] <= 4
+        assert m["zero_std_groups_sampled"] <= m["prompts_sampled"]
+    assert any(m["sampling_rounds"] > 1 for m in metrics)  # seeded: extra rounds happen in this run
+    blob = torch.load(out / "checkpoint-2-final" / "recipe_state.pt", weights_only=False)
+    assert blob["data_position"] == sum(m["prompts_sampled"] for m in metrics)
+
+
+@pytest.mark.slow
 def test_bench_fsdp_tiny_on_cpu_agrees(tmp_path):
     """bench/bench_fsdp.py's CPU check: one process and two gloo ranks give the same per-step losses,
     log-probs and gradients of the tiny fp32 model (so the GPU run compares like with like)."""
