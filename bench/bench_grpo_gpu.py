@@ -16,8 +16,8 @@ Models are random (no downloads), built from Qwen2 configs:
             ContinuousBatchingConfig options, PAGED_OPTIONS; "+gqa": rollout.hf_gqa_decode; "+lib":
             rollout.hf_sampler=library, generate's own multinomial draw; "+nodefer":
             rollout.hf_deferred_stop=false; "+merge": rollout.hf_merged_projections;
-            "+splitkv": rollout.hf_decode_kernel=split_kv; "+nolean": the library's decode masks, not
-            decode_mask.py's). Target: 40,000 tok/s.
+            "+splitkv": rollout.hf_decode_kernel=split_kv; "+nolean": the library's decode masks and inputs,
+            not decode_mask.py's and decode_inputs.py's). Target: 40,000 tok/s.
   train     the same shape: bf16 parameters, AdamW, a step over 8 x 1024 tokens (forward, backward,
             optimizer step), in variants: eager (sdpa attention, foreach AdamW), fused (fused AdamW),
             compiled (torch.compile of the model + fused AdamW). Gradient checkpointing off.
@@ -147,7 +147,7 @@ def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[in
                               merged="merge" in extras, decode_kernel="split_kv" if "splitkv" in extras else "sdpa",
                               paged_options={k: v for e in extras if e in PAGED_OPTIONS
                                              for k, v in PAGED_OPTIONS[e].items()})
-            engine.lean_mask = "nolean" not in extras
+            engine.lean_decode = "nolean" not in extras
             sampling = SamplingConfig(max_tokens=new_tokens, temperature=1.0, seed=0)
             try:
                 engine.generate(prompts, group, sampling)  # warm-up

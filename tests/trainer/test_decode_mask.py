@@ -73,7 +73,7 @@ def test_engine_generates_the_same_with_and_without_it(tiny_dir):
     runs = []
     for lean in (False, True):
         engine = HFEngine(model, tokenizer, cache="static", gqa_decode=True, sampler="fused")
-        engine.lean_mask = lean
+        engine.lean_decode = lean
         runs.append([(c.token_ids, c.logprobs) for g in engine.generate(PROMPTS, 3, sampling) for c in g.completions])
     assert runs[0] == runs[1]
     assert not hasattr(model, "create_masks_for_generate")  # removed after generate

@@ -99,8 +99,9 @@ def draw(scores: torch.Tensor, greedy: bool, seed: int, *, block: int = BLOCK,
                          f"{tuple(scores.shape)} strides {scores.stride()}")
     rows, vocab = scores.shape
     chunks = -(-vocab // chunk)
-    parts = [torch.empty(rows * chunks, dtype=dtype, device=scores.device)
-             for dtype in (torch.float32, torch.int32, torch.float32, torch.float32)]
+    # the chunks' best keys, their indices (int32, in float32's 4 bytes), max scores and sums: one allocation
+    keys, indices, tops, sums = torch.empty(4, rows * chunks, dtype=torch.float32, device=scores.device)
+    parts = (keys, indices.view(torch.int32), tops, sums)
     token = torch.empty(rows, dtype=torch.int64, device=scores.device)
     logprob = torch.empty(rows, dtype=torch.float32, device=scores.device)
     chunk_kernel, row_kernel = _kernels()

@@ -35,6 +35,10 @@ as they are, instead of transformers' copies of them per query head (gqa_attenti
 gate/up projections as another, from a copy of their weights refreshed at every call
 (merged_projections.py).
 
+With a static cache, decode steps get their inputs (decode_inputs.py) and, with `gqa_decode`, their
+attention masks (decode_mask.py) from leaner versions of the library's per-step functions: the same
+tensors with fewer host operations (`lean_decode`, on; False in benchmarks gives the library's).
+
 "paged" details (paged_engine.py): the KV cache is sized for the call (blocks for every row's prompt
 plus max_tokens), not from free memory; stop strings are not supported by the library's scheduler, so
 a call with `stop` (the step sampler) runs through `generate` with the dynamic cache instead.
@@ -46,6 +50,7 @@ import contextlib
 from typing import Any, Sequence
 
 from trainer.rollout import HF_CACHES, HF_SAMPLERS, Completion, Group, SamplingConfig
+from trainer.rollout.decode_inputs import lean_decode_inputs
 from trainer.rollout.deferred_stop import deferred_stop_checks
 from trainer.rollout.gqa_attention import decode_attention
 from trainer.rollout.merged_projections import merged_projections
@@ -102,7 +107,9 @@ class HFEngine:
         self.deferred_stop = deferred_stop
         self.decode_kernel = decode_kernel  # gqa_decode's kernel: sdpa | split_kv (gqa_attention.py)
         self.merged = merged  # one GEMM for q/k/v and one for gate/up, from a copy (merged_projections.py)
-        self.lean_mask = True  # with gqa_decode: static-cache decode masks from decode_mask.py (benchmarks: False)
+        # static caches: decode-step masks (with gqa_decode) and inputs made with fewer host operations
+        # (decode_mask.py, decode_inputs.py); False gives the library's own (benchmarks)
+        self.lean_decode = True
 
     def sync_weights(self, model: Any) -> None:
         if model is not self.model:
@@ -183,10 +190,11 @@ class HFEngine:
             kwargs.update(cache_implementation="static", disable_compile=self.cache != "static_compiled")
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
-        attention = (decode_attention(self.model, self.decode_kernel, self.lean_mask) if self.gqa_decode
+        attention = (decode_attention(self.model, self.decode_kernel, self.lean_decode) if self.gqa_decode
                      else contextlib.nullcontext())
+        lean = self.lean_decode and self.cache in ("static", "static_compiled")
         with (torch.inference_mode(), attention, deferred_stop_checks(self.deferred_stop),
-              merged_projections(self.model, self.merged)):
+              merged_projections(self.model, self.merged), lean_decode_inputs(self.model, lean)):
             sequences = self.model.generate(**enc, **kwargs)
             logprobs = recorder.finish(sequences[:, enc["input_ids"].shape[1]:])
         return sequences, logprobs.float().cpu()

@@ -25,6 +25,7 @@ were never used, and the engine cuts completions at their end anyway.
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import torch
@@ -91,3 +92,8 @@ class TokenSampler:
         kept = self.logprobs[:made]
         self.logprobs = []
         return torch.stack(kept, dim=1) if kept else torch.zeros(new_tokens.shape[0], 0, device=new_tokens.device)
+
+
+# `generate`'s LogitsProcessorList inspects each processor's signature at every step: computed once here
+# (13 us against 5 us per step on our CPU)
+TokenSampler.__call__.__signature__ = inspect.signature(TokenSampler.__call__)
