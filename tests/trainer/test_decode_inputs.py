@@ -73,16 +73,20 @@ def test_the_library_inputs_at_every_step_of_generate(tiny_dir, prompts, gqa):
     assert seen["update_fallbacks"] == 0
 
 
-def test_engine_generates_the_same_with_and_without_them(tiny_dir):
+@pytest.mark.parametrize("prompts", [PADDED, EVEN])
+def test_engine_generates_the_same_with_and_without_them(tiny_dir, prompts):
+    """`lean_decode` (the lean masks of decode_mask.py and the inputs of decode_inputs.py) on and off:
+    the same tokens and log-probs; the hooks are gone after `generate`."""
     model, tokenizer = _model(tiny_dir)
     sampling = SamplingConfig(max_tokens=10, temperature=1.0, seed=3)
     runs = []
     for lean in (False, True):
         engine = HFEngine(model, tokenizer, cache="static", gqa_decode=True, sampler="fused")
         engine.lean_decode = lean
-        runs.append([(c.token_ids, c.logprobs) for g in engine.generate(PADDED, 3, sampling) for c in g.completions])
+        runs.append([(c.token_ids, c.logprobs) for g in engine.generate(prompts, 3, sampling) for c in g.completions])
     assert runs[0] == runs[1]
-    assert "prepare_inputs_for_generation" not in vars(model)  # removed after generate
+    assert not {"prepare_inputs_for_generation", "_update_model_kwargs_for_generation",
+                "create_masks_for_generate"} & set(vars(model))
 
 
 def test_installed_and_removed(tiny_dir):

@@ -1,5 +1,6 @@
 """The static-cache decode mask (trainer/rollout/decode_mask.py): the library's mask at every decode
-step of a real `generate`, the library's function everywhere else, and the same generations."""
+step of a real `generate`, the library's function everywhere else. (The same generations with and
+without the lean decode steps: test_decode_inputs.py.)"""
 
 from __future__ import annotations
 
@@ -65,18 +66,6 @@ def test_the_library_mask_at_every_step_of_generate(tiny_dir, cache, prompts):
 def test_causal_step_mask():
     got = causal_step_mask(torch.tensor(2), 5, 2)
     assert got.shape == (2, 1, 1, 5) and got[:, 0, 0].tolist() == [[True, True, True, False, False]] * 2
-
-
-def test_engine_generates_the_same_with_and_without_it(tiny_dir):
-    model, tokenizer = _model(tiny_dir)
-    sampling = SamplingConfig(max_tokens=10, temperature=1.0, seed=3)
-    runs = []
-    for lean in (False, True):
-        engine = HFEngine(model, tokenizer, cache="static", gqa_decode=True, sampler="fused")
-        engine.lean_decode = lean
-        runs.append([(c.token_ids, c.logprobs) for g in engine.generate(PROMPTS, 3, sampling) for c in g.completions])
-    assert runs[0] == runs[1]
-    assert not hasattr(model, "create_masks_for_generate")  # removed after generate
 
 
 def test_left_alone_where_it_does_not_apply(tiny_dir):
