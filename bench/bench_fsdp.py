@@ -3,7 +3,7 @@ global batch, so losses and gradients must agree (within bf16 tolerance) and the
 well the update scales.
 
 Usage (the GPU run; NCCL_NVLS_ENABLE=0 is set for every process):
-    .venv/bin/python bench/bench_fsdp.py --nproc 2 --steps 6 [--out docs/bench_fsdp.json]
+    .venv/bin/python bench/bench_fsdp.py --nproc 2 --steps 6 [--compile-layers] [--out docs/bench_fsdp.json]
 Check on the CPU (gloo, a tiny fp32 model, seconds):
     .venv/bin/python bench/bench_fsdp.py --tiny --device cpu
 The same random model as a directory, for a whole GRPO run under torchrun (generation included):
@@ -130,6 +130,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from trainer import distributed
     from trainer.batches import accumulate_gradients, no_grad_logprobs
+    from trainer.compiled_layers import CompiledLayers
     from trainer.losses import BatchScale, GRPOLoss, LossSettings
     from trainer.optim import build_optimizer
 
@@ -145,6 +146,7 @@ def worker(args: argparse.Namespace) -> None:
     r, adv = r_all.rows(rows).to(device), adv_all[rows].to(device)
     if sharded:
         model = distributed.shard_model(model, world)
+    layers = CompiledLayers(model, args.compile_layers)  # algo.compile_layers: the same in both runs
     optimizer = build_optimizer(model, args.lr, 0.0, (0.9, 0.999))
     loss_fn = GRPOLoss(LossSettings(aggregation="token", is_level="none"))
     part = torch.arange(len(rows))
@@ -154,21 +156,24 @@ def worker(args: argparse.Namespace) -> None:
         _sync(device)
         t0 = time.perf_counter()
         if sharded:
-            with distributed.gathered(model):
+            with distributed.gathered(model), layers.active():
                 old = no_grad_logprobs(model, r, 1.0, args.micro)[0]                 # [rows, T]
             scale = distributed.global_scale(r.mask, args.completion_len)
         else:
-            old = no_grad_logprobs(model, r, 1.0, args.micro)[0]
+            with layers.active():
+                old = no_grad_logprobs(model, r, 1.0, args.micro)[0]
             scale = BatchScale(tokens=float(r.mask.sum()), sequences=float(len(rows)), max_tokens=args.completion_len)
         _sync(device)
         t1 = time.perf_counter()
         if step == 0:
             first = old  # the ratio's reference for every step, so that the loss moves with the weights
         optimizer.zero_grad(set_to_none=True)
-        if sharded:
-            loss = distributed.accumulate_sharded(model, loss_fn, r, first, None, adv, part, args.micro, scale, 1.0, {})
-        else:
-            loss = accumulate_gradients(model, loss_fn, r, first, None, adv, part, args.micro, scale, 1.0, {})
+        with layers.active():
+            if sharded:
+                loss = distributed.accumulate_sharded(model, loss_fn, r, first, None, adv, part, args.micro, scale,
+                                                      1.0, {})
+            else:
+                loss = accumulate_gradients(model, loss_fn, r, first, None, adv, part, args.micro, scale, 1.0, {})
         _sync(device)
         t2 = time.perf_counter()
         if step == 0:  # not timed: compared before any update, while the weights are the same everywhere
@@ -240,6 +245,8 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, help="longest prompt (default 128; --tiny 16)")
     parser.add_argument("--completion-len", type=int, help="longest completion (default 512; --tiny 24)")
     parser.add_argument("--micro", type=int, default=8)
+    parser.add_argument("--compile-layers", action="store_true",
+                        help="both runs through compiled decoder layers (algo.compile_layers)")
     parser.add_argument("--lr", type=float, default=1e-5,
                         help="bf16 weights move only where lr exceeds their resolution (~1e-4 at 0.02)")
     parser.add_argument("--seed", type=int, default=0)
@@ -264,7 +271,8 @@ def main() -> None:
     passed = ["--device", args.device, "--dtype", args.dtype, "--steps", str(args.steps), "--prompts",
               str(args.prompts), "--group", str(args.group), "--prompt-len", str(args.prompt_len),
               "--completion-len", str(args.completion_len), "--micro", str(args.micro), "--lr", str(args.lr),
-              "--seed", str(args.seed)] + (["--tiny"] if args.tiny else [])
+              "--seed", str(args.seed)] + (["--tiny"] if args.tiny else []) + (
+                  ["--compile-layers"] if args.compile_layers else [])
     script = str(Path(__file__).resolve())
     # torchrun's default of one OpenMP thread per process, for the single run too (a fair CPU check)
     env = {"OMP_NUM_THREADS": "1", **os.environ, "NCCL_NVLS_ENABLE": "0"}

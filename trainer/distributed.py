@@ -46,8 +46,11 @@ when to stop and on the batch, and exchange groups where a rank's part of the ba
 another: trainer/distributed_sampling.py). The batch-std advantage divides by the std of every rank's
 rewards together (gathered), as one process does over its batch.
 
-Not handled (an error at start naming the key): prompts_per_step not divisible by the world size,
-algo.compile_layers. The KL reference model (beta > 0) is replicated on each rank, not sharded.
+`algo.compile_layers` compiles the sharded decoder layers' calls for the log-prob and update passes,
+as in one process; FSDP2's all-gather and reduce-scatter hooks run around the compiled calls.
+
+Not handled (an error at start naming the key): prompts_per_step not divisible by the world size. The
+KL reference model (beta > 0) is replicated on each rank, not sharded.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ import torch.distributed as dist
 
 from trainer.advantages import NEEDS_STEPS
 from trainer.checkpoint import RecipeState
+from trainer.compiled_layers import CompiledLayers
 from trainer.config import GRPOConfig, to_dict
 from trainer.batches import add_stats, micro_batch_loss, micro_batches, no_grad_logprobs
 from trainer.distributed_sampling import global_batch_std, sample_shared_batch
@@ -116,15 +120,13 @@ def init(device: str) -> World:
 
 def check_supported(cfg: GRPOConfig, size: int) -> None:
     """The settings this path does not handle, as errors naming the key."""
-    r, a = cfg.rollout, cfg.algo
+    r = cfg.rollout
     if r.sampler != "groups" and r.engine == "vllm" and r.vllm_tensor_parallel > 1:
         raise ValueError(f"rollout.sampler: {r.sampler!r} is not supported with rollout.vllm_tensor_parallel > 1 "
                          "(its ranks would make different numbers of engine calls)")
     if r.engine == "vllm" and size % r.vllm_tensor_parallel:
         raise ValueError(f"rollout.vllm_tensor_parallel: {r.vllm_tensor_parallel} does not divide the {size} "
                          "processes (each engine takes that many consecutive ranks)")
-    if a.compile_layers:
-        raise ValueError(f"algo.compile_layers: not supported with {size} processes (FSDP2) yet")
     if r.prompts_per_step % size:
         raise ValueError(f"rollout.prompts_per_step: {r.prompts_per_step} is not divisible by the "
                          f"{size} processes")
@@ -348,6 +350,8 @@ def _run(cfg: GRPOConfig, world: World,
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     local_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, device=world.device))
     policy = shard_model(_load_model(model_dir, local_cfg, trainable=True), world)
+    # the sharded decoder layers' calls compiled for the trainer's passes (FSDP2's hooks run around them)
+    compiled = CompiledLayers(policy, cfg.algo.compile_layers)
     reference = _load_model(initial_dir, local_cfg, trainable=False) if cfg.algo.beta > 0 else None
     optimizer = build_optimizer(policy, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas)
     scheduler = build_scheduler(optimizer, cfg.optim.schedule, cfg.steps, cfg.optim.warmup_steps)
@@ -408,7 +412,7 @@ def _run(cfg: GRPOConfig, world: World,
             t = time.monotonic()
             on_device = rollouts.rows(kept).to(device)
             advantages = adv.tokens[kept].to(device)
-            with gathered(policy):
+            with gathered(policy), compiled.active():
                 old_logp, entropy = no_grad_logprobs(policy, on_device, temperature, a.micro_batch_size)
             ref_logp = (no_grad_logprobs(reference, on_device, temperature, a.micro_batch_size)[0]
                         if reference is not None else None)
@@ -425,8 +429,9 @@ def _run(cfg: GRPOConfig, world: World,
                 for part in torch.tensor_split(perm, min(a.mini_batches, K_all)):
                     scale = global_scale(on_device.mask[part.to(device)], r.max_tokens)
                     optimizer.zero_grad(set_to_none=True)
-                    total = accumulate_sharded(policy, loss_fn, on_device, old_logp, ref_logp, advantages, part,
-                                               a.micro_batch_size, scale, temperature, sums)
+                    with compiled.active():
+                        total = accumulate_sharded(policy, loss_fn, on_device, old_logp, ref_logp, advantages,
+                                                   part, a.micro_batch_size, scale, temperature, sums)
                     grad_norms.append(grad_norm(policy, cfg.optim.grad_clip if cfg.optim.grad_clip > 0
                                                 else float("inf")))
                     optimizer.step()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainer.compiled_layers import CompiledLayers
 from trainer.config import load_config
 from trainer.batches import Rollouts, accumulate_gradients, collate, no_grad_logprobs
 from trainer.losses import AGGREGATIONS, BatchScale, GRPOLoss, LossSettings
@@ -71,8 +72,10 @@ def check_gathered(model, r: Rollouts, rank: int) -> tuple[bool, bool]:
     return inside, after
 
 
-def _worker(rank: int, world: int, init_file: str, tiny_dir: str, inputs: dict, out: str) -> None:
-    """One rank: the sharded tiny model, its rows of the batch, every split x aggregation."""
+def _worker(rank: int, world: int, init_file: str, tiny_dir: str, inputs: dict, out: str,
+            compiled: bool = False) -> None:
+    """One rank: the sharded tiny model, its rows of the batch, every split x aggregation; `compiled`:
+    the uneven split and the token aggregation through compiled decoder layers (algo.compile_layers)."""
     import torch.distributed as dist
 
     from trainer import distributed
@@ -84,15 +87,17 @@ def _worker(rank: int, world: int, init_file: str, tiny_dir: str, inputs: dict, 
         w = distributed.init("cpu")
         model = distributed.shard_model(load_tiny(Path(tiny_dir)), w)
         r = make_rollouts(model.config.vocab_size, 1)
-        results = {"gathered": check_gathered(model, r, rank)}
-        for split, rows in SPLITS.items():
+        layers = CompiledLayers(model, compiled)
+        results = {} if compiled else {"gathered": check_gathered(model, r, rank)}
+        for split, rows in SPLITS.items() if not compiled else [("uneven", SPLITS["uneven"])]:
             part = torch.tensor(rows[rank], dtype=torch.long)
-            for aggregation in sorted(AGGREGATIONS):
+            for aggregation in sorted(AGGREGATIONS) if not compiled else ["token"]:
                 loss_fn = GRPOLoss(LossSettings(aggregation=aggregation, beta=0.1, is_level="token"))
                 scale = distributed.global_scale(r.mask[part], MAX_TOKENS)
                 model.zero_grad(set_to_none=True)
-                loss = distributed.accumulate_sharded(model, loss_fn, r, inputs["old"], inputs["ref"], inputs["adv"],
-                                                      part, MICRO, scale, 1.0, {})
+                with layers.active():
+                    loss = distributed.accumulate_sharded(model, loss_fn, r, inputs["old"], inputs["ref"],
+                                                          inputs["adv"], part, MICRO, scale, 1.0, {})
                 losses = distributed.gather_objects(loss, w)
                 grads = {n: p.grad.full_tensor() for n, p in model.named_parameters()}  # a collective
                 norm = distributed.grad_norm(model, float("inf"))
@@ -135,6 +140,28 @@ def test_sharded_gradients_equal_one_process(tiny_dir, tmp_path):
                 torch.testing.assert_close(s_grads[name], g, rtol=1e-5, atol=1e-7, msg=f"{split} {aggregation} {name}")
 
 
+@pytest.mark.slow
+def test_sharded_compiled_layers_equal_one_process(tiny_dir, tmp_path):
+    """algo.compile_layers under FSDP2: each rank's sharded decoder layers run through their compiled
+    calls (FSDP2's hooks around them; rank 1 also pads a micro-batch of one token), and the loss and
+    gradients are still the one-process eager ones."""
+    import torch.multiprocessing as mp
+    model = load_tiny(tiny_dir)
+    inputs = batch_inputs(model)
+    r = make_rollouts(model.config.vocab_size, 1)
+    out = tmp_path / "compiled.pt"
+    mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), str(tiny_dir), inputs, str(out), True), nprocs=2,
+             join=True)
+    s_loss, s_grads, _, _ = torch.load(out, weights_only=False)["uneven", "token"]
+    loss_fn = GRPOLoss(LossSettings(aggregation="token", beta=0.1, is_level="token"))
+    scale = BatchScale(tokens=float(r.mask.sum()), sequences=8.0, max_tokens=MAX_TOKENS)
+    loss = accumulate_gradients(model, loss_fn, r, inputs["old"], inputs["ref"], inputs["adv"], torch.arange(8), 8,
+                                scale, 1.0, {})
+    assert s_loss == pytest.approx(loss, rel=1e-5)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(s_grads[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("override, key", [
     ("rollout.engine=vllm rollout.vllm_tensor_parallel=2 rollout.sampler=prm_steps", "rollout.sampler"),
     ("rollout.prompts_per_step=5", "rollout.prompts_per_step"),
@@ -148,11 +175,11 @@ def test_unsupported_settings_name_the_key(override, key):
         check_supported(load_config(ROOT / "configs/demo.yaml", base + override.split()), 2)
 
 
-def test_dynamic_sampling_and_batch_std_are_supported():
+def test_dynamic_sampling_batch_std_and_compiled_layers_are_supported():
     from trainer.distributed import check_supported
     check_supported(load_config(ROOT / "configs/demo.yaml", [
         "rollout.engine=hf", "rollout.prompts_per_step=4", "algo.dynamic_sampling=true",
-        "algo.advantage=grpo_batch_std"]), 2)  # trainer/distributed_sampling.py
+        "algo.advantage=grpo_batch_std", "algo.compile_layers=true"]), 2)  # distributed_sampling.py
 
 
 def test_world_size_reads_torchrun_env(monkeypatch):

@@ -109,16 +109,17 @@ def test_torchrun_vllm_engines(tmp_path, tensor_parallel):
 
 
 @pytest.mark.slow
-def test_torchrun_dynamic_sampling_and_batch_std(tmp_path):
+def test_torchrun_dynamic_sampling_batch_std_and_compiled_layers(tmp_path):
     """algo.dynamic_sampling with the batch-std advantage under torchrun (trainer/distributed_sampling.py):
     groups of 2 one-token answers often have no signal, so the ranks sample extra rounds together;
-    the data position advances by every prompt drawn, and every completion scored is counted once."""
+    the data position advances by every prompt drawn, and every completion scored is counted once.
+    The trainer's passes run through compiled decoder layers (algo.compile_layers) over the shards."""
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps(Problem(id=f"q{i}", prompt=f"Question {i}: which number?\n",
                                                gold="7").to_dict()) + "\n" for i in range(64)))
     out = tmp_path / "run"
     torchrun(data, out, "rollout.group_size=2", "algo.dynamic_sampling=true", "algo.max_sampling_rounds=3",
-             "algo.advantage=grpo_batch_std", "algo.mini_batches=1")
+             "algo.advantage=grpo_batch_std", "algo.mini_batches=1", "algo.compile_layers=true")
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
     for m in metrics:
@@ -128,6 +129,7 @@ def test_torchrun_dynamic_sampling_and_batch_std(tmp_path):
         assert 1 <= m["sampling_rounds"] <= 4
         assert m["zero_std_groups_sampled"] <= m["prompts_sampled"]
     assert any(m["sampling_rounds"] > 1 for m in metrics)  # seeded: extra rounds happen in this run
+    assert sum(m["kept"] for m in metrics) > 0 and all(math.isfinite(m["loss"]) for m in metrics if m["kept"])
     blob = torch.load(out / "checkpoint-2-final" / "recipe_state.pt", weights_only=False)
     assert blob["data_position"] == sum(m["prompts_sampled"] for m in metrics)
 
