@@ -55,13 +55,6 @@ def test_disabled_does_nothing_and_a_model_without_layers_is_refused():
         CompiledLayers(torch.nn.Linear(2, 2), enabled=True)
 
 
-def test_fsdp_path_refuses_compile_layers():
-    from trainer.distributed import check_supported
-    cfg = load_config(ROOT / "configs/demo.yaml", ["algo.compile_layers=true", "rollout.prompts_per_step=8", "rollout.engine=hf"])
-    with pytest.raises(ValueError, match="algo.compile_layers"):
-        check_supported(cfg, 2)
-
-
 @pytest.mark.slow
 def test_grpo_reward_rises_with_compiled_layers(tmp_path, seven_data, verifier_address):
     from trainer.grpo import train
