@@ -368,10 +368,8 @@ def _run(cfg: GRPOConfig, world: World,
                                  step_separator=cfg.reward.step_separator)
     problems = load_problems(cfg)
     G, temperature, device = r.group_size, r.temperature, world.device
-    _, count = rank_slice(r.prompts_per_step, world)
-    # this rank's sampling: its prompt share, and its own sampling seed (ranks must not draw alike)
-    rank_cfg = dataclasses.replace(cfg, seed=cfg.seed + 1_000_003 * world.rank,
-                                   rollout=dataclasses.replace(r, prompts_per_step=count))
+    # this rank's sampling seed (ranks must not draw alike); its prompt shares: distributed_sampling.py
+    rank_cfg = dataclasses.replace(cfg, seed=cfg.seed + 1_000_003 * world.rank)
     # hf: generates with the (gathered) policy itself. vllm: an engine per `vllm_tensor_parallel` ranks,
     # seeded per engine (its ranks must draw alike), each rank given its own prompts' groups
     tp = r.vllm_tensor_parallel if r.engine == "vllm" else 1
@@ -397,13 +395,13 @@ def _run(cfg: GRPOConfig, world: World,
                 torch.manual_seed(rank_cfg.seed * 1_000_033 + step)
             with gathered(policy):  # this rank's share of the global batch (dynamic sampling: global rounds)
                 sampled = sample_shared_batch(cfg, rank_cfg, engine, sampler, client, problems, tokenizer,
-                                              rewards_cfg, step, state.data_position, world.rank, world.size)
+                                              rewards_cfg, step, state.data_position, world)
             groups, scored, times = sampled.groups, sampled.scored, dict(sampled.seconds)
             completions = [c for g in groups for c in g.completions]
             engine.sleep()  # GPU vLLM: free its memory for the trainer until the sync
 
             # 3. advantages from this rank's whole groups (the batch std, if used, over every rank's rewards)
-            batch_std = (global_batch_std(scored.rewards, scored.valid, world.size)
+            batch_std = (global_batch_std(scored.rewards, scored.valid, world)
                          if a.advantage == "grpo_batch_std" else None)
             rollouts, valid, adv, kept = advantage_batch(groups, scored, tokenizer, a, G, batch_std)
             N = len(rollouts.mask)

@@ -31,7 +31,6 @@ from collections import Counter
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from trainer.grpo import Batch, _add_seconds, _draw_count, choose_groups, sample_round
 from trainer.rewards import merge_scored
@@ -44,17 +43,13 @@ def round_share(count: int, size: int) -> int:
     return math.ceil(count / size)
 
 
-def _gather(obj: Any, size: int) -> list[Any]:
-    out: list[Any] = [None] * size
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def sample_shared_batch(cfg: Any, rank_cfg: Any, engine: Any, sampler: Any, client: Any, problems: list, tokenizer: Any,
-                        rewards_cfg: Any, step: int, position: int, rank: int, size: int) -> Batch:
+                        rewards_cfg: Any, step: int, position: int, world: Any) -> Batch:
     """This rank's part of the step's global batch (see the module docstring). `cfg`: the run's config;
-    `rank_cfg`: the rank's (its sampling seed)."""
+    `rank_cfg`: the rank's (its sampling seed); `world`: distributed.World."""
+    from trainer.distributed import gather_objects  # (that module imports this one)
     B, G = cfg.rollout.prompts_per_step, cfg.rollout.group_size
+    rank, size = world.rank, world.size
     rounds = []            # this rank's rounds
     order: list[tuple[int, int, int]] = []  # global group order: (round, rank, index within that rank's share)
     zero: list[bool] = []
@@ -65,7 +60,7 @@ def sample_shared_batch(cfg: Any, rank_cfg: Any, engine: Any, sampler: Any, clie
         mine = sample_round(rank_cfg, engine, sampler, client, problems, tokenizer, rewards_cfg, step,
                             position + drawn + rank * share, share, len(rounds))
         ok = [x for x, v in zip(mine.scored.rewards, mine.scored.valid) if v]
-        for k, (flags, total, n) in enumerate(_gather((mine.zero, sum(ok), len(ok)), size)):
+        for k, (flags, total, n) in enumerate(gather_objects((mine.zero, sum(ok), len(ok)), world)):
             order += [(len(rounds), k, j) for j in range(len(flags))]
             zero += flags
             judged[0] += total
@@ -83,32 +78,29 @@ def sample_shared_batch(cfg: Any, rank_cfg: Any, engine: Any, sampler: Any, clie
     if any(chosen[k * per_rank:(k + 1) * per_rank] != [(0, k, j) for j in range(per_rank)] for k in range(size)):
         # some rank trains on groups it did not sample: every rank sends the chosen groups it holds
         held = {key: _group_of(rounds[key[0]], key[2], G) for key in chosen if key[1] == rank}
-        pool = {key: value for part in _gather(held, size) for key, value in part.items()}
+        pool = {key: value for part in gather_objects(held, world) for key, value in part.items()}
         items = [pool[key] for key in wanted]
     else:
         items = [_group_of(rounds[0], j, G) for (_, _, j) in wanted]
-    everything = merge_scored([x.scored for x in rounds])  # the rank's own counts
-    scored = dataclasses.replace(everything, rewards=[r for it in items for r in it[2]],
-                                 valid=[v for it in items for v in it[3]],
-                                 step_scores=[s for it in items for s in it[4]],
-                                 step_char_ends=[e for it in items for e in it[5]])
-    return Batch([it[0] for it in items], [it[1] for it in items], scored, len(rounds), drawn, sum(zero),
+    rows = merge_scored([s for _, _, s in items])
+    everything = merge_scored([x.scored for x in rounds])  # the rank's own counts, the batch's rows
+    scored = dataclasses.replace(everything, rewards=rows.rewards, valid=rows.valid, step_scores=rows.step_scores,
+                                 step_char_ends=rows.step_char_ends)
+    return Batch([p for p, _, _ in items], [g for _, g, _ in items], scored, len(rounds), drawn, sum(zero),
                  _add_seconds([x.seconds for x in rounds]), sum((x.stats for x in rounds), Counter()),
                  judged[0] / judged[1] if judged[1] else float("nan"))
 
 
 def _group_of(round_: Any, j: int, G: int) -> tuple:
-    """(problem, group, rewards, valid, step scores, step char ends) of group j of a round."""
-    rows = range(j * G, (j + 1) * G)
-    s = round_.scored
-    return (round_.problems[j], round_.groups[j], [s.rewards[i] for i in rows], [s.valid[i] for i in rows],
-            [s.step_scores[i] for i in rows], [s.step_char_ends[i] for i in rows])
+    """(problem, group, its G rows of the round's Scored) of group j of a round."""
+    return round_.problems[j], round_.groups[j], round_.scored.rows(range(j * G, (j + 1) * G))
 
 
-def global_batch_std(rewards: list[float], valid: list[bool], size: int) -> torch.Tensor:
+def global_batch_std(rewards: list[float], valid: list[bool], world: Any) -> torch.Tensor:
     """The population std of every rank's valid rewards together, in rank order (0 with fewer than two),
     as grpo_batch_std computes it over one process's batch."""
-    every = [x for part in _gather([x for x, v in zip(rewards, valid) if v], size) for x in part]
+    from trainer.distributed import gather_objects
+    every = [x for part in gather_objects([x for x, v in zip(rewards, valid) if v], world) for x in part]
     if len(every) < 2:
         return torch.tensor(0.0)
     return torch.tensor(every).std(unbiased=False)

@@ -64,12 +64,13 @@ def _worker(rank: int, init_file: str, data: str, address: str, dynamic: bool, o
                             timeout=timedelta(seconds=60))
     try:
         cfg = _config(Path(data), dynamic)
+        world = distributed.World(rank, 2, "cpu")
         with VerifierClient(address, timeout=30) as client:
             results = []
             for step, position in ((0, 0), (1, 20)):
                 batch = sample_shared_batch(cfg, cfg, ScriptedEngine(), None, client, load_problems(cfg), None,
-                                            RewardSettings(math=1.0), step, position, rank, 2)
-                std = float(global_batch_std(batch.scored.rewards, batch.scored.valid, 2))
+                                            RewardSettings(math=1.0), step, position, world)
+                std = float(global_batch_std(batch.scored.rewards, batch.scored.valid, world))
                 results.append({"ids": [p.id for p in batch.problems], "rewards": batch.scored.rewards,
                                 "texts": [c.text for g in batch.groups for c in g.completions],
                                 "rounds": batch.rounds, "sampled": batch.prompts_sampled,

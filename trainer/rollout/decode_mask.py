@@ -64,8 +64,8 @@ def _lean(library: Callable[..., Any], config: Any) -> Callable[..., Any]:
                block_sequence_ids: Any = None, **kwargs: Any) -> Any:
         decode = (inputs_embeds.shape[1] == 1 and (attention_mask is None or attention_mask.ndim == 2)
                   and or_mask_function is None and and_mask_function is None and block_sequence_ids is None
-                  and type(past_key_values) is StaticCache
-                  and all(type(layer) is StaticLayer for layer in past_key_values.layers))
+                  and type(past_key_values) is StaticCache  # all StaticLayer: a full-attention config
+                  and type(past_key_values.layers[0]) is StaticLayer)
         mask = None
         if decode:
             first = past_key_values.layers[0]
