@@ -38,6 +38,9 @@ gate/up projections as another, from a copy of their weights refreshed at every 
 With a static cache, decode steps get their inputs (decode_inputs.py) and, with `gqa_decode`, their
 attention masks (decode_mask.py) from leaner versions of the library's per-step functions: the same
 tensors with fewer host operations (`lean_decode`, on; False in benchmarks gives the library's).
+With "static_compiled" on CUDA, each `generate` call's decode steps are replayed from a CUDA graph of
+the compiled step that it captures at its first decode step, instead of going through dynamo's guards
+at every step (graphed_decode.py; `graphed_decode`, on; False gives transformers' compiled call).
 
 "paged" details (paged_engine.py): the KV cache is sized for the call (blocks for every row's prompt
 plus max_tokens), not from free memory; stop strings are not supported by the library's scheduler, so
@@ -53,6 +56,7 @@ from trainer.rollout import HF_CACHES, HF_SAMPLERS, Completion, Group, SamplingC
 from trainer.rollout.decode_inputs import lean_decode_inputs
 from trainer.rollout.deferred_stop import deferred_stop_checks
 from trainer.rollout.gqa_attention import decode_attention
+from trainer.rollout.graphed_decode import graphed_decode
 from trainer.rollout.merged_projections import merged_projections
 from trainer.rollout.paged_engine import generate_paged
 from trainer.rollout.token_sampler import TokenSampler
@@ -110,6 +114,9 @@ class HFEngine:
         # static caches: decode-step masks (with gqa_decode) and inputs made with fewer host operations
         # (decode_mask.py, decode_inputs.py); False gives the library's own (benchmarks)
         self.lean_decode = True
+        # static_compiled on CUDA: decode steps replayed from a CUDA graph per call (graphed_decode.py)
+        self.graphed_decode = True
+        self.decode_calls: list = []  # the last chunk's GraphedDecodeCall (its counts), if one ran
 
     def sync_weights(self, model: Any) -> None:
         if model is not self.model:
@@ -193,8 +200,10 @@ class HFEngine:
         attention = (decode_attention(self.model, self.decode_kernel, self.lean_decode) if self.gqa_decode
                      else contextlib.nullcontext())
         lean = self.lean_decode and self.cache in ("static", "static_compiled")
+        graphed = self.graphed_decode and self.cache == "static_compiled"
         with (torch.inference_mode(), attention, deferred_stop_checks(self.deferred_stop),
-              merged_projections(self.model, self.merged), lean_decode_inputs(self.model, lean)):
+              merged_projections(self.model, self.merged), lean_decode_inputs(self.model, lean),
+              graphed_decode(self.model, graphed) as self.decode_calls):
             sequences = self.model.generate(**enc, **kwargs)
             logprobs = recorder.finish(sequences[:, enc["input_ids"].shape[1]:])
         return sequences, logprobs.float().cpu()

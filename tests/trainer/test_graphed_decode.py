@@ -1,0 +1,117 @@
+"""Decode steps replayed from a CUDA graph per `generate` call (trainer/rollout/graphed_decode.py).
+
+On the CPU: what a graph is keyed on, and that nothing is installed off CUDA. On a GPU (`gpu` tests):
+the engine's generations with the graphs equal those of transformers' own compiled call, token for
+token, with padded and one-length prompts, across several calls (each capturing its own graph) and
+batch sizes, and the graphs did the work (one capture, every later decode step a replay).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainer.rollout import SamplingConfig
+from trainer.rollout.graphed_decode import _signature, graphed_decode
+from trainer.rollout.hf_engine import HFEngine
+
+PADDED = ["7+5=", "a much longer prompt, padded less: 3*4=", "x"]
+EVEN = ["7+5=", "3*4=", "9-2="]
+
+
+def _model(tiny_dir, device="cpu", dtype=torch.float32):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    return (AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=dtype).to(device),
+            AutoTokenizer.from_pretrained(tiny_dir))
+
+
+def test_signature_keys_on_shapes_dtypes_strides_and_plain_values():
+    ids, mask = torch.zeros(4, 1, dtype=torch.long), torch.ones(4, 1, 1, 9, dtype=torch.bool)
+    key = _signature({"input_ids": ids, "attention_mask": mask, "use_cache": True, "return_dict": True})
+    assert key == _signature({"input_ids": ids + 1, "attention_mask": ~mask, "use_cache": True, "return_dict": True})
+    assert key != _signature({"input_ids": torch.zeros(5, 1, dtype=torch.long), "attention_mask": mask,
+                              "use_cache": True, "return_dict": True})
+    assert key != _signature({"input_ids": ids.int(), "attention_mask": mask, "use_cache": True, "return_dict": True})
+    assert key != _signature({"input_ids": ids, "attention_mask": mask, "use_cache": False, "return_dict": True})
+    assert key != _signature({"input_ids": ids, "attention_mask": mask.expand(4, 1, 2, 9)[:, :, :1],
+                              "use_cache": True, "return_dict": True})  # same shape, other strides
+    masks = {"full_attention": mask}
+    assert _signature({"attention_mask": masks}) == _signature({"attention_mask": {"full_attention": ~mask}})
+
+
+def test_signature_refuses_what_a_graph_cannot_hold():
+    from transformers.cache_utils import DynamicCache
+    assert _signature({"past_key_values": DynamicCache()}) is None
+    assert _signature({"input_ids": torch.zeros(1, 1), "extra": [1, 2]}) is None
+    assert _signature({"attention_mask": {"full_attention": None}}) is None
+
+
+def test_nothing_is_installed_off_cuda(tiny_dir):
+    model, tokenizer = _model(tiny_dir)
+    with graphed_decode(model) as calls:
+        assert "get_compiled_call" not in vars(model)
+    assert calls == []
+    engine = HFEngine(model, tokenizer, cache="static_compiled", sampler="fused")
+    engine.generate(EVEN, 2, SamplingConfig(max_tokens=4, temperature=0.0))
+    assert engine.decode_calls == []
+
+
+def _generate(engine, prompts, n, sampling, graphed):
+    engine.graphed_decode = graphed
+    groups = engine.generate(prompts, n, sampling)
+    return [(c.token_ids, c.logprobs) for g in groups for c in g.completions], list(engine.decode_calls)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("gqa", [True, False])
+def test_graphed_generations_equal_the_compiled_call(tiny_dir, gqa):
+    """Greedy float32 generations and their log-probs: the graphs against transformers' compiled call,
+    for two prompt sets (padded, one-length) and batch sizes, each call capturing its own graph."""
+    model, tokenizer = _model(tiny_dir, "cuda")
+    engine = HFEngine(model, tokenizer, cache="static_compiled", gqa_decode=gqa, sampler="fused")
+    sampling = SamplingConfig(max_tokens=12, temperature=0.0)
+    for prompts, n in ((PADDED, 2), (EVEN, 4), (PADDED, 2)):
+        expected, none = _generate(engine, prompts, n, sampling, graphed=False)
+        got, calls = _generate(engine, prompts, n, sampling, graphed=True)
+        assert none == [] and len(calls) == 1
+        (call,) = calls
+        assert call.captures == 1 and call.uncaptured == 0 and call.replays >= 8, vars(call)
+        assert [ids for ids, _ in got] == [ids for ids, _ in expected]
+        for (_, a), (_, b) in zip(got, expected):
+            torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-4, atol=1e-4)
+
+
+def _logprob_error(model, groups) -> float:
+    """The largest gap between a completion's recorded sampling log-probs and the model's own, recomputed
+    over the whole sequence (eager, no cache)."""
+    worst = 0.0
+    for group in groups:
+        for completion in group.completions:
+            start = len(group.prompt_ids)
+            ids = torch.tensor([list(group.prompt_ids) + list(completion.token_ids)], device=model.device)
+            with torch.no_grad():
+                logits = model(ids).logits[0, start - 1:-1].float()
+            own = torch.log_softmax(logits, dim=-1).gather(1, ids[0, start:, None]).squeeze(1).cpu()
+            worst = max(worst, (own - torch.tensor(completion.logprobs)).abs().max().item())
+    return worst
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_graphed_sampling_in_bf16_records_the_models_logprobs(tiny_dir):
+    """Seeded sampling in bf16 (where near-ties make draws differ between any two kernels): every call
+    captures once, and the recorded log-probs are the model's for the drawn tokens, as close as those
+    of transformers' compiled call are."""
+    model, tokenizer = _model(tiny_dir, "cuda", torch.bfloat16)
+    engine = HFEngine(model, tokenizer, cache="static_compiled", gqa_decode=True, sampler="fused", merged=True)
+    sampling = SamplingConfig(max_tokens=16, temperature=1.0, seed=3)
+    engine.graphed_decode = False
+    reference = _logprob_error(model, engine.generate(PADDED, 4, sampling))
+    engine.graphed_decode = True
+    for _ in range(2):
+        groups = engine.generate(PADDED, 4, sampling)
+        (call,) = engine.decode_calls
+        assert call.captures == 1 and call.uncaptured == 0 and call.replays >= 12, vars(call)
+        error = _logprob_error(model, groups)
+        assert error <= 2 * reference + 0.02, (error, reference)
