@@ -16,7 +16,9 @@ graphs (compiling it the first time in the process), then captures the same comp
 graph. The run before the capture wrote this step's keys and values into the cache and advanced its
 counters: the counters are put back and the replay writes the same slots again. Graphs live as long as
 the `generate` call (its cache, the model's parameters and merged projections stay where they are
-for that long); each call captures its own (a few ms: docs/benchmarks.md).
+for that long); each call captures its own, at a cost not measured yet (`capture_s`; the benchmark
+reports it as capture_ms). Keeping graphs across calls would need every address a graph reads
+(parameters, merged copies, the cache) checked at each call: not done.
 
 Anything else goes to the compiled call uncaptured: a cache other than a StaticCache of full-attention
 layers, a non-tensor argument of an unexpected type, a device that is not CUDA.
