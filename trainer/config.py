@@ -90,6 +90,9 @@ class EngineOptions:
     gpu_memory_utilization: float = 0.3
     sync_bucket_mb: float = 256.0  # vLLM weight sync: at most this many MiB converted at a time
     vllm_sleep: bool = False       # release vLLM's memory during the update (GPU builds; a no-op on CPU)
+    vllm_block_size: int = 0       # vLLM KV-cache block (tokens); 0: 32 on the CPU, where vLLM's 128 is longer than
+                                   # most prompts and a group's samples then share no prompt block (1.4-2x faster
+                                   # group sampling there, docs/benchmarks.md), vLLM's own default elsewhere
     hf_max_batch_sequences: int = 256
     hf_cache: str = "dynamic"        # hf engine: dynamic | static | static_compiled | paged (docs/trainer.md)
     hf_gqa_decode: bool = True       # hf engine: grouped-query decode attention without KV copies (gqa_attention.py)
@@ -107,6 +110,8 @@ class EngineOptions:
         _one_of(self.hf_decode_kernel, DECODE_KERNELS, "rollout.hf_decode_kernel")
         if self.sync_bucket_mb <= 0:
             raise ValueError(f"rollout.sync_bucket_mb must be > 0, got {self.sync_bucket_mb}")
+        if self.vllm_block_size < 0:
+            raise ValueError(f"rollout.vllm_block_size must be >= 0 (0: the engine's choice), got {self.vllm_block_size}")
 
 
 @dataclass(frozen=True)

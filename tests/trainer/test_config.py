@@ -48,6 +48,7 @@ def test_overrides_dotted_and_typed():
     ("rollout.hf_sampler=mine", "rollout.hf_sampler"),
     ("rollout.hf_decode_kernel=flash", "rollout.hf_decode_kernel"),
     ("rollout.vllm_tensor_parallel=0", "rollout.vllm_tensor_parallel"),
+    ("rollout.vllm_block_size=-32", "rollout.vllm_block_size"),
 ])
 def test_bad_values_are_errors(override, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):

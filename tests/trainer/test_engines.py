@@ -18,8 +18,8 @@ def load(tiny_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32), AutoTokenizer.from_pretrained(tiny_dir)
 
 
-def check_groups(groups, model, tokenizer, n, max_tokens, atol, temperature=1.0):
-    assert [g.prompt for g in groups] == PROMPTS
+def check_groups(groups, model, tokenizer, n, max_tokens, atol, temperature=1.0, prompts=PROMPTS):
+    assert [g.prompt for g in groups] == prompts
     for g in groups:
         assert g.prompt_ids == tuple(tokenizer(g.prompt, add_special_tokens=False).input_ids)
         assert len(g.completions) == n
@@ -115,6 +115,14 @@ def test_kv_blocks_hold_every_row():
     assert kv_blocks([10, 300], 4, 256, page=256) == 4 * (2 + 1) + 4 * (3 + 1)
 
 
+def test_vllm_block_size_lets_a_group_share_its_prompt():
+    from trainer.rollout.vllm_engine import kv_block_size
+    assert kv_block_size(0, cpu=True) == 32 and kv_block_size(0, cpu=False) == 0  # 0 on GPUs: vLLM's own
+    assert kv_block_size(64, cpu=True) == 64 and kv_block_size(16, cpu=False) == 16
+    with pytest.raises(ValueError, match="rollout.vllm_block_size must be a multiple of 32 on the CPU"):
+        kv_block_size(16, cpu=True)
+
+
 @pytest.fixture(scope="module", params=["eager", "compiled"])
 def vllm_engine(tiny_dir, request):
     """Both vLLM modes (rollout.vllm_compile): the compiled model must see synced weights too."""
@@ -130,6 +138,28 @@ def test_vllm_engine_groups_with_logprobs(vllm_engine, tiny_dir):
     groups = vllm_engine.generate(PROMPTS, 8, SamplingConfig(max_tokens=24, temperature=1.0, seed=1))
     check_groups(groups, model, tokenizer, 8, 24, atol=2e-3)
     assert len({c.token_ids for c in groups[0].completions}) > 1  # n samples, not n copies
+
+
+@pytest.mark.slow
+def test_vllm_groups_of_long_prompts_share_prompt_blocks(vllm_engine, tiny_dir):
+    """Prompts of several 32-token blocks: a group's samples read the prompt's whole blocks from the
+    prefix cache (vLLM's count of cached prompt tokens; none with one sample), and the engine's
+    log-probs are still the model's."""
+    from vllm import SamplingParams
+    model, tokenizer = load(tiny_dir)
+    assert vllm_engine.llm.llm_engine.vllm_config.cache_config.block_size == 32
+    long = [p * 12 for p in PROMPTS]
+    lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in long]
+    assert max(lengths) >= 96
+    for n in (1, 8):
+        vllm_engine.llm.reset_prefix_cache()
+        outputs = vllm_engine.llm.generate(long, SamplingParams(n=n, max_tokens=4), use_tqdm=False)
+        cached = [o.num_cached_tokens for o in outputs]
+        # with n samples, all but the last (partial) block of the prompt: (length - 1) // 32 whole blocks
+        assert cached == ([0] * 3 if n == 1 else [(length - 1) // 32 * 32 for length in lengths]), (n, cached, lengths)
+    vllm_engine.llm.reset_prefix_cache()
+    groups = vllm_engine.generate(long, 8, SamplingConfig(max_tokens=12, temperature=1.0))
+    check_groups(groups, model, tokenizer, 8, 12, atol=2e-3, prompts=long)
 
 
 @pytest.mark.slow

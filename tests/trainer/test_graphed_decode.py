@@ -44,6 +44,8 @@ def test_signature_refuses_what_a_graph_cannot_hold():
     assert _signature({"past_key_values": DynamicCache()}) is None
     assert _signature({"input_ids": torch.zeros(1, 1), "extra": [1, 2]}) is None
     assert _signature({"attention_mask": {"full_attention": None}}) is None
+    assert _signature({"input_ids": torch.zeros(1, 1), "output_hidden_states": True}) is None
+    assert _signature({"input_ids": torch.zeros(1, 1), "output_attentions": False}) is not None
 
 
 def test_nothing_is_installed_off_cuda(tiny_dir):

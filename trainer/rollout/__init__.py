@@ -89,7 +89,7 @@ def build_engine(options: Any, model_dir: Any, model: Any, tokenizer: Any, seed:
                                     kv_cache_gb=o.kv_cache_gb, gpu_memory_utilization=o.gpu_memory_utilization,
                                     sync_bucket_mb=o.sync_bucket_mb, sleep=o.vllm_sleep,
                                     enforce_eager=not o.vllm_compile, torchrun=torchrun,
-                                    tensor_parallel=tensor_parallel)
+                                    tensor_parallel=tensor_parallel, block_size=o.vllm_block_size)
     return engine_class("hf")(model, tokenizer, max_batch_sequences=o.hf_max_batch_sequences, cache=o.hf_cache,
                               gqa_decode=o.hf_gqa_decode, sampler=o.hf_sampler, deferred_stop=o.hf_deferred_stop,
                               merged=o.hf_merged_projections, decode_kernel=o.hf_decode_kernel)

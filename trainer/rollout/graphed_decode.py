@@ -21,7 +21,8 @@ reports it as capture_ms). Keeping graphs across calls would need every address 
 (parameters, merged copies, the cache) checked at each call: not done.
 
 Anything else goes to the compiled call uncaptured: a cache other than a StaticCache of full-attention
-layers, a non-tensor argument of an unexpected type, a device that is not CUDA.
+layers, a non-tensor argument of an unexpected type, asking for attentions or hidden states (`output_*`:
+the next replay would overwrite what `generate` keeps of them), a device that is not CUDA.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def _signature(inputs: dict[str, Any]) -> tuple | None:
         if isinstance(value, torch.Tensor):
             key.append((name, value.shape, value.dtype, value.stride()))
         elif isinstance(value, _PLAIN):
+            if name.startswith("output_") and value:  # kept outputs besides the logits would be overwritten
+                return None
             key.append((name, value))
         elif isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values()):
             key.append((name, tuple((k, v.shape, v.dtype, v.stride()) for k, v in value.items())))
