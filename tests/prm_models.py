@@ -4,13 +4,12 @@ token-classification model, or a causal LM with a step_likelihood head (`HEAD`),
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 from tasks.prm_format import PRMFormat, save_head
+
+from ci_rules import require_modules
 
 STEP_TAG = " [s]"  # several tokens: the score is read at the last one
 # a step_likelihood head: unlikely tokens (high NLL) lower P(correct); a random LM's NLLs are ~4.6 nats
@@ -18,12 +17,7 @@ HEAD = ([-0.3, -0.2, -0.1, -0.2, -0.1, -0.05], 2.5)
 
 
 def require_torch() -> None:
-    if os.environ.get("CI"):
-        import torch  # noqa: F401  (under CI a missing dependency is a failure, not a skip)
-        import transformers  # noqa: F401
-    else:
-        pytest.importorskip("torch")
-        pytest.importorskip("transformers")
+    require_modules("torch", "transformers")
 
 
 def build_prm(path: Path, kind: str, *, seed: int = 0, num_labels: int = 2, max_length: int = 512,

@@ -1,18 +1,17 @@
 """A hand-scored report page, and headless Chromium to load pages: for tests/test_report*.py and
-tests/test_eval_steps.py. Without Chromium a test skips on a workstation and FAILS under CI=true."""
+tests/test_eval_steps.py. Without Chromium a test skips on a workstation and fails under CI (ci_rules.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
-
 from verifier_service.chain_metrics import ChainRecord, summarize
 from verifier_service.report import ChainView, render_report
+
+from ci_rules import unavailable
 
 HOSTILE = '<img src=x onerror="document.body.dataset.pwned=1"></ol><script>document.body.dataset.pwned=2</script>'
 
@@ -40,9 +39,7 @@ def browser() -> str:
     found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
     if found is None:
         message = f"no headless browser ({', '.join(BROWSERS)}): apt-get install -y --no-install-recommends chromium"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     return found
 
 

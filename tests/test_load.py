@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from ci_rules import require_modules, require_root
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -32,19 +34,11 @@ traffic = sys.modules["load_traffic"]  # imported by load.py from bench/
 
 
 def require_torch() -> None:
-    if os.environ.get("CI"):  # under CI a missing dependency is a failure, not a skip
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    else:
-        pytest.importorskip("torch")
-        pytest.importorskip("transformers")
+    require_modules("torch", "transformers")
 
 
 def _needs_sandbox() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the code sandbox needs root, and CI must run the load test with it")
-        pytest.skip("the code sandbox needs root")
+    require_root("the code sandbox")
 
 
 def test_config_refuses_unknown_kinds_and_bad_fractions():

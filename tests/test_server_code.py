@@ -29,10 +29,9 @@ from verifier_service.proto import verifier_pb2 as pb
 from verifier_service.proto import verifier_pb2_grpc as pb_grpc
 from verifier_service.server import create_server
 
-if os.geteuid() != 0:
-    if os.environ.get("CI"):  # CI runs as root: a skip there would hide a sandbox that never ran
-        pytest.fail("the sandbox needs root, and CI must run these tests", pytrace=False)
-    pytest.skip("the sandbox needs root (CI runs as root)", allow_module_level=True)
+from ci_rules import require_root
+
+require_root("the sandbox", module=True)
 
 C = pb.CodeResult
 CONFIG = ServerConfig(address="127.0.0.1:0", math_workers=1, code_slots=2, max_tests_per_item=8,

@@ -83,8 +83,9 @@ class EngineOptions:
     (`trainer.rollout.build_engine` reads them)."""
     engine: str = "vllm"           # vllm | hf (trainer.rollout.ENGINES)
     vllm_dtype: str = "bfloat16"
-    vllm_compile: bool = False     # vLLM's compiled model (not enforce_eager): on the 2-core CPU 1.17-1.28x
-                                   # faster sampling of a 25M model for ~26 s more start-up (docs/benchmarks.md)
+    vllm_compile: bool = False     # vLLM's compiled model (not enforce_eager): on the 2-core CPU 1.21-1.39x
+                                   # faster sampling of a 25M model per GRPO step (32-token KV blocks) for
+                                   # ~26 s more start-up (docs/benchmarks.md)
     max_model_len: int = 512
     kv_cache_gb: float = 1.0       # vLLM CPU KV cache
     gpu_memory_utilization: float = 0.3

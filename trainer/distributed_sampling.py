@@ -8,7 +8,7 @@ gather their groups' zero-variance flags, so every rank knows the global order o
 (round by round, rank by rank: the data order) and takes the same decisions:
 
   * dynamic sampling (DAPO) goes on while fewer than B groups carry signal, for at most
-    max_sampling_rounds extra rounds, each of grpo._draw_count prompts (the one-process rule);
+    max_sampling_rounds extra rounds, each of grpo.next_round_count prompts (the one-process rule);
   * the batch is grpo.choose_groups of that order (the first B groups with signal, filled with
     zero-variance ones if the cap was hit), and rank r trains on its consecutive B/W of them.
 
@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from trainer.grpo import Batch, _add_seconds, _draw_count, choose_groups, sample_round
+from trainer.grpo import Batch, _add_seconds, choose_groups, judged_rewards, next_round_count, sample_round
 from trainer.rewards import merge_scored
 
 __all__ = ["round_share", "sample_shared_batch", "global_batch_std"]
@@ -55,11 +55,11 @@ def sample_shared_batch(cfg: Any, rank_cfg: Any, engine: Any, sampler: Any, clie
     zero: list[bool] = []
     judged = [0.0, 0]      # global sum and count of judged rewards, every round
     drawn, count = 0, B
-    while True:
+    while count:
         share = round_share(count, size)
         mine = sample_round(rank_cfg, engine, sampler, client, problems, tokenizer, rewards_cfg, step,
                             position + drawn + rank * share, share, len(rounds))
-        ok = [x for x, v in zip(mine.scored.rewards, mine.scored.valid) if v]
+        ok = judged_rewards(mine.scored)
         for k, (flags, total, n) in enumerate(gather_objects((mine.zero, sum(ok), len(ok)), world)):
             order += [(len(rounds), k, j) for j in range(len(flags))]
             zero += flags
@@ -67,10 +67,7 @@ def sample_shared_batch(cfg: Any, rank_cfg: Any, engine: Any, sampler: Any, clie
             judged[1] += n
         rounds.append(mine)
         drawn += share * size
-        useful = zero.count(False)
-        if not cfg.algo.dynamic_sampling or useful >= B or len(rounds) > cfg.algo.max_sampling_rounds:
-            break
-        count = _draw_count(B, useful, len(zero))
+        count = next_round_count(cfg.algo, B, zero.count(False), len(zero), len(rounds))
 
     chosen = [order[i] for i in choose_groups(zero, B)]
     per_rank = B // size

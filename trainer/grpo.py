@@ -131,6 +131,15 @@ def _draw_count(B: int, useful: int, drawn: int) -> int:
     return min(B, math.ceil(missing * drawn / useful)) if useful else B
 
 
+def next_round_count(a: AlgoConfig, B: int, useful: int, drawn: int, rounds: int) -> int:
+    """Prompts of the next sampling round after `rounds` rounds drew `drawn` groups, `useful` of them
+    with reward variance; 0: the batch's sampling is over (no dynamic sampling, B useful groups, or
+    max_sampling_rounds extra rounds made)."""
+    if not a.dynamic_sampling or useful >= B or rounds > a.max_sampling_rounds:
+        return 0
+    return _draw_count(B, useful, drawn)
+
+
 def advantage_batch(groups: list[Group], scored: Scored, tokenizer: Any, a: AlgoConfig,
                     G: int, batch_std: torch.Tensor | None = None) -> tuple[Rollouts, torch.Tensor, Any, torch.Tensor]:
     """(rollouts, valid [B, G], the advantage function's output, kept row indices [K]) of scored groups:
@@ -212,15 +221,11 @@ def sample_batch(cfg: GRPOConfig, engine: Any, sampler: StepSampler | None, clie
     rounds: list[Round] = []
     zero: list[bool] = []
     count = B
-    while True:
-        done = sum(len(x.problems) for x in rounds)
+    while count:
         rounds.append(sample_round(cfg, engine, sampler, client, problems, tokenizer, rewards_cfg, step,
-                                   position + done, count, len(rounds)))
+                                   position + len(zero), count, len(rounds)))
         zero += rounds[-1].zero
-        useful = zero.count(False)
-        if not cfg.algo.dynamic_sampling or useful >= B or len(rounds) > cfg.algo.max_sampling_rounds:
-            break
-        count = _draw_count(B, useful, len(zero))
+        count = next_round_count(cfg.algo, B, zero.count(False), len(zero), len(rounds))
     chosen = choose_groups(zero, B)
     problems_all = [p for x in rounds for p in x.problems]
     groups_all = [g for x in rounds for g in x.groups]
@@ -240,8 +245,13 @@ def _add_seconds(parts: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def judged_rewards(scored: Scored) -> list[float]:
+    """The rewards of the completions that were judged (valid)."""
+    return [x for x, ok in zip(scored.rewards, scored.valid) if ok]
+
+
 def _judged_mean(scored: Scored) -> float:
-    judged = [x for x, ok in zip(scored.rewards, scored.valid) if ok]
+    judged = judged_rewards(scored)
     return sum(judged) / len(judged) if judged else float("nan")
 
 

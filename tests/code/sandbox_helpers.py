@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from verifier_service.code import (AssertTests, CallCase, CallTests, CodeLimits, CodeRequest, CodeRunner,
                                    CodeStatus, CodeVerdict, Extraction, RunnerConfig,
                                    StdioCase, StdioTests)
+
+from ci_rules import require_root
 
 SECRET = "verirl-test-secret-7f3a9c"
 os.environ["VERIRL_SANDBOX_TEST_SECRET"] = SECRET  # set before any runner starts: it must not leak
 
 
 def start_runner(**overrides) -> CodeRunner:
-    """A started runner in full mode. Skips only where nobody could have one (not root); as root
-    (CI) a sandbox that does not start is a failure, not a skip."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):  # CI runs as root: a skip there would hide a sandbox that never ran
-            pytest.fail("the sandbox needs root, and CI must run these tests")
-        pytest.skip("the sandbox needs root")
+    """A started runner in full mode. Without root: a skip, or a failure under CI (ci_rules.py); as
+    root a sandbox that does not start is a failure, not a skip."""
+    require_root("the sandbox")
     return CodeRunner(RunnerConfig(**overrides)).start()
 
 

@@ -9,7 +9,6 @@ a threshold above 1 forces every step after all resampling rounds."""
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -19,15 +18,14 @@ import torch
 from tasks.types import Problem
 from trainer.step_sampler import StepSampler, StepSamplerConfig, Trajectory, write_sft_data
 
+from ci_rules import require_modules
+
 ROOT = Path(__file__).resolve().parents[2]
 PROBLEMS = [Problem(id=f"p{i}", prompt=f"What is {i} + 3?\n", gold=str(i + 3)) for i in range(3)]
 
 
 def _require_prm() -> None:
-    if os.environ.get("CI"):
-        import verifier_service.prm  # noqa: F401  (a failure under CI, not a skip)
-    else:
-        pytest.importorskip("verifier_service.prm")
+    require_modules("verifier_service.prm")
 
 
 @pytest.fixture(scope="module")
