@@ -18,7 +18,9 @@ Models are random (no downloads), built from Qwen2 configs:
             rollout.hf_deferred_stop=false; "+merge": rollout.hf_merged_projections;
             "+splitkv": rollout.hf_decode_kernel=split_kv; "+nolean": the library's decode masks and inputs,
             not decode_mask.py's and decode_inputs.py's; "+nograph": transformers' compiled decode call,
-            not graphed_decode.py's CUDA graph per call). Target: 40,000 tok/s.
+            not graphed_decode.py's CUDA graphs; "+percall": a new cache and graph at every call,
+            not kept across calls, static_cache_reuse.py; "+noprefill": the prompt's forward eager, not
+            from a kept graph). Target: 40,000 tok/s.
   train     the same shape: bf16 parameters, AdamW, a step over 8 x 1024 tokens (forward, backward,
             optimizer step), in variants: eager (sdpa attention, foreach AdamW), fused (fused AdamW),
             compiled (torch.compile of the model + fused AdamW). Gradient checkpointing off.
@@ -113,7 +115,7 @@ PAGED_OPTIONS = {"graphs": {"use_cuda_graph": True}, "nographs": {"use_cuda_grap
                  "compile3": {"default_compile_level": 3}}
 
 
-ENGINE_EXTRAS = {"gqa", "lib", "nodefer", "merge", "splitkv", "nolean", "nograph"}  # "<cache>+extra+...": HFEngine options
+ENGINE_EXTRAS = {"gqa", "lib", "nodefer", "merge", "splitkv", "nolean", "nograph", "percall", "noprefill"}  # "<cache>+extra+...": HFEngine options
 
 
 def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[int, ...], new_tokens: int,
@@ -150,6 +152,8 @@ def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[in
                                              for k, v in PAGED_OPTIONS[e].items()})
             engine.lean_decode = "nolean" not in extras
             engine.graphed_decode = "nograph" not in extras
+            engine.keep_decode_state = "percall" not in extras
+            engine.graphed_prefill_tokens = 0 if "noprefill" in extras else engine.graphed_prefill_tokens
             sampling = SamplingConfig(max_tokens=new_tokens, temperature=1.0, seed=0)
             try:
                 engine.generate(prompts, group, sampling)  # warm-up
@@ -164,8 +168,9 @@ def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[in
                 name = f"{cache}_b{batch}"
                 name += f"#{sum(k.split('#')[0] == name for k in out) + 1}" if name in out else ""  # a rerun
                 out[name] = {"tokens_per_s": statistics.median(rates), "runs_tokens_per_s": rates, "tokens": made}
-                if engine.decode_calls:  # graphed_decode.py: the last call's capture (with its run before)
-                    out[name]["capture_ms"] = round(engine.decode_calls[-1].capture_s * 1e3, 2)
+                if engine.decode_calls:  # graphed_decode.py: the last call's captures (with the run before each)
+                    out[name]["captures"] = sum(call.captures for call in engine.decode_calls)
+                    out[name]["capture_ms"] = round(sum(call.capture_s for call in engine.decode_calls) * 1e3, 2)
             except Exception as exc:  # reported, not fatal
                 out[f"{cache}_b{batch}"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             if device == "cuda":

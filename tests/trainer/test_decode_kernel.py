@@ -46,6 +46,11 @@ def test_kernel_equals_sdpa_under_the_interpreter():
                 got = gqa_decode(q, k, v, m, 0.3)
                 assert got.shape == expected.shape and got.dtype == expected.dtype
                 torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+            # masked slots are never read: NaN there (a reused cache's stale slots could hold anything)
+            hidden = ~mask[:, 0, 0, :, None].unsqueeze(1).expand_as(k)
+            dirty = gqa_decode(q, k.masked_fill(hidden, float("nan")), v.masked_fill(hidden, float("nan")), mask, 0.3)
+            torch.testing.assert_close(dirty, torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, scale=0.3), rtol=1e-5, atol=1e-5)
             # a sliced mask (strides of the longer one) and a query folded from a strided [B, H, 1, D] view
             heads = torch.randn(batch, 1, kv * groups, dim + 8, generator=g)[..., :dim].transpose(1, 2)
             folded = heads.reshape(batch, kv, groups, dim)

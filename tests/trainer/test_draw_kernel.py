@@ -3,7 +3,7 @@
 On the CPU under Triton's interpreter (TRITON_INTERPRET=1, in a child process, as in
 test_decode_kernel.py; it runs a program at a time, too slowly for frequencies): greedy picks are the
 argmax with ties to the lowest index, across chunks; a draw is exactly the argmax of the scores plus
-Gumbel noise made from the same Philox stream, masked tokens never drawn; log-probs are the log-softmax
+Gumbel noise made from the same Philox stream (four uniforms per call), masked tokens never drawn; log-probs are the log-softmax
 at the token; exactly the token is marked +inf; the seed decides the draw. On a GPU: the frequencies
 over 200,000 rows of the real vocabulary size against softmax."""
 
@@ -32,15 +32,20 @@ def test_draw_kernel_under_the_interpreter():
             torch.testing.assert_close(logprob, torch.log_softmax(scores, -1).gather(1, token[:, None]).squeeze(1))
             assert torch.equal(torch.isinf(marked) & (marked > 0), torch.nn.functional.one_hot(token, vocab).bool())
             assert torch.equal(marked.masked_fill(marked == float("inf"), 0), scores.masked_fill(marked == float("inf"), 0))
-        # draws: the kernel's noise is Triton's Philox stream at offset row x vocab + index; the same noise
-        # made by a one-line kernel here gives the token to expect (Gumbel-max over the whole row)
+        # draws: the kernel's noise is Triton's Philox stream, four uniforms per counter (noise_counter);
+        # the same noise made by a small kernel here gives the token to expect (Gumbel-max over the row)
         import triton
         import triton.language as tl
+        from trainer.rollout.draw_kernel import noise_counter
 
         @triton.jit
-        def uniform(out_ptr, seed, n, BLOCK: tl.constexpr):
+        def uniform4(out_ptr, counter_ptr, seed, n, BLOCK: tl.constexpr):
             i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-            tl.store(out_ptr + i, tl.rand(seed, i), mask=i < n)
+            u0, u1, u2, u3 = tl.rand4x(seed, tl.load(counter_ptr + i, mask=i < n, other=0))
+            tl.store(out_ptr + 4 * i, u0, mask=i < n)
+            tl.store(out_ptr + 4 * i + 1, u1, mask=i < n)
+            tl.store(out_ptr + 4 * i + 2, u2, mask=i < n)
+            tl.store(out_ptr + 4 * i + 3, u3, mask=i < n)
 
         vocab = 2 * CHUNK + 5
         scores = torch.randn(6, vocab, generator=g) * 3
@@ -48,8 +53,12 @@ def test_draw_kernel_under_the_interpreter():
         scores[:, CHUNK - 20:CHUNK + 20] = float("-inf")  # masked across a chunk boundary
         for seed in (1234, 99):
             token, logprob = draw(scores.clone(), False, seed)
-            u = torch.empty(scores.numel())
-            uniform[(-(-scores.numel() // 1024),)](u, seed, scores.numel(), BLOCK=1024)
+            places = [noise_counter(r, i, vocab) for r in range(scores.shape[0]) for i in range(vocab)]
+            counters = torch.tensor([c for c, _ in places], dtype=torch.int64)
+            four = torch.empty(len(places), 4)
+            uniform4[(-(-len(places) // 1024),)](four, counters, seed, len(places), BLOCK=1024)
+            u = four[torch.arange(len(places)), torch.tensor([k for _, k in places])]
+            assert len(set(places)) == len(places)  # every entry its own uniform
             expected = (scores - torch.log(-torch.log(u.view_as(scores)))).argmax(-1)
             assert torch.equal(token, expected), (token, expected)
             assert not torch.isinf(scores.gather(1, token[:, None])).any()  # never a masked token

@@ -72,6 +72,7 @@ def test_graphed_generations_equal_the_compiled_call(tiny_dir, gqa):
     for two prompt sets (padded, one-length) and batch sizes, each call capturing its own graph."""
     model, tokenizer = _model(tiny_dir, "cuda")
     engine = HFEngine(model, tokenizer, cache="static_compiled", gqa_decode=gqa, sampler="fused")
+    engine.keep_decode_state = False  # a new cache and graph per call (kept ones: the last test)
     sampling = SamplingConfig(max_tokens=12, temperature=0.0)
     for prompts, n in ((PADDED, 2), (EVEN, 4), (PADDED, 2)):
         expected, none = _generate(engine, prompts, n, sampling, graphed=False)
@@ -102,8 +103,8 @@ def _logprob_error(model, groups) -> float:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_graphed_sampling_in_bf16_records_the_models_logprobs(tiny_dir):
-    """Seeded sampling in bf16 (where near-ties make draws differ between any two kernels): every call
-    captures once, and the recorded log-probs are the model's for the drawn tokens, as close as those
+    """Seeded sampling in bf16 (where near-ties make draws differ between any two kernels): the first call
+    captures the prompt's forward and the decode step, the second replays both, and the recorded log-probs are the model's for the drawn tokens, as close as those
     of transformers' compiled call are."""
     model, tokenizer = _model(tiny_dir, "cuda", torch.bfloat16)
     engine = HFEngine(model, tokenizer, cache="static_compiled", gqa_decode=True, sampler="fused", merged=True)
@@ -111,9 +112,54 @@ def test_graphed_sampling_in_bf16_records_the_models_logprobs(tiny_dir):
     engine.graphed_decode = False
     reference = _logprob_error(model, engine.generate(PADDED, 4, sampling))
     engine.graphed_decode = True
-    for _ in range(2):
+    for captures in (2, 0):  # the prompt's forward and the decode step, then both kept
         groups = engine.generate(PADDED, 4, sampling)
-        (call,) = engine.decode_calls
-        assert call.captures == 1 and call.uncaptured == 0 and call.replays >= 12, vars(call)
+        prefill, decode = engine.decode_calls
+        assert prefill.captures + decode.captures == captures and decode.replays >= 12, vars(decode)
+        assert prefill.uncaptured == decode.uncaptured == 0
         error = _logprob_error(model, groups)
         assert error <= 2 * reference + 0.02, (error, reference)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_kept_graphs_are_replayed_by_later_calls_and_follow_the_weights(tiny_dir):
+    """With the engine's kept caches, the second call of a shape replays the first call's graphs (the
+    prompt's forward and the decode step) without a capture, generating what transformers' compiled call
+    does; an in-place change of the weights (an optimizer step) is seen by the kept graphs; weights in
+    new tensors or another batch size make new captures; graphs of caches no longer kept are dropped."""
+    model, tokenizer = _model(tiny_dir, "cuda")
+    kwargs = dict(cache="static_compiled", gqa_decode=True, sampler="fused", merged=True, decode_kernel="split_kv")
+    kept, reference = HFEngine(model, tokenizer, **kwargs), HFEngine(model, tokenizer, **kwargs)
+    reference.graphed_decode = reference.keep_decode_state = False
+    sampling = SamplingConfig(max_tokens=12, temperature=0.0)
+
+    def check(prompts, n, captures):
+        expected, _ = _generate(reference, prompts, n, sampling, graphed=False)
+        got, calls = _generate(kept, prompts, n, sampling, graphed=True)
+        prefill, decode = calls  # the prompt's forward is graphed too (one chunk through the compiled call)
+        assert prefill.captures + decode.captures == captures and decode.replays >= 8, vars(decode)
+        assert prefill.uncaptured == decode.uncaptured == 0 and prefill.replays == (captures == 0)
+        assert [ids for ids, _ in got] == [ids for ids, _ in expected]
+        for (_, a), (_, b) in zip(got, expected):
+            torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-4, atol=1e-4)
+        return [ids for ids, _ in got]
+
+    first = check(PADDED, 2, captures=2)  # the prompt's forward and the decode step
+    assert check(PADDED, 2, captures=0) == first
+    with torch.no_grad():  # in place, as an optimizer step: the kept graphs read the new values
+        for parameter in model.parameters():
+            parameter.mul_(1.5)
+    assert check(PADDED, 2, captures=0) != first
+    norm = model.model.norm
+    norm.weight = torch.nn.Parameter(norm.weight.detach() * 0.5)  # a new tensor: new graphs
+    check(PADDED, 2, captures=2)
+    assert len(kept._decode_graphs) == 2
+    check(EVEN, 4, captures=2)  # 12 rows: another cache, other graphs; all kept
+    check(PADDED, 2, captures=0)
+    assert len(kept._decode_graphs) == 4
+    check(EVEN, 1, captures=2)  # a third batch size: the least recently used cache (12 rows) and its graphs go
+    assert sorted(kept.static_caches.by_batch) == [3, 6] and len(kept._decode_graphs) == 4
+    kept.graphed_prefill_tokens = 0  # the prompt's forward eagerly: one call, the decode step's graph kept
+    got, calls = _generate(kept, PADDED, 2, sampling, graphed=True)
+    assert len(calls) == 1 and calls[0].captures == 0 and calls[0].replays >= 8

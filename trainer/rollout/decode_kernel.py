@@ -60,22 +60,25 @@ def _kernels():
         for n0 in range(start, end, BLOCK_N):
             n = n0 + tl.arange(0, BLOCK_N)
             inside = n < end
-            k = tl.load(k_ptr + b * sk_b + h * sk_h + n[:, None] * sk_l + d[None, :],
-                        mask=inside[:, None] & (d[None, :] < dim), other=0.0)
-            scores = tl.dot(q, tl.trans(k)).to(tl.float32) * scale  # [BLOCK_G, BLOCK_N]
             valid = inside
             if has_mask:
                 valid = valid & (tl.load(mask_ptr + b * sm_b + n * sm_l, mask=inside, other=0) != 0)
-            scores = tl.where(valid[None, :], scores, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(scores, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no key seen yet: nothing to rescale
-            p = tl.exp(scores - m_safe[:, None])
-            alpha = tl.exp(m_i - m_safe)
-            v = tl.load(v_ptr + b * sv_b + h * sv_h + n[:, None] * sv_l + d[None, :],
-                        mask=inside[:, None] & (d[None, :] < dim), other=0.0)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            m_i = m_new
+            # a block of masked keys (cache slots not written yet, left padding) is skipped unread: a
+            # static cache's decode step attends over the cache's whole length, most of it unwritten early on
+            if tl.max(valid.to(tl.int32), 0) > 0:
+                k = tl.load(k_ptr + b * sk_b + h * sk_h + n[:, None] * sk_l + d[None, :],
+                            mask=valid[:, None] & (d[None, :] < dim), other=0.0)
+                scores = tl.dot(q, tl.trans(k)).to(tl.float32) * scale  # [BLOCK_G, BLOCK_N]
+                scores = tl.where(valid[None, :], scores, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(scores, 1))
+                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no key seen yet: nothing to rescale
+                p = tl.exp(scores - m_safe[:, None])
+                alpha = tl.exp(m_i - m_safe)
+                v = tl.load(v_ptr + b * sv_b + h * sv_h + n[:, None] * sv_l + d[None, :],
+                            mask=valid[:, None] & (d[None, :] < dim), other=0.0)
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+                l_i = l_i * alpha + tl.sum(p, 1)
+                m_i = m_new
         row = ((b * kv_heads + h) * splits + s) * BLOCK_G + g
         seen = l_i > 0  # a split whose keys are all masked adds nothing
         tl.store(acc_ptr + row[:, None] * BLOCK_D + d[None, :], acc / tl.where(seen, l_i, 1.0)[:, None])

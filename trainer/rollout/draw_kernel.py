@@ -11,6 +11,13 @@ writes the token, its log-prob (score minus logsumexp) and +inf at the token in 
 what the processor returns for `generate`'s greedy pick. Two launches, no compilation, no vocabulary-size
 tensor written.
 
+The noise: one Philox call (`tl.rand4x`) makes four uniforms, so a program takes its entries a quarter
+block at a time: the call at counter `row * padded / 4 + start / 4 + lane` (padded: the row's length
+rounded up to whole chunks; start: a multiple of BLOCK) gives the uniforms of entries start + lane +
+i * BLOCK / 4, i = 0..3 (`noise_counter`). One Philox call per entry, as before (2026-11-26), made the
+chunk kernel ~60 us of a 64-row step on an H100, several times the time to read the scores (~12 us):
+Philox's ten rounds of multiplies, not memory, were its cost.
+
 `draw(scores, greedy, seed)`: scores float32 [rows, vocab] (contiguous; changed in place: the mark);
 returns (token int64 [rows], log-prob float32 [rows]). `seed` keys the noise: the same seed, the same
 draw. Runs on CUDA with Triton, or under Triton's interpreter (TRITON_INTERPRET=1) on the CPU.
@@ -22,10 +29,19 @@ import functools
 
 import torch
 
-__all__ = ["draw"]
+__all__ = ["draw", "noise_counter"]
 
 BLOCK = 1024  # vocabulary entries per inner step
 CHUNK = 4 * BLOCK  # vocabulary entries per program: 38 programs per row of a 151,936-token vocabulary
+
+
+def noise_counter(row: int, index: int, vocab: int, chunk: int = CHUNK, block: int = BLOCK) -> tuple[int, int]:
+    """(Philox counter, which of `tl.rand4x`'s four outputs) that the draw's noise of entry `index` of
+    `row` comes from (tests rebuild the noise from it)."""
+    padded = -(-vocab // chunk) * chunk
+    quarter = block // 4
+    start = index // block * block
+    return row * (padded // 4) + start // 4 + index % quarter, (index - start) // quarter
 
 
 @functools.cache
@@ -37,25 +53,43 @@ def _kernels():
     def chunk_kernel(scores_ptr, key_ptr, index_ptr, max_ptr, sum_ptr, seed, vocab, stride_row,
                      chunks: tl.constexpr, greedy: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
         row, chunk = tl.program_id(0).to(tl.int64), tl.program_id(1)  # rows x vocab can pass 2^31
-        best_key = tl.full([BLOCK], float("-inf"), tl.float32)
-        best_index = tl.zeros([BLOCK], tl.int32)
-        top = tl.full([BLOCK], float("-inf"), tl.float32)
-        total = tl.zeros([BLOCK], tl.float32)
+        QUARTER: tl.constexpr = BLOCK // 4
+        lane = tl.arange(0, QUARTER)
+        best_key = tl.full([QUARTER], float("-inf"), tl.float32)
+        best_index = tl.zeros([QUARTER], tl.int32)
+        top = tl.full([QUARTER], float("-inf"), tl.float32)
+        total = tl.zeros([QUARTER], tl.float32)
         for start in range(chunk * CHUNK, chunk * CHUNK + CHUNK, BLOCK):
-            index = start + tl.arange(0, BLOCK)
-            inside = index < vocab
-            score = tl.load(scores_ptr + row * stride_row + index, mask=inside, other=float("-inf"))
-            key = score
-            if not greedy:
-                u = tl.rand(seed, row * vocab + index)
-                key = score - tl.log(-tl.log(u))  # u = 0 gives -inf: skipped, as in draw_tokens
-            better = key > best_key  # per lane: the earliest index wins ties
-            best_key = tl.where(better, key, best_key)
-            best_index = tl.where(better, index, best_index)
-            new_top = tl.maximum(top, score)
-            safe = tl.where(new_top == float("-inf"), 0.0, new_top)
-            total = total * tl.exp(top - safe) + tl.where(inside, tl.exp(score - safe), 0.0)
-            top = new_top
+            # one Philox call gives the uniforms of four entries (see `noise_counter`)
+            if greedy:
+                u0 = tl.zeros([QUARTER], tl.float32)  # unused
+                u1 = u0
+                u2 = u0
+                u3 = u0
+            else:
+                u0, u1, u2, u3 = tl.rand4x(seed, row * (chunks * CHUNK // 4) + start // 4 + lane)
+            for i in tl.static_range(4):
+                if i == 0:
+                    u = u0
+                elif i == 1:
+                    u = u1
+                elif i == 2:
+                    u = u2
+                else:
+                    u = u3
+                index = start + i * QUARTER + lane
+                inside = index < vocab
+                score = tl.load(scores_ptr + row * stride_row + index, mask=inside, other=float("-inf"))
+                key = score
+                if not greedy:
+                    key = score - tl.log(-tl.log(u))  # u = 0 gives -inf: skipped, as in draw_tokens
+                better = key > best_key  # per lane: the earliest index wins ties
+                best_key = tl.where(better, key, best_key)
+                best_index = tl.where(better, index, best_index)
+                new_top = tl.maximum(top, score)
+                safe = tl.where(new_top == float("-inf"), 0.0, new_top)
+                total = total * tl.exp(top - safe) + tl.where(inside, tl.exp(score - safe), 0.0)
+                top = new_top
         # lanes to one value: the best key (lowest index among equals), the max and the rescaled sum
         chunk_key = tl.max(best_key, 0)
         chunk_index = tl.min(tl.where(best_key == chunk_key, best_index, 2147483647), 0)

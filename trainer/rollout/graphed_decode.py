@@ -14,11 +14,21 @@ object, the other arguments' values) it runs the step once through `torch.compil
 graphs (compiling it the first time in the process), then captures the same compiled call into a
 `torch.cuda.CUDAGraph`; every step after copies its inputs into the captured ones and replays the
 graph. The run before the capture wrote this step's keys and values into the cache and advanced its
-counters: the counters are put back and the replay writes the same slots again. Graphs live as long as
-the `generate` call (its cache, the model's parameters and merged projections stay where they are
-for that long); each call captures its own, at a cost not measured yet (`capture_s`; the benchmark
-reports it as capture_ms). Keeping graphs across calls would need every address a graph reads
-(parameters, merged copies, the cache) checked at each call: not done.
+counters: the counters are put back and the replay writes the same slots again.
+
+A graph reads and writes fixed addresses: the model's parameters and buffers, merged projection copies
+(merged_projections.py), the KV cache. Without `kept`, graphs live as long as the `generate` call, for
+which all of those stay where they are, and each call captures its own (20-27 ms of host time for a
+64-row step of the ~0.5B shape on an H100, 2026-11-27). With `kept` (a dict the caller holds), graphs
+outlive the call and a later call replays them from its first decode step, without a capture, when its
+key matches: the signature above, plus, computed once per call, the address, shape and dtype of every
+parameter, buffer and merged copy, the identity of every module (a swapped module changes what the
+compiled code calls) and the attention implementation. So an optimizer step (in place) keeps the
+graphs, and a reload into new tensors, a module swap or another attention function makes new ones.
+The cache is part of the signature by identity, and a graph holds its inputs, the cache among them:
+the engine keeps one cache per batch size across calls (static_cache_reuse.py) and says, through
+`keep_if`, which graphs may stay when a call ends (those of caches it still holds); graphs of an older
+key go then too.
 
 Anything else goes to the compiled call uncaptured: a cache other than a StaticCache of full-attention
 layers, a non-tensor argument of an unexpected type, asking for attentions or hidden states (`output_*`:
@@ -33,7 +43,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-__all__ = ["GraphedDecodeCall", "graphed_decode"]
+from trainer.rollout.merged_projections import merged_tensors
+
+__all__ = ["GraphedDecodeCall", "graphed_decode", "model_key"]
 
 _PLAIN = (bool, int, float, str, type(None))
 
@@ -78,8 +90,21 @@ def _clone_inputs(inputs: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[to
     return static, places
 
 
+def model_key(model: Any) -> tuple:
+    """What a graph of `model`'s decode step depends on besides its inputs (see the module docstring)."""
+    tensors = [(name, t.data_ptr(), t.shape, t.dtype) for name, t in model.named_parameters(remove_duplicate=False)]
+    tensors += [(name, t.data_ptr(), t.shape, t.dtype) for name, t in model.named_buffers(remove_duplicate=False)]
+    modules = []
+    for module in model.modules():
+        modules.append(id(module))
+        tensors += [(t.data_ptr(), t.shape, t.dtype) for t in merged_tensors(module)]
+    config = getattr(model, "config", None)
+    return (getattr(config, "_attn_implementation", None), model.training, tuple(modules), tuple(tensors))
+
+
 class _Graph:
     def __init__(self, compiled: Callable[..., Any], inputs: dict[str, Any]):
+        self.cache = inputs["past_key_values"]
         static, self.places = _clone_inputs(inputs)
         counters = [layer.cumulative_length for layer in inputs["past_key_values"].layers]
         saved = [c.clone() for c in counters]
@@ -108,9 +133,10 @@ class GraphedDecodeCall:
     `uncaptured` count what it did, `capture_s` is the host time its captures took, the run before
     each included (tests, benchmarks)."""
 
-    def __init__(self, compiled: Callable[..., Any]):
+    def __init__(self, compiled: Callable[..., Any], graphs: dict[tuple, _Graph] | None = None, prefix: tuple = ()):
         self.compiled = compiled
-        self.graphs: dict[tuple, _Graph] = {}
+        self.graphs: dict[tuple, _Graph] = {} if graphs is None else graphs
+        self.prefix = prefix
         self.captures = self.replays = self.uncaptured = 0
         self.capture_s = 0.0
 
@@ -119,6 +145,7 @@ class GraphedDecodeCall:
         if key is None:
             self.uncaptured += 1
             return self.compiled(**inputs)
+        key = (self.prefix, key)
         graph = self.graphs.get(key)
         if graph is None:
             start = time.perf_counter()
@@ -131,20 +158,29 @@ class GraphedDecodeCall:
 
 
 @contextlib.contextmanager
-def graphed_decode(model: Any, enabled: bool = True) -> Iterator[list[GraphedDecodeCall]]:
+def graphed_decode(model: Any, enabled: bool = True, kept: dict | None = None,
+                   keep_if: Callable[[_Graph], bool] = lambda graph: True) -> Iterator[list[GraphedDecodeCall]]:
     """While inside, `generate`'s compiled decode call of `model` is a GraphedDecodeCall (one per
     `generate` call, listed in the yielded list). Not installed unless `enabled`, on CUDA, or where the
-    model has its own `get_compiled_call`."""
+    model has its own `get_compiled_call`. `kept`: graphs kept across calls (see the module docstring);
+    on leaving, those of this call's key for which `keep_if` holds stay in it, the rest go."""
     calls: list[GraphedDecodeCall] = []
     if not enabled or model.device.type != "cuda" or "get_compiled_call" in vars(model):
         yield calls
         return
     compiled = getattr(model, "_verirl_compiled_decode", None)
+    # every model of a process shares dynamo's recompile limit (8) for transformers' forward wrapper, whose
+    # code object they all run: models, compiled calls of other backends (transformers' own) and shapes
+    # (decode steps, prefills per prompt length) add up, and with fullgraph a hit is a hard failure. The
+    # library raises it to 64 for its chunked prefill; so do we, whichever path runs first.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     if compiled is None:  # kept on the model: dynamo's cache entries stay valid across engines and calls
         compiled = model._verirl_compiled_decode = torch.compile(model.__call__, fullgraph=True, dynamic=False)
+    graphs = {} if kept is None else kept
+    prefix = model_key(model) if kept is not None else ()
 
     def get_compiled_call(compile_config: Any = None) -> GraphedDecodeCall:
-        calls.append(GraphedDecodeCall(compiled))
+        calls.append(GraphedDecodeCall(compiled, graphs, prefix))
         return calls[-1]
 
     model.get_compiled_call = get_compiled_call
@@ -152,5 +188,9 @@ def graphed_decode(model: Any, enabled: bool = True) -> Iterator[list[GraphedDec
         yield calls
     finally:
         del model.get_compiled_call
-        for call in calls:  # the graphs' memory pools go now, not at the next call (the counts stay)
-            call.graphs.clear()
+        # the graphs' memory pools go now, not at the next call (the counts stay): all of them without
+        # `kept`, else those of another key or that `keep_if` refuses
+        for key in [key for key, graph in graphs.items() if key[0] != prefix or not keep_if(graph)]:
+            del graphs[key]
+        if kept is None:
+            graphs.clear()

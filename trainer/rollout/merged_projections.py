@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import torch
 
-__all__ = ["MERGED_SETS", "merged_projections"]
+__all__ = ["MERGED_SETS", "merged_projections", "merged_tensors"]
 
 # attribute names of projections that a layer applies to the same input, in the order they are called
 MERGED_SETS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
@@ -84,6 +84,13 @@ class _Part(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.merged.part(self.index, x)
+
+
+def merged_tensors(module: torch.nn.Module) -> tuple[torch.Tensor, ...]:
+    """The merged copies a module reads besides its parameters: a `_Part`'s set's weight (and bias)."""
+    if isinstance(module, _Part):
+        return tuple(t for t in (module.merged.weight, module.merged.bias) if t is not None)
+    return ()
 
 
 def _fusable(linears: list[Any]) -> bool:
