@@ -37,13 +37,15 @@ def test_signature_keys_on_shapes_dtypes_strides_and_plain_values():
                               "use_cache": True, "return_dict": True})  # same shape, other strides
     masks = {"full_attention": mask}
     assert _signature({"attention_mask": masks}) == _signature({"attention_mask": {"full_attention": ~mask}})
+    unmasked = _signature({"attention_mask": {"full_attention": None}})  # a prompt without padding
+    assert unmasked is not None and unmasked != _signature({"attention_mask": masks})
 
 
 def test_signature_refuses_what_a_graph_cannot_hold():
     from transformers.cache_utils import DynamicCache
     assert _signature({"past_key_values": DynamicCache()}) is None
     assert _signature({"input_ids": torch.zeros(1, 1), "extra": [1, 2]}) is None
-    assert _signature({"attention_mask": {"full_attention": None}}) is None
+    assert _signature({"attention_mask": {"full_attention": [1]}}) is None
     assert _signature({"input_ids": torch.zeros(1, 1), "output_hidden_states": True}) is None
     assert _signature({"input_ids": torch.zeros(1, 1), "output_attentions": False}) is not None
 
@@ -169,6 +171,9 @@ def test_kept_graphs_are_replayed_by_later_calls_and_follow_the_weights(tiny_dir
     assert len(kept._decode_graphs) == 4
     check(EVEN, 1, captures=2)  # a third batch size: the least recently used cache (12 rows) and its graphs go
     assert sorted(kept.static_caches.by_batch) == [3, 6] and len(kept._decode_graphs) == 4
+    unpadded = ["0123456789" * 6 + "abcd", "9876543210" * 6 + "dcba"]  # 64 tokens: no padding, no prompt mask
+    check(unpadded, 2, captures=2)
+    check(unpadded, 2, captures=0)
     kept.graphed_prefill_tokens = 0  # the prompt's forward eagerly: one call, the decode step's graph kept
-    got, calls = _generate(kept, PADDED, 2, sampling, graphed=True)
+    got, calls = _generate(kept, unpadded, 2, sampling, graphed=True)
     assert len(calls) == 1 and calls[0].captures == 0 and calls[0].replays >= 8

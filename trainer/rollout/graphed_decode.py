@@ -65,8 +65,10 @@ def _signature(inputs: dict[str, Any]) -> tuple | None:
             if name.startswith("output_") and value:  # kept outputs besides the logits would be overwritten
                 return None
             key.append((name, value))
-        elif isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values()):
-            key.append((name, tuple((k, v.shape, v.dtype, v.stride()) for k, v in value.items())))
+        elif isinstance(value, dict) and all(isinstance(v, torch.Tensor) or v is None for v in value.values()):
+            # per layer type; None: no mask (a prompt without padding, attention left causal)
+            key.append((name, tuple((k, None) if v is None else (k, v.shape, v.dtype, v.stride())
+                                    for k, v in value.items())))
         elif name == "past_key_values" and _static_cache(value):
             key.append((name, id(value)))  # the call holds the cache: its id is not reused meanwhile
         else:
@@ -83,8 +85,8 @@ def _clone_inputs(inputs: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[to
             static[name] = value.clone()
             places.append((static[name], (name,)))
         elif isinstance(value, dict):
-            static[name] = {k: v.clone() for k, v in value.items()}
-            places.extend((static[name][k], (name, k)) for k in value)
+            static[name] = {k: None if v is None else v.clone() for k, v in value.items()}
+            places.extend((static[name][k], (name, k)) for k, v in value.items() if v is not None)
         else:
             static[name] = value
     return static, places

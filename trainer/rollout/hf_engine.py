@@ -148,7 +148,8 @@ class HFEngine:
         greedy = sampling.temperature == 0
         groups: list[Group] = []
         was_training = self.model.training
-        self.model.eval()
+        if was_training:  # each switch walks every module (~2-3 ms of host time for the ~0.5B shape)
+            self.model.eval()
         generator_state = None
         if sampling.seed is not None:
             generator_state = torch.random.get_rng_state()
@@ -177,7 +178,8 @@ class HFEngine:
         finally:
             if generator_state is not None:
                 torch.random.set_rng_state(generator_state)
-            self.model.train(was_training)
+            if was_training:
+                self.model.train()
         return groups
 
     def _generate(self, enc: Any, n: int, sampling: SamplingConfig, eos: int, greedy: bool):
