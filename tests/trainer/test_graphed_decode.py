@@ -145,11 +145,11 @@ def test_kept_graphs_are_replayed_by_later_calls_and_follow_the_weights(tiny_dir
     reference.graphed_decode = reference.keep_decode_state = False
     sampling = SamplingConfig(max_tokens=12, temperature=0.0)
 
-    def check(prompts, n, captures):
+    def check(prompts, n, captures, replays=8):
         expected, _ = _generate(reference, prompts, n, sampling, graphed=False)
         got, calls = _generate(kept, prompts, n, sampling, graphed=True)
         prefill, decode = _prefill_and_decode(calls)  # the prompt's forward is graphed too (one chunk)
-        assert prefill.captures + decode.captures == captures and decode.replays >= 8, vars(decode)
+        assert prefill.captures + decode.captures == captures and decode.replays >= replays, vars(decode)
         assert prefill.uncaptured == decode.uncaptured == 0 and prefill.replays == (captures == 0)
         assert [ids for ids, _ in got] == [ids for ids, _ in expected]
         for (_, a), (_, b) in zip(got, expected):
@@ -171,9 +171,10 @@ def test_kept_graphs_are_replayed_by_later_calls_and_follow_the_weights(tiny_dir
     assert len(kept._decode_graphs) == 4
     check(EVEN, 1, captures=2)  # a third batch size: the least recently used cache (12 rows) and its graphs go
     assert sorted(kept.static_caches.by_batch) == [3, 6] and len(kept._decode_graphs) == 4
-    unpadded = ["0123456789" * 6 + "abcd", "9876543210" * 6 + "dcba"]  # 64 tokens: no padding, no prompt mask
-    check(unpadded, 2, captures=2)
-    check(unpadded, 2, captures=0)
+    # 64 tokens: no padding, no prompt mask (the scaled model may now draw EOS at once: any replays)
+    unpadded = ["0123456789" * 6 + "abcd", "9876543210" * 6 + "dcba"]
+    check(unpadded, 2, captures=2, replays=0)
+    check(unpadded, 2, captures=0, replays=0)
     kept.graphed_prefill_tokens = 0  # the prompt's forward eagerly: one call, the decode step's graph kept
     got, calls = _generate(kept, unpadded, 2, sampling, graphed=True)
-    assert len(calls) == 1 and calls[0].captures == 0 and calls[0].replays >= 8
+    assert len(calls) == 1 and calls[0].captures == calls[0].uncaptured == 0
