@@ -88,12 +88,11 @@ def test_graphed_generations_equal_the_compiled_call(tiny_dir, gqa):
 
 
 def _prefill_and_decode(calls):
-    """(the prompt forward's call or None, the decode step's call) of one `generate` call: the decode
-    step's call is the one that replays at every step (`generate` asks for it before the prefill's)."""
-    decode = max(calls, key=lambda call: call.replays)
-    rest = [call for call in calls if call is not decode]
-    assert len(rest) <= 1, calls
-    return (rest[0] if rest else None), decode
+    """(the prompt forward's call or None, the decode step's call) of one `generate` call."""
+    prefill = [call for call in calls if call.positions is not None and call.positions > 1]
+    decode = [call for call in calls if call.positions == 1]
+    assert len(prefill) <= 1 and len(decode) == 1, [vars(call) for call in calls]
+    return (prefill[0] if prefill else None), decode[0]
 
 
 def _logprob_error(model, groups) -> float:

@@ -141,8 +141,11 @@ class GraphedDecodeCall:
         self.prefix = prefix
         self.captures = self.replays = self.uncaptured = 0
         self.capture_s = 0.0
+        self.positions: int | None = None  # positions per row at the first call: > 1 for a prompt's forward
 
     def __call__(self, **inputs: Any) -> Any:
+        if self.positions is None and isinstance(inputs.get("input_ids"), torch.Tensor):
+            self.positions = inputs["input_ids"].shape[-1]
         key = _signature(inputs)
         if key is None:
             self.uncaptured += 1
