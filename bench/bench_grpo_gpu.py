@@ -20,7 +20,8 @@ Models are random (no downloads), built from Qwen2 configs:
             not decode_mask.py's and decode_inputs.py's; "+nograph": transformers' compiled decode call,
             not graphed_decode.py's CUDA graphs; "+percall": a new cache and graph at every call,
             not kept across calls, static_cache_reuse.py; "+noprefill": the prompt's forward eager, not
-            from a kept graph). Target: 40,000 tok/s.
+            from a kept graph; "+autotune": the graphed steps compiled with max-autotune-no-cudagraphs).
+            Target: 40,000 tok/s.
   train     the same shape: bf16 parameters, AdamW, a step over 8 x 1024 tokens (forward, backward,
             optimizer step), in variants: eager (sdpa attention, foreach AdamW), fused (fused AdamW),
             compiled (torch.compile of the model + fused AdamW). Gradient checkpointing off.
@@ -115,7 +116,8 @@ PAGED_OPTIONS = {"graphs": {"use_cuda_graph": True}, "nographs": {"use_cuda_grap
                  "compile3": {"default_compile_level": 3}}
 
 
-ENGINE_EXTRAS = {"gqa", "lib", "nodefer", "merge", "splitkv", "nolean", "nograph", "percall", "noprefill"}  # "<cache>+extra+...": HFEngine options
+ENGINE_EXTRAS = {"gqa", "lib", "nodefer", "merge", "splitkv", "nolean", "nograph", "percall", "noprefill",
+                 "autotune"}  # "<cache>+extra+...": HFEngine options
 
 
 def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[int, ...], new_tokens: int,
@@ -154,6 +156,7 @@ def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[in
             engine.graphed_decode = "nograph" not in extras
             engine.keep_decode_state = "percall" not in extras
             engine.graphed_prefill_tokens = 0 if "noprefill" in extras else engine.graphed_prefill_tokens
+            engine.decode_compile_mode = "max-autotune-no-cudagraphs" if "autotune" in extras else None
             sampling = SamplingConfig(max_tokens=new_tokens, temperature=1.0, seed=0)
             try:
                 engine.generate(prompts, group, sampling)  # warm-up

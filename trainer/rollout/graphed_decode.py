@@ -164,25 +164,29 @@ class GraphedDecodeCall:
 
 @contextlib.contextmanager
 def graphed_decode(model: Any, enabled: bool = True, kept: dict | None = None,
-                   keep_if: Callable[[_Graph], bool] = lambda graph: True) -> Iterator[list[GraphedDecodeCall]]:
+                   keep_if: Callable[[_Graph], bool] = lambda graph: True,
+                   mode: str | None = None) -> Iterator[list[GraphedDecodeCall]]:
     """While inside, `generate`'s compiled decode call of `model` is a GraphedDecodeCall (one per
     `generate` call, listed in the yielded list). Not installed unless `enabled`, on CUDA, or where the
     model has its own `get_compiled_call`. `kept`: graphs kept across calls (see the module docstring);
-    on leaving, those of this call's key for which `keep_if` holds stay in it, the rest go."""
+    on leaving, those of this call's key for which `keep_if` holds stay in it, the rest go. `mode`:
+    torch.compile's mode for the step (None: the default; "max-autotune-no-cudagraphs" times Triton's
+    GEMM templates against cuBLAS per shape, benchmarks only so far)."""
     calls: list[GraphedDecodeCall] = []
     if not enabled or model.device.type != "cuda" or "get_compiled_call" in vars(model):
         yield calls
         return
-    compiled = getattr(model, "_verirl_compiled_decode", None)
+    compiled_by_mode = vars(model).setdefault("_verirl_compiled_decode", {})
+    compiled = compiled_by_mode.get(mode)
     # every model of a process shares dynamo's recompile limit (8) for transformers' forward wrapper, whose
     # code object they all run: models, compiled calls of other backends (transformers' own) and shapes
     # (decode steps, prefills per prompt length) add up, and with fullgraph a hit is a hard failure. The
     # library raises it to 64 for its chunked prefill; so do we, whichever path runs first.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     if compiled is None:  # kept on the model: dynamo's cache entries stay valid across engines and calls
-        compiled = model._verirl_compiled_decode = torch.compile(model.__call__, fullgraph=True, dynamic=False)
+        compiled = compiled_by_mode[mode] = torch.compile(model.__call__, fullgraph=True, dynamic=False, mode=mode)
     graphs = {} if kept is None else kept
-    prefix = model_key(model) if kept is not None else ()
+    prefix = (mode, model_key(model)) if kept is not None else ()
 
     def get_compiled_call(compile_config: Any = None) -> GraphedDecodeCall:
         calls.append(GraphedDecodeCall(compiled, graphs, prefix))

@@ -129,6 +129,7 @@ class HFEngine:
         # length) also runs from a kept CUDA graph (the library's one-chunk prefill through the compiled
         # call); larger ones run eagerly, bound by the GPU rather than the host (0: never)
         self.graphed_prefill_tokens = 16384
+        self.decode_compile_mode: str | None = None  # torch.compile's mode for graphed steps (benchmarks)
         self.static_caches = StaticCaches()
         self._decode_graphs: dict = {}
 
@@ -237,7 +238,8 @@ class HFEngine:
               merged_projections(self.model, self.merged), lean_decode_inputs(self.model, lean),
               reused_static_caches(self.model, self.static_caches if keep else None),
               graphed_decode(self.model, graphed, self._decode_graphs if keep else None,
-                             keep_if=lambda graph: self.static_caches.holds(graph.cache)) as self.decode_calls):
+                             keep_if=lambda graph: self.static_caches.holds(graph.cache),
+                             mode=self.decode_compile_mode) as self.decode_calls):
             sequences = self.model.generate(**enc, **kwargs)
             logprobs = recorder.finish(sequences[:, enc["input_ids"].shape[1]:])
         return sequences, logprobs.float().cpu()
