@@ -14,7 +14,9 @@ object, the other arguments' values) it runs the step once through `torch.compil
 graphs (compiling it the first time in the process), then captures the same compiled call into a
 `torch.cuda.CUDAGraph`; every step after copies its inputs into the captured ones and replays the
 graph. The run before the capture wrote this step's keys and values into the cache and advanced its
-counters: the counters are put back and the replay writes the same slots again.
+counters: the counters are put back and the replay writes the same slots again. `generate`'s chunked
+prefill asks `get_compiled_call` too: a prompt's forward in one chunk (hf_engine.py asks for that for
+small prompt forwards) is graphed the same way, keyed by its own shape.
 
 A graph reads and writes fixed addresses: the model's parameters and buffers, merged projection copies
 (merged_projections.py), the KV cache. Without `kept`, graphs live as long as the `generate` call, for
