@@ -20,8 +20,8 @@ small prompt forwards) is graphed the same way, keyed by its own shape.
 
 A graph reads and writes fixed addresses: the model's parameters and buffers, merged projection copies
 (merged_projections.py), the KV cache. Without `kept`, graphs live as long as the `generate` call, for
-which all of those stay where they are, and each call captures its own (20-27 ms of host time for a
-64-row step of the ~0.5B shape on an H100, 2026-11-27). With `kept` (a dict the caller holds), graphs
+which all of those stay where they are, and each call captures its own (18-34 ms of host time per
+64-row call of the ~0.5B shape on an H100, 2026-11-27). With `kept` (a dict the caller holds), graphs
 outlive the call and a later call replays them from its first decode step, without a capture, when its
 key matches: the signature above, plus, computed once per call, the address, shape and dtype of every
 parameter, buffer and merged copy, the identity of every module (a swapped module changes what the
@@ -46,15 +46,11 @@ from typing import Any, Callable, Iterator
 import torch
 
 from trainer.rollout.merged_projections import merged_tensors
+from trainer.rollout.static_cache_reuse import plain_static_cache
 
 __all__ = ["GraphedDecodeCall", "graphed_decode", "model_key"]
 
 _PLAIN = (bool, int, float, str, type(None))
-
-
-def _static_cache(cache: Any) -> bool:
-    from transformers.cache_utils import StaticCache, StaticLayer
-    return type(cache) is StaticCache and all(type(layer) is StaticLayer for layer in cache.layers)
 
 
 def _signature(inputs: dict[str, Any]) -> tuple | None:
@@ -71,7 +67,7 @@ def _signature(inputs: dict[str, Any]) -> tuple | None:
             # per layer type; None: no mask (a prompt without padding, attention left causal)
             key.append((name, tuple((k, None) if v is None else (k, v.shape, v.dtype, v.stride())
                                     for k, v in value.items())))
-        elif name == "past_key_values" and _static_cache(value):
+        elif name == "past_key_values" and plain_static_cache(value):
             key.append((name, id(value)))  # the call holds the cache: its id is not reused meanwhile
         else:
             return None
@@ -201,7 +197,7 @@ def graphed_decode(model: Any, enabled: bool = True, kept: dict | None = None,
         del model.get_compiled_call
         # the graphs' memory pools go now, not at the next call (the counts stay): all of them without
         # `kept`, else those of another key or that `keep_if` refuses
-        for key in [key for key, graph in graphs.items() if key[0] != prefix or not keep_if(graph)]:
-            del graphs[key]
         if kept is None:
             graphs.clear()
+        for key in [key for key, graph in graphs.items() if key[0] != prefix or not keep_if(graph)]:
+            del graphs[key]

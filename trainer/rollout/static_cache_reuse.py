@@ -3,8 +3,8 @@
 With `cache_implementation="static"`, `generate` makes a new `StaticCache` at every call
 (`_prepare_static_cache`), whose key and value tensors are allocated at the prompt's forward. A CUDA
 graph of a decode step (graphed_decode.py) reads and writes those tensors at fixed addresses, so a new
-cache means a new graph: the graph of a 64-row decode step of the ~0.5B shape took 20-27 ms of a
-~490 ms call to capture on an H100 (docs/benchmarks.md, 2026-11-27). A cache that stays where it is lets
+cache means a new graph: the graph of a 64-row decode step of the ~0.5B shape took 18-34 ms of a
+430-540 ms call to capture on an H100 (docs/benchmarks.md, 2026-11-27). A cache that stays where it is lets
 the next call replay the graphs of the last one.
 
 `reused_static_caches(model, caches)` installs the model's `_prepare_static_cache` (the hook
@@ -24,7 +24,7 @@ import collections
 import contextlib
 from typing import Any, Iterator
 
-__all__ = ["StaticCaches", "reused_static_caches"]
+__all__ = ["StaticCaches", "plain_static_cache", "reused_static_caches"]
 
 
 class StaticCaches:
@@ -62,7 +62,8 @@ class StaticCaches:
         self.by_batch.clear()
 
 
-def _plain_static(cache: Any) -> bool:
+def plain_static_cache(cache: Any) -> bool:
+    """A transformers StaticCache whose layers are all plain full-attention StaticLayers."""
     from transformers.cache_utils import StaticCache, StaticLayer
     return type(cache) is StaticCache and all(type(layer) is StaticLayer for layer in cache.layers)
 
@@ -91,7 +92,7 @@ def reused_static_caches(model: Any, caches: StaticCaches | None) -> Iterator[No
             return cache
         cache = library(model, cache_implementation=cache_implementation, batch_size=batch_size,
                         max_cache_len=max_cache_len, prefill_chunk_size=prefill_chunk_size, model_kwargs=model_kwargs)
-        if plain and _plain_static(cache):
+        if plain and plain_static_cache(cache):
             caches.keep(batch_size, cache)
             caches.made += 1
         return cache
