@@ -20,7 +20,10 @@ Models are random (no downloads), built from Qwen2 configs:
             not decode_mask.py's and decode_inputs.py's; "+nograph": transformers' compiled decode call,
             not graphed_decode.py's CUDA graphs; "+percall": a new cache and graph at every call,
             not kept across calls, static_cache_reuse.py; "+noprefill": the prompt's forward eager, not
-            from a kept graph; "+autotune": the graphed steps compiled with max-autotune-no-cudagraphs).
+            from a kept graph; "+autotune": the graphed steps compiled with max-autotune-no-cudagraphs;
+            "+libwrites": the kept caches write keys, values and counters as the library does, not
+            through kv_write.py; "+combo": the graphed steps compiled with inductor's combo_kernels,
+            independent small kernels launched as one).
             Target: 40,000 tok/s.
   train     the same shape: bf16 parameters, AdamW, a step over 8 x 1024 tokens (forward, backward,
             optimizer step), in variants: eager (sdpa attention, foreach AdamW), fused (fused AdamW),
@@ -117,7 +120,7 @@ PAGED_OPTIONS = {"graphs": {"use_cuda_graph": True}, "nographs": {"use_cuda_grap
 
 
 ENGINE_EXTRAS = {"gqa", "lib", "nodefer", "merge", "splitkv", "nolean", "nograph", "percall", "noprefill",
-                 "autotune"}  # "<cache>+extra+...": HFEngine options
+                 "autotune", "libwrites", "combo"}  # "<cache>+extra+...": HFEngine options
 
 
 def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[int, ...], new_tokens: int,
@@ -156,7 +159,9 @@ def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[in
             engine.graphed_decode = "nograph" not in extras
             engine.keep_decode_state = "percall" not in extras
             engine.graphed_prefill_tokens = 0 if "noprefill" in extras else engine.graphed_prefill_tokens
-            engine.decode_compile_mode = "max-autotune-no-cudagraphs" if "autotune" in extras else None
+            engine.decode_compile_mode = ("max-autotune-no-cudagraphs" if "autotune" in extras
+                                          else {"combo_kernels": True} if "combo" in extras else None)
+            engine.static_caches.lean_writes = "libwrites" not in extras
             sampling = SamplingConfig(max_tokens=new_tokens, temperature=1.0, seed=0)
             try:
                 engine.generate(prompts, group, sampling)  # warm-up
@@ -174,6 +179,7 @@ def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[in
                 if engine.decode_calls:  # graphed_decode.py: the last call's captures (with the run before each)
                     out[name]["captures"] = sum(call.captures for call in engine.decode_calls)
                     out[name]["capture_ms"] = round(sum(call.capture_s for call in engine.decode_calls) * 1e3, 2)
+                print(json.dumps({name: out[name]}), file=sys.stderr, flush=True)  # progress: a killed run keeps it
             except Exception as exc:  # reported, not fatal
                 out[f"{cache}_b{batch}"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             if device == "cuda":

@@ -193,3 +193,21 @@ def test_vllm_stop_strings_keep_their_tokens(vllm_engine, tiny_dir):
             assert decoded[:len(c.text)] == c.text and decoded[len(c.text):] in ("\n", " ")
             at_stop += 1
     assert at_stop >= 1
+
+
+def test_decode_rows_equals_batch_decode(tiny_dir):
+    """The engine's texts come from the Rust tokenizer directly (hf_engine.decode_rows) where that is what
+    `batch_decode` does; a tokenizer that cleans up spaces goes through `batch_decode` itself."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from trainer.rollout.hf_engine import decode_rows
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    rng = random.Random(0)
+    special = tokenizer.all_special_ids
+    rows = [[rng.choice(special) if rng.random() < 0.1 else rng.randrange(len(tokenizer)) for _ in range(rng.randrange(40))]
+            for _ in range(30)] + [[], tokenizer(" a , b .\n", add_special_tokens=False).input_ids]
+    assert decode_rows(tokenizer, rows) == tokenizer.batch_decode(rows, skip_special_tokens=True)
+    tokenizer.clean_up_tokenization_spaces = True
+    assert decode_rows(tokenizer, rows) == tokenizer.batch_decode(rows, skip_special_tokens=True)

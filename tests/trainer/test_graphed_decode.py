@@ -1,6 +1,6 @@
 """Decode steps replayed from a CUDA graph per `generate` call (trainer/rollout/graphed_decode.py).
 
-On the CPU: what a graph is keyed on, and that nothing is installed off CUDA. On a GPU (`gpu` tests):
+On the CPU: what a graph is keyed on (inputs, and the model's tensors, modules and modes), and that nothing is installed off CUDA. On a GPU (`gpu` tests):
 the engine's generations with the graphs equal those of transformers' own compiled call, token for
 token, with padded and one-length prompts, across several calls (each capturing its own graph) and
 batch sizes, and the graphs did the work (one capture, every later decode step a replay).
@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from trainer.rollout import SamplingConfig
-from trainer.rollout.graphed_decode import _signature, graphed_decode
+from trainer.rollout.graphed_decode import _signature, graphed_decode, model_key
+from trainer.rollout.merged_projections import merged_projections
 from trainer.rollout.hf_engine import HFEngine
 
 PADDED = ["7+5=", "a much longer prompt, padded less: 3*4=", "x"]
@@ -23,6 +24,28 @@ def _model(tiny_dir, device="cpu", dtype=torch.float32):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     return (AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=dtype).to(device),
             AutoTokenizer.from_pretrained(tiny_dir))
+
+
+def test_model_key_sees_new_tensors_swapped_modules_and_modes_not_in_place_changes(tiny_dir):
+    model, _ = _model(tiny_dir)
+    key = model_key(model)
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight.mul_(2)  # an optimizer step: in place
+    assert model_key(model) == key
+    with merged_projections(model):  # the merged copies are read too
+        merged = model_key(model)
+    assert merged != key and model_key(model) == key
+    model.model.norm.weight.data = model.model.norm.weight.data.clone()  # a new tensor
+    assert model_key(model) != key
+    key = model_key(model)
+    model.lm_head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=False)
+    assert model_key(model) != key
+    key = model_key(model)
+    model.train()
+    assert model_key(model) != key
+    model.eval()
+    model.set_attn_implementation("eager")
+    assert model_key(model) != key
 
 
 def test_signature_keys_on_shapes_dtypes_strides_and_plain_values():

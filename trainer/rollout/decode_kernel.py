@@ -7,7 +7,13 @@ each walking the whole cache alone, with a 64-row query tile for the 7 query hea
 head. Here the keys of each (row, KV head) are split across `splits` programs (Dao et al.'s
 flash-decoding, 2023): each computes a partial softmax-weighted sum over its slice (online softmax),
 and a second kernel combines the partials by their log-sum-exps. The query tile is 16 rows (tl.dot's
-minimum), not 64.
+minimum), not 64. Where one program per (row, KV head) is enough (many rows, or a short cache) it
+writes the output itself and there is no second kernel.
+
+Tried (2026-11-27, H100, 64 rows of the ~0.5B shape): the combine done by the last of a pair's programs
+to finish (a per-thread GPU fence, the block's barrier, an acquire-release ticket counter) instead of
+by the second kernel. The partial kernel went from 7.1 to 11.4 us per layer against 7.1 + 2.7 for the
+two kernels: slower, so not kept (docs/benchmarks.md).
 
 `gqa_decode(q, k, v, mask, scale)`: q [B, KV, G, D] (a KV head's G query heads folded), k/v [B, KV, L,
 D], mask None or bool [B, 1, 1, L] (True: attend; transformers' sdpa mask); returns [B, KV, G, D] in q's
@@ -42,8 +48,8 @@ def _kernels():
     import triton.language as tl
 
     @triton.jit
-    def partial_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, lse_ptr, scale, length, chunk,
-                       sq_b, sq_h, sq_g, sk_b, sk_h, sk_l, sv_b, sv_h, sv_l, sm_b, sm_l,
+    def partial_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, lse_ptr, out_ptr, scale, length, chunk,
+                       sq_b, sq_h, sq_g, sk_b, sk_h, sk_l, sv_b, sv_h, sv_l, sm_b, sm_l, so_b, so_h, so_g,
                        groups: tl.constexpr, dim: tl.constexpr, splits: tl.constexpr, has_mask: tl.constexpr,
                        BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
         b, h, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -79,10 +85,15 @@ def _kernels():
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
                 l_i = l_i * alpha + tl.sum(p, 1)
                 m_i = m_new
-        row = ((b * kv_heads + h) * splits + s) * BLOCK_G + g
         seen = l_i > 0  # a split whose keys are all masked adds nothing
-        tl.store(acc_ptr + row[:, None] * BLOCK_D + d[None, :], acc / tl.where(seen, l_i, 1.0)[:, None])
-        tl.store(lse_ptr + row, tl.where(seen, m_i + tl.log(tl.where(seen, l_i, 1.0)), float("-inf")))
+        normalised = acc / tl.where(seen, l_i, 1.0)[:, None]
+        if splits == 1:  # the program saw the whole row: the output itself, no combine
+            tl.store(out_ptr + b * so_b + h * so_h + g[:, None] * so_g + d[None, :],
+                     normalised.to(out_ptr.dtype.element_ty), mask=(g[:, None] < groups) & (d[None, :] < dim))
+        else:
+            row = ((b * kv_heads + h) * splits + s) * BLOCK_G + g
+            tl.store(acc_ptr + row[:, None] * BLOCK_D + d[None, :], normalised)
+            tl.store(lse_ptr + row, tl.where(seen, m_i + tl.log(tl.where(seen, l_i, 1.0)), float("-inf")))
 
     @triton.jit
     def combine_kernel(acc_ptr, lse_ptr, out_ptr, so_b, so_h, so_g,
@@ -128,8 +139,9 @@ def gqa_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     partial_kernel, combine_kernel = _kernels()
     from triton import next_power_of_2
     block_g, block_d = max(16, next_power_of_2(groups)), max(16, next_power_of_2(dim))
-    acc = torch.empty(batch * kv_heads * splits * block_g, block_d, dtype=torch.float32, device=q.device)
-    lse = torch.empty(batch * kv_heads * splits * block_g, dtype=torch.float32, device=q.device)
+    partials = batch * kv_heads * splits * block_g if splits > 1 else 1  # one split: the output directly
+    acc = torch.empty(partials, block_d, dtype=torch.float32, device=q.device)
+    lse = torch.empty(partials, dtype=torch.float32, device=q.device)
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if q.stride(3) != 1 or k.stride(3) != 1 or v.stride(3) != 1:
         q, k, v = (t.contiguous() for t in (q, k, v))
@@ -138,14 +150,15 @@ def gqa_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     # a mask of one row serves all (broadcast over the batch)
     sm_b, sm_l = (mask.stride(0) if mask.shape[0] > 1 else 0, mask.stride(3)) if has_mask else (0, 0)
     partial_kernel[(batch, kv_heads, splits)](
-        q, k, v, mask_arg, acc, lse, scale, length, chunk,
+        q, k, v, mask_arg, acc, lse, out, scale, length, chunk,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), sm_b, sm_l,
+        v.stride(0), v.stride(1), v.stride(2), sm_b, sm_l, out.stride(0), out.stride(1), out.stride(2),
         groups=groups, dim=dim, splits=splits, has_mask=has_mask, BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_N=BLOCK_N)
-    combine_kernel[(batch, kv_heads)](
-        acc, lse, out, out.stride(0), out.stride(1), out.stride(2),
-        groups=groups, dim=dim, splits=splits, BLOCK_G=block_g, BLOCK_D=block_d,
-        BLOCK_S=max(2, next_power_of_2(splits)))
+    if splits > 1:
+        combine_kernel[(batch, kv_heads)](
+            acc, lse, out, out.stride(0), out.stride(1), out.stride(2),
+            groups=groups, dim=dim, splits=splits, BLOCK_G=block_g, BLOCK_D=block_d,
+            BLOCK_S=max(2, next_power_of_2(splits)))
     return out
 
 

@@ -91,15 +91,18 @@ def _clone_inputs(inputs: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[to
 
 
 def model_key(model: Any) -> tuple:
-    """What a graph of `model`'s decode step depends on besides its inputs (see the module docstring)."""
-    tensors = [(name, t.data_ptr(), t.shape, t.dtype) for name, t in model.named_parameters(remove_duplicate=False)]
-    tensors += [(name, t.data_ptr(), t.shape, t.dtype) for name, t in model.named_buffers(remove_duplicate=False)]
-    modules = []
-    for module in model.modules():
-        modules.append(id(module))
+    """What a graph of `model`'s decode step depends on besides its inputs (see the module docstring).
+    Walks the modules' own parameter and buffer dicts (in module order, duplicates kept) rather than
+    `named_parameters`: the same tensors without building their names (a third of the time, which is host
+    time before every call's first step)."""
+    modules = tuple(model.modules())
+    tensors = []
+    for module in modules:
+        for group in (module._parameters, module._buffers):
+            tensors += [(t.data_ptr(), t.shape, t.dtype) for t in group.values() if t is not None]
         tensors += [(t.data_ptr(), t.shape, t.dtype) for t in merged_tensors(module)]
     config = getattr(model, "config", None)
-    return (getattr(config, "_attn_implementation", None), model.training, tuple(modules), tuple(tensors))
+    return (getattr(config, "_attn_implementation", None), model.training, tuple(map(id, modules)), tuple(tensors))
 
 
 class _Graph:
@@ -163,28 +166,31 @@ class GraphedDecodeCall:
 @contextlib.contextmanager
 def graphed_decode(model: Any, enabled: bool = True, kept: dict | None = None,
                    keep_if: Callable[[_Graph], bool] = lambda graph: True,
-                   mode: str | None = None) -> Iterator[list[GraphedDecodeCall]]:
+                   mode: str | dict | None = None) -> Iterator[list[GraphedDecodeCall]]:
     """While inside, `generate`'s compiled decode call of `model` is a GraphedDecodeCall (one per
     `generate` call, listed in the yielded list). Not installed unless `enabled`, on CUDA, or where the
     model has its own `get_compiled_call`. `kept`: graphs kept across calls (see the module docstring);
     on leaving, those of this call's key for which `keep_if` holds stay in it, the rest go. `mode`:
     torch.compile's mode for the step (None: the default; "max-autotune-no-cudagraphs" times Triton's
-    GEMM templates against cuBLAS per shape, benchmarks only so far)."""
+    GEMM templates against cuBLAS per shape; a dict: inductor options instead, e.g. {"combo_kernels":
+    True}; benchmarks only so far)."""
     calls: list[GraphedDecodeCall] = []
     if not enabled or model.device.type != "cuda" or "get_compiled_call" in vars(model):
         yield calls
         return
     compiled_by_mode = vars(model).setdefault("_verirl_compiled_decode", {})
-    compiled = compiled_by_mode.get(mode)
+    mode_key = tuple(sorted(mode.items())) if isinstance(mode, dict) else mode
+    compiled = compiled_by_mode.get(mode_key)
     # every model of a process shares dynamo's recompile limit (8) for transformers' forward wrapper, whose
     # code object they all run: models, compiled calls of other backends (transformers' own) and shapes
     # (decode steps, prefills per prompt length) add up, and with fullgraph a hit is a hard failure. The
     # library raises it to 64 for its chunked prefill; so do we, whichever path runs first.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     if compiled is None:  # kept on the model: dynamo's cache entries stay valid across engines and calls
-        compiled = compiled_by_mode[mode] = torch.compile(model.__call__, fullgraph=True, dynamic=False, mode=mode)
+        how = {"options": dict(mode)} if isinstance(mode, dict) else {"mode": mode}
+        compiled = compiled_by_mode[mode_key] = torch.compile(model.__call__, fullgraph=True, dynamic=False, **how)
     graphs = {} if kept is None else kept
-    prefix = (mode, model_key(model)) if kept is not None else ()
+    prefix = (mode_key, model_key(model)) if kept is not None else ()
 
     def get_compiled_call(compile_config: Any = None) -> GraphedDecodeCall:
         calls.append(GraphedDecodeCall(compiled, graphs, prefix))

@@ -15,7 +15,9 @@ long as asked for; otherwise it makes one with the library's function and keeps 
 does itself, the length a model asks for never shrinks (the library keeps the longest so far), so a
 kept cache is as long as a new one would be. `generate` sees a cache it made itself: nothing else
 about the call changes (the deferred stop check, which treats a cache passed in by the caller as one to
-roll back, included).
+roll back, included). A kept cache also writes its keys and values through kv_write.py's
+`lean_cache_writes` (one kernel per layer and decode step, one position counter), unless the
+`StaticCaches` says not to (`lean_writes`, benchmarks).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import collections
 import contextlib
 from typing import Any, Iterator
 
+from trainer.rollout.kv_write import lean_cache_writes
+
 __all__ = ["StaticCaches", "plain_static_cache", "reused_static_caches"]
 
 
@@ -31,8 +35,9 @@ class StaticCaches:
     """The kept caches, by batch size, the most recently used last; at most `capacity` of them.
     `reused` and `made` count the calls that got a kept cache and those that made one."""
 
-    def __init__(self, capacity: int = 2):
+    def __init__(self, capacity: int = 2, lean_writes: bool = True):
         self.capacity = capacity
+        self.lean_writes = lean_writes  # kept caches write through kv_write.lean_cache_writes
         self.by_batch: collections.OrderedDict[int, Any] = collections.OrderedDict()
         self.reused = 0
         self.made = 0
@@ -92,7 +97,9 @@ def reused_static_caches(model: Any, caches: StaticCaches | None) -> Iterator[No
             return cache
         cache = library(model, cache_implementation=cache_implementation, batch_size=batch_size,
                         max_cache_len=max_cache_len, prefill_chunk_size=prefill_chunk_size, model_kwargs=model_kwargs)
-        if plain and plain_static_cache(cache):
+        if plain and plain_static_cache(cache) and not getattr(cache, "offloading", False):
+            if caches.lean_writes:
+                lean_cache_writes(cache)
             caches.keep(batch_size, cache)
             caches.made += 1
         return cache
