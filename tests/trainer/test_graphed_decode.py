@@ -200,3 +200,6 @@ def test_kept_graphs_are_replayed_by_later_calls_and_follow_the_weights(tiny_dir
     kept.graphed_prefill_tokens = 0  # the prompt's forward eagerly: one call, the decode step's graph kept
     got, calls = _generate(kept, unpadded, 2, sampling, graphed=True)
     assert len(calls) == 1 and calls[0].captures == calls[0].uncaptured == 0
+    # every call of groups of 2 or 4 ran its prompt's forward on one row per group (shared_prefill.py),
+    # graphed through a view of the kept cache, and eagerly in the last call
+    assert kept.static_caches.shared_prefills == 9

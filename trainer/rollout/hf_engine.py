@@ -45,6 +45,9 @@ With a static cache the engine keeps one cache per batch size across calls, rese
 decode graphs that use it, so a later call of the same shape replays them without a capture
 (static_cache_reuse.py; `keep_decode_state`, on; the memory stays held between calls, ~0.25 GB of
 cache for 128 rows of 320 tokens of the ~0.5B shape, ~2.8 GB for 256 rows of 768 of the 1.5B one).
+A kept cache writes each decode step's keys and values in one kernel (kv_write.py), and a group's
+prompt forward runs once, on one row, its keys and values copied to the group's other rows
+(shared_prefill.py; `shared_prefill`, on).
 
 "paged" details (paged_engine.py): the KV cache is sized for the call (blocks for every row's prompt
 plus max_tokens), not from free memory; stop strings are not supported by the library's scheduler, so
@@ -64,6 +67,7 @@ from trainer.rollout.graphed_decode import graphed_decode
 from trainer.rollout.merged_projections import merged_projections
 from trainer.rollout.static_cache_reuse import StaticCaches, reused_static_caches
 from trainer.rollout.paged_engine import generate_paged
+from trainer.rollout.shared_prefill import shared_prompt_prefill
 from trainer.rollout.token_sampler import TokenSampler
 
 __all__ = ["HFEngine", "decode_rows"]
@@ -142,6 +146,9 @@ class HFEngine:
         # length) also runs from a kept CUDA graph (the library's one-chunk prefill through the compiled
         # call); larger ones run eagerly, bound by the GPU rather than the host (0: never)
         self.graphed_prefill_tokens = 16384
+        # with kept caches, a group's prompt forward runs on one row and is copied to the others
+        # (shared_prefill.py); False: every row's own (benchmarks)
+        self.shared_prefill = True
         # torch.compile's mode for graphed steps, or a dict of inductor options (benchmarks)
         self.decode_compile_mode: str | dict | None = None
         self.static_caches = StaticCaches()
@@ -203,6 +210,7 @@ class HFEngine:
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
         fused = self.sampler == "fused"
+        group = n  # rows come in groups of n copies of a prompt (repeated here, or by `generate`)
         recorder = TokenSampler(greedy, kernel=self.model.device.type == "cuda") if fused else _LogprobRecorder()
         processors = LogitsProcessorList()
         if not greedy:
@@ -216,8 +224,9 @@ class HFEngine:
             if sampling.top_p < 1.0:
                 processors.append(TopPLogitsWarper(sampling.top_p))
         processors.append(recorder)
-        if fused and n > 1:  # a greedy `generate` takes one sequence per input: the rows are repeated here, as
-            # `generate` itself would for num_return_sequences (a prompt's n rows next to each other)
+        if (fused or greedy) and n > 1:  # a greedy `generate` takes one sequence per input (it refuses
+            # num_return_sequences > 1): the rows are repeated here, as `generate` itself would for
+            # num_return_sequences (a prompt's n rows next to each other)
             enc = {k: v.repeat_interleave(n, dim=0) for k, v in enc.items()}
             n = 1
         kwargs = dict(do_sample=not greedy and not fused, max_new_tokens=sampling.max_tokens, num_return_sequences=n,
@@ -251,6 +260,8 @@ class HFEngine:
         with (torch.inference_mode(), attention, deferred_stop_checks(self.deferred_stop),
               merged_projections(self.model, self.merged), lean_decode_inputs(self.model, lean),
               reused_static_caches(self.model, self.static_caches if keep else None),
+              shared_prompt_prefill(self.model, group if self.shared_prefill else 1,
+                                    self.static_caches if keep else None),
               graphed_decode(self.model, graphed, self._decode_graphs if keep else None,
                              keep_if=lambda graph: self.static_caches.holds(graph.cache),
                              mode=self.decode_compile_mode) as self.decode_calls):

@@ -41,6 +41,7 @@ class StaticCaches:
         self.by_batch: collections.OrderedDict[int, Any] = collections.OrderedDict()
         self.reused = 0
         self.made = 0
+        self.shared_prefills = 0  # prompt forwards run on one row per group (shared_prefill.py)
 
     def get(self, batch_size: int, max_cache_len: int, dtype: Any, device: Any) -> Any | None:
         cache = self.by_batch.get(batch_size)
@@ -61,6 +62,8 @@ class StaticCaches:
             self.by_batch.popitem(last=False)
 
     def holds(self, cache: Any) -> bool:
+        """Whether `cache`, or the cache it is a view of (shared_prefill.cache_view), is kept."""
+        cache = getattr(cache, "viewed", cache)
         return any(kept is cache for kept in self.by_batch.values())
 
     def clear(self) -> None:
@@ -71,6 +74,16 @@ def plain_static_cache(cache: Any) -> bool:
     """A transformers StaticCache whose layers are all plain full-attention StaticLayers."""
     from transformers.cache_utils import StaticCache, StaticLayer
     return type(cache) is StaticCache and all(type(layer) is StaticLayer for layer in cache.layers)
+
+
+def _initialise(model: Any, cache: Any, batch_size: int) -> None:
+    """Make a kept cache's tensors now, as the library does for a chunked prefill, rather than at the
+    prompt forward: the first call's prompt forward can then be shared like the later ones'
+    (shared_prefill.py needs the tensors to view), giving the same numbers in every call."""
+    shape = getattr(model, "_get_static_cache_init_shape", lambda: None)()
+    if shape is not None and not any(layer.is_initialized for layer in cache.layers):
+        cache.early_initialization(batch_size=batch_size, num_heads=shape[0], head_dim=shape[1], dtype=model.dtype,
+                                   device=model.device)
 
 
 @contextlib.contextmanager
@@ -99,6 +112,7 @@ def reused_static_caches(model: Any, caches: StaticCaches | None) -> Iterator[No
                         max_cache_len=max_cache_len, prefill_chunk_size=prefill_chunk_size, model_kwargs=model_kwargs)
         if plain and plain_static_cache(cache) and not getattr(cache, "offloading", False):
             if caches.lean_writes:
+                _initialise(model, cache, batch_size)
                 lean_cache_writes(cache)
             caches.keep(batch_size, cache)
             caches.made += 1
