@@ -23,8 +23,8 @@ Models are random (no downloads), built from Qwen2 configs:
             from a kept graph; "+autotune": the graphed steps compiled with max-autotune-no-cudagraphs;
             "+libwrites": the kept caches write keys, values and counters as the library does, not
             through kv_write.py; "+noshare": every row's prompt forward, not one per group
-            (shared_prefill.py); "+combo": the graphed steps compiled with inductor's combo_kernels,
-            independent small kernels launched as one).
+            (shared_prefill.py); "+nocombo": the graphed steps compiled with inductor's defaults, not its
+            combo kernels (independent small kernels launched as one)).
             Target: 40,000 tok/s.
   train     the same shape: bf16 parameters, AdamW, a step over 8 x 1024 tokens (forward, backward,
             optimizer step), in variants: eager (sdpa attention, foreach AdamW), fused (fused AdamW),
@@ -121,7 +121,7 @@ PAGED_OPTIONS = {"graphs": {"use_cuda_graph": True}, "nographs": {"use_cuda_grap
 
 
 ENGINE_EXTRAS = {"gqa", "lib", "nodefer", "merge", "splitkv", "nolean", "nograph", "percall", "noprefill",
-                 "autotune", "libwrites", "noshare", "combo"}  # "<cache>+extra+...": HFEngine options
+                 "autotune", "libwrites", "noshare", "nocombo"}  # "<cache>+extra+...": HFEngine options
 
 
 def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[int, ...], new_tokens: int,
@@ -160,8 +160,8 @@ def bench_engine(shape: dict, dtype: torch.dtype, device: str, batches: tuple[in
             engine.graphed_decode = "nograph" not in extras
             engine.keep_decode_state = "percall" not in extras
             engine.graphed_prefill_tokens = 0 if "noprefill" in extras else engine.graphed_prefill_tokens
-            engine.decode_compile_mode = ("max-autotune-no-cudagraphs" if "autotune" in extras
-                                          else {"combo_kernels": True} if "combo" in extras else None)
+            if "autotune" in extras or "nocombo" in extras:
+                engine.decode_compile_mode = "max-autotune-no-cudagraphs" if "autotune" in extras else None
             engine.static_caches.lean_writes = "libwrites" not in extras
             engine.shared_prefill = "noshare" not in extras
             sampling = SamplingConfig(max_tokens=new_tokens, temperature=1.0, seed=0)

@@ -149,8 +149,10 @@ class HFEngine:
         # with kept caches, a group's prompt forward runs on one row and is copied to the others
         # (shared_prefill.py); False: every row's own (benchmarks)
         self.shared_prefill = True
-        # torch.compile's mode for graphed steps, or a dict of inductor options (benchmarks)
-        self.decode_compile_mode: str | dict | None = None
+        # torch.compile's mode for the graphed steps, or a dict of inductor options: combo kernels (independent
+        # small kernels of a step launched as one) gave 1-7% more tokens/s at 64-128 rows of the ~0.5B shape
+        # on an H100 (docs/benchmarks.md, 2026-11-27); None: inductor's defaults
+        self.decode_compile_mode: str | dict | None = {"combo_kernels": True}
         self.static_caches = StaticCaches()
         self._decode_graphs: dict = {}
 
