@@ -42,7 +42,8 @@ def test_the_kernel_writes_what_index_copy_does_under_the_interpreter():
         from trainer.rollout.kv_write import write_kv
         g = torch.Generator().manual_seed(1)
         for batch, heads, length, dk, dv, slot in ((4, 2, 16, 64, 64, 0), (3, 1, 7, 24, 40, 6), (2, 3, 5, 8, 8, 5)):
-            keys, values = torch.randn(batch, heads, length, dk, generator=g), torch.randn(batch, heads, length, dv, generator=g)
+            keys = torch.randn(batch, heads, length, dk, generator=g)
+            values = torch.randn(batch, heads, length, dv, generator=g)
             key = torch.randn(batch, 1, heads, dk + 4, generator=g)[..., :dk].transpose(1, 2)  # strided
             value = torch.randn(batch, heads, 1, dv, generator=g)
             expected_k, expected_v = keys.clone(), values.clone()
@@ -92,7 +93,8 @@ def test_only_fresh_or_fully_initialised_caches_are_changed(tiny_dir):
     from transformers import StaticCache
     model, _ = _model(tiny_dir)
     cache = StaticCache(config=model.config, max_cache_len=8)
-    k = torch.zeros(1, model.config.num_key_value_heads, 1, model.config.hidden_size // model.config.num_attention_heads)
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    k = torch.zeros(1, model.config.num_key_value_heads, 1, head_dim)
     cache.layers[0].lazy_initialization(k, k)  # one layer made, the others not: left to the library
     assert not lean_cache_writes(cache) and "update" not in vars(cache)
 

@@ -1,9 +1,10 @@
 """A group's prompt forward run once (trainer/rollout/shared_prefill.py).
 
 On the CPU with the tiny model and kept static caches: the engine generates the same tokens and
-log-probs with the shared prompt forward as without (both samplers, greedy and sampled, padded prompts),
-from the first call of a batch size on (its cache is made initialised); a cache view is strided over the same storage with the same counter and is kept on its cache;
-nothing is installed or shared where it does not apply. On a GPU the graphed prompt forward through
+log-probs with the shared prompt forward as without (both samplers, greedy and sampled, padded
+prompts, one prompt), from the first call of a batch size on (its cache is made initialised); a cache
+view is strided over the same storage with the same counter and is kept on its cache; nothing is
+installed or shared where it does not apply. On a GPU the graphed prompt forward through
 the view: tests/trainer/test_graphed_decode.py."""
 
 from __future__ import annotations
@@ -73,6 +74,16 @@ def test_not_installed_or_not_applied_where_it_cannot_be_exact(tiny_dir):
     assert engine.static_caches.shared_prefills == 0
     engine.generate(PROMPTS, 2, SamplingConfig(max_tokens=3, temperature=0.0))  # groups of two: shared
     assert engine.static_caches.shared_prefills == 1
+    # one prompt: its group is the whole batch, one row computed; the same draws as every row's forward
+    sampling = SamplingConfig(max_tokens=6, temperature=1.0, seed=1)
+    one = engine.generate(["7+5="], 4, sampling)
+    assert engine.static_caches.shared_prefills == 2
+    unshared = HFEngine(model, tokenizer, cache="static", sampler="fused")
+    unshared.shared_prefill = False
+    every = unshared.generate(["7+5="], 4, sampling)
+    assert [c.token_ids for c in one[0].completions] == [c.token_ids for c in every[0].completions]
+    for a, b in zip(one[0].completions, every[0].completions):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), rtol=1e-5, atol=1e-5)
     dynamic = HFEngine(model, tokenizer, cache="dynamic", sampler="fused")
     dynamic.generate(PROMPTS, 2, SamplingConfig(max_tokens=3, temperature=0.0))
     assert dynamic.static_caches.shared_prefills == 0

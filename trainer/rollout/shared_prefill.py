@@ -13,9 +13,9 @@ steps, sampling, the cache `generate` goes on with) is unchanged.
 
 It applies only where it is exact: a plain StaticCache kept by the engine (static_cache_reuse.py) with
 lean writes (kv_write.py: one position counter, shared by the view), initialised (static_cache_reuse.py
-makes its tensors when it makes the cache), rows a multiple of `group`, and no model inputs other than token ids, the mask and position ids. The
-engine guarantees the grouping (it repeats the prompts itself); `generate`'s own
-`num_return_sequences` groups rows the same way.
+makes its tensors when it makes the cache), rows a multiple of `group`, and no model inputs other than
+token ids, the mask and position ids. The engine guarantees the grouping (it repeats the prompts
+itself); `generate`'s own `num_return_sequences` groups rows the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 import torch
 
-from trainer.rollout.kv_write import _update as lean_update
+from trainer.rollout.kv_write import lean_update
 from trainer.rollout.static_cache_reuse import StaticCaches, plain_static_cache
 
 __all__ = ["cache_view", "shared_prompt_prefill"]
@@ -58,7 +58,7 @@ def cache_view(cache: Any, group: int) -> Any:
 
 
 def _applies(cache: Any, group: int, rows: int, model_kwargs: dict) -> bool:
-    return (group > 1 and rows % group == 0 and rows > group and plain_static_cache(cache)
+    return (group > 1 and rows % group == 0 and plain_static_cache(cache)
             and getattr(getattr(cache, "update", None), "__func__", None) is lean_update
             and all(layer.is_initialized for layer in cache.layers)
             and cache.layers[0].keys.shape[0] == rows and model_kwargs.keys() <= _KNOWN
@@ -69,7 +69,8 @@ def _shared(library: Any, group: int, caches: StaticCaches) -> Any:
     def _prefill(input_ids: torch.Tensor, generation_config: Any, model_kwargs: dict,
                  is_first_iteration: bool = True) -> Any:
         cache = model_kwargs.get("past_key_values")
-        if not (is_first_iteration and caches.holds(cache) and _applies(cache, group, input_ids.shape[0], model_kwargs)):
+        rows = input_ids.shape[0]
+        if not (is_first_iteration and caches.holds(cache) and _applies(cache, group, rows, model_kwargs)):
             return library(input_ids, generation_config, model_kwargs, is_first_iteration=is_first_iteration)
         firsts = dict(model_kwargs)
         for name in _SLICED:
