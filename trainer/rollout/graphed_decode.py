@@ -172,8 +172,8 @@ def graphed_decode(model: Any, enabled: bool = True, kept: dict | None = None,
     model has its own `get_compiled_call`. `kept`: graphs kept across calls (see the module docstring);
     on leaving, those of this call's key for which `keep_if` holds stay in it, the rest go. `mode`:
     torch.compile's mode for the step (None: the default; "max-autotune-no-cudagraphs" times Triton's
-    GEMM templates against cuBLAS per shape; a dict: inductor options instead, e.g. {"combo_kernels":
-    True}; benchmarks only so far)."""
+    GEMM templates against cuBLAS per shape, benchmarks only; a dict: inductor options instead, e.g.
+    {"combo_kernels": True}, the engine's default)."""
     calls: list[GraphedDecodeCall] = []
     if not enabled or model.device.type != "cuda" or "get_compiled_call" in vars(model):
         yield calls

@@ -19,8 +19,9 @@ the step, one one-element kernel per layer for its counter (24 of 1.1-1.4 us): a
     save and restore (graphed_decode.py) see the usual values.
 This assumes what plain decoder stacks do: every layer updates the cache once per forward, in layer
 order (the caches are kept only for plain full-attention StaticCaches of decoder-only models). The
-layers' tensors are made as the library makes them (`lazy_initialization`, or `early_initialization`
-for a chunked prefill).
+layers' tensors are made as the library makes them: `early_initialization` when the cache is made
+(static_cache_reuse.py, and the library for a chunked prefill), else `lazy_initialization` at the
+prompt forward.
 
 `write_kv(keys, values, key, value, position)`: keys/values [B, H, L, D] (written in place), key/value
 [B, H, 1, D], position a 0-d int64 tensor on the same device (the slot). On CUDA with Triton one kernel;

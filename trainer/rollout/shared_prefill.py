@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import types
 from typing import Any, Iterator
 
 import torch
 
-from trainer.rollout.kv_write import lean_update
+from trainer.rollout.kv_write import lean_cache_writes, lean_update
 from trainer.rollout.static_cache_reuse import StaticCaches, plain_static_cache
 
 __all__ = ["cache_view", "shared_prompt_prefill"]
@@ -51,7 +50,7 @@ def cache_view(cache: Any, group: int) -> Any:
             part.keys, part.values = layer.keys[::group], layer.values[::group]
             part.batch_size = part.keys.shape[0]
             view.layers.append(part)
-        view.update = types.MethodType(lean_update, view)
+        lean_cache_writes(view)  # its own update: the writes go to the view's layers
         view.viewed = cache
         views[group] = view
     return view
